@@ -1,0 +1,212 @@
+// Caffe-free core of MiningContrastiveLoss: the contrastive loss of Hadsell et al. (2006), as Caffe's
+// ContrastiveLossLayer computes it, restricted to the hardest 1/mining_ratio of the pairs of a batch.
+//
+// Plain pointers and sizes, no allocation: the caller passes workspace whose size the *_workspace_bytes_*
+// functions give. The per-pair math is in the CM_HOST_DEVICE functions below, shared by the CPU path
+// (contrastive_mining.cpp) and the CUDA path (contrastive_mining.cu), so CPU tests cover the GPU's math.
+//
+// Shapes: n pairs, each feature of dim values, rows contiguous (row-major n x dim).
+//   a, b     n x dim   the two features of each pair
+//   sim      n         1 = similar pair, 0 = dissimilar pair (any other value is invalid; find it with
+//                      find_invalid_label_*; the forward reads every non-zero label as "similar")
+//   diff     n x dim   a - b, written by the forward, read by the backward
+//   dist_sq  n         ||a - b||^2
+//   cost     n         per-pair cost (see contrastive_cost)
+//   picked   n         1 if the pair is among the mined pairs, else 0
+//
+// Loss (K = num_picked pairs, P = set of picked pairs):
+//   E = 1/(2K) * sum_{i in P} cost_i,  E = 0 when K = 0.
+// Mining: K is split between the kinds by split_picked_pairs (alternately the hardest remaining similar
+// pair, then the hardest remaining dissimilar pair, starting with similar; when one kind runs out the other
+// fills the rest); within a kind the pairs are ranked by cost, larger first, equal costs by lower index
+// first (a total order, so the choice is deterministic and identical on CPU and GPU for equal costs).
+#ifndef CAFFE_MINING_CONTRASTIVE_MINING_HPP_
+#define CAFFE_MINING_CONTRASTIVE_MINING_HPP_
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "caffe_mining/host_device.hpp"
+
+// cudaStream_t is `struct CUstream_st*`; naming it this way keeps this header free of CUDA headers so
+// that plain C++ code (the CPU build, the Python module) can include it.
+struct CUstream_st;
+
+namespace caffe_mining {
+
+/// CUDA stream type without CUDA headers (same type as cudaStream_t).
+typedef CUstream_st* cm_stream_t;
+
+/// Caffe's guard against division by a zero distance in the non-legacy dissimilar gradient.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype contrastive_distance_guard() { return Dtype(1e-4); }
+
+/// Square root for float and double on host and device.
+CM_HOST_DEVICE float cm_sqrt(float x) { return sqrtf(x); }
+CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
+
+/**
+ * @brief Cost of one pair, exactly as Caffe's ContrastiveLossLayer computes it.
+ *
+ * similar: @f$ d^2 @f$; dissimilar: @f$ \max(m - d, 0)^2 @f$ with @f$ d = \sqrt{d^2} @f$;
+ * dissimilar with @p legacy: @f$ \max(m - d^2, 0) @f$.
+ */
+template <typename Dtype>
+CM_HOST_DEVICE Dtype contrastive_cost(Dtype dist_sq, bool similar, Dtype margin, bool legacy) {
+  if (similar) return dist_sq;
+  if (legacy) {
+    const Dtype mdist = margin - dist_sq;
+    return mdist > Dtype(0) ? mdist : Dtype(0);
+  }
+  const Dtype mdist = margin - cm_sqrt(dist_sq);
+  const Dtype hinge = mdist > Dtype(0) ? mdist : Dtype(0);
+  return hinge * hinge;
+}
+
+/**
+ * @brief Factor g such that @f$ \partial (\alpha \cdot cost / 2) / \partial a = g \, (a - b) @f$ and
+ * @f$ \partial (\alpha \cdot cost / 2) / \partial b = -g \, (a - b) @f$.
+ *
+ * With @f$ \alpha = \lambda / K @f$ (@f$\lambda@f$ the top diff) this is the gradient of the loss
+ * @f$ \lambda E @f$ for one picked pair. Written with the same operations, in the same order, as Caffe's
+ * ContrastiveLossLayer::Backward_cpu (alpha, -alpha, -alpha * mdist / (d + 1e-4)), so that mining_ratio = 1
+ * reproduces Caffe's gradients. At the hinge (mdist == 0) the gradient is 0, as in Caffe.
+ */
+template <typename Dtype>
+CM_HOST_DEVICE Dtype contrastive_diff_factor(Dtype dist_sq, bool similar, Dtype margin, bool legacy,
+                                             Dtype alpha) {
+  if (similar) return alpha;
+  if (legacy) return (margin - dist_sq) > Dtype(0) ? -alpha : Dtype(0);
+  const Dtype dist = cm_sqrt(dist_sq);
+  const Dtype mdist = margin - dist;
+  return mdist > Dtype(0) ? -alpha * mdist / (dist + contrastive_distance_guard<Dtype>()) : Dtype(0);
+}
+
+/// K = floor(n / mining_ratio), the number of pairs the loss keeps. Requires mining_ratio >= 1.
+CM_HOST_DEVICE int num_picked_pairs(int n, int mining_ratio) { return n / mining_ratio; }
+
+/**
+ * @brief Splits K picks between similar and dissimilar pairs.
+ *
+ * Alternating picks starting with a similar pair give ceil(K/2) similar and floor(K/2) dissimilar; a kind
+ * that has fewer pairs than its share gives all it has and the other kind fills the rest.
+ * Requires 0 <= num_picked <= num_similar + num_dissimilar.
+ */
+CM_HOST_DEVICE void split_picked_pairs(int num_similar, int num_dissimilar, int num_picked,
+                                       int* k_similar, int* k_dissimilar) {
+  int ks = (num_picked + 1) / 2;
+  if (ks > num_similar) ks = num_similar;
+  int kd = num_picked - ks;
+  if (kd > num_dissimilar) kd = num_dissimilar;
+  ks = num_picked - kd;
+  if (ks > num_similar) ks = num_similar;
+  *k_similar = ks;
+  *k_dissimilar = kd;
+}
+
+/**
+ * @brief Order-preserving integer key of a cost (larger cost, larger key), the hardness of a pair.
+ *
+ * Costs are >= 0; +0 and -0 both map to 0, and NaN maps to the key of +infinity (a NaN pair counts as
+ * hardest, so a diverged batch shows a NaN loss instead of being mined away). For non-negative IEEE
+ * numbers the bit pattern read as an unsigned integer is monotone in the value; the GPU radix selection
+ * works on these bits.
+ */
+CM_HOST_DEVICE uint64_t hardness_key(float cost) {
+  if (!(cost > 0.0f)) cost = (cost == 0.0f) ? 0.0f : INFINITY;
+  uint32_t bits;
+  memcpy(&bits, &cost, sizeof(bits));
+  return bits;
+}
+CM_HOST_DEVICE uint64_t hardness_key(double cost) {
+  if (!(cost > 0.0)) cost = (cost == 0.0) ? 0.0 : static_cast<double>(INFINITY);
+  uint64_t bits;
+  memcpy(&bits, &cost, sizeof(bits));
+  return bits;
+}
+
+/// The mining order: pair i is harder than pair j (larger key first, then lower index first).
+CM_HOST_DEVICE bool harder_pair(uint64_t key_i, int i, uint64_t key_j, int j) {
+  return key_i > key_j || (key_i == key_j && i < j);
+}
+
+/// Bytes of CPU workspace contrastive_forward_cpu needs for n pairs.
+size_t contrastive_workspace_bytes_cpu(int n);
+
+/// Index of the first label that is neither 0 nor 1, or -1 if all are valid.
+template <typename Dtype>
+int find_invalid_label_cpu(const Dtype* sim, int n);
+
+/**
+ * @brief Forward pass on the CPU: distances, costs, mining, loss.
+ *
+ * @param a, b       n x dim inputs
+ * @param sim        n labels (0/1)
+ * @param margin     m
+ * @param legacy     use max(m - d^2, 0) for dissimilar pairs
+ * @param num_picked K, 0 <= K <= n (num_picked_pairs(n, mining_ratio))
+ * @param diff       out, n x dim, a - b
+ * @param dist_sq    out, n
+ * @param cost       out, n
+ * @param picked     out, n, 1 for the K mined pairs, 0 otherwise
+ * @param workspace  at least contrastive_workspace_bytes_cpu(n) bytes, int-aligned
+ * @return E = sum of picked costs / (2K), 0 when K = 0
+ *
+ * Selection is O(n) (std::nth_element per kind in the harder_pair order).
+ */
+template <typename Dtype>
+Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
+                              Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
+                              Dtype* cost, int* picked, void* workspace);
+
+/**
+ * @brief Backward pass on the CPU: gradient of @f$ \lambda E @f$ w.r.t. a and b.
+ *
+ * Inputs are the forward's diff, dist_sq, picked. The scale is computed inside: alpha = loss_grad / K
+ * (loss_grad = @f$\lambda@f$, the top diff; K = num_picked). Rows of unpicked pairs get 0; all rows are
+ * zero when K = 0. grad_b = -grad_a. Either grad pointer may be null (not computed).
+ *
+ * @param grad_a  out, n x dim, may be null
+ * @param grad_b  out, n x dim, may be null
+ */
+template <typename Dtype>
+void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
+                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
+                              const int* picked, Dtype* grad_a, Dtype* grad_b);
+
+// ---- CUDA twins: same arguments, device pointers, asynchronous on `stream`. Defined in the .cu, ----
+// ---- available only in CUDA builds.                                                             ----
+
+/// Bytes of device workspace contrastive_forward_gpu needs for n pairs (256-byte aligned base).
+size_t contrastive_workspace_bytes_gpu(int n);
+
+/// Writes to *first_invalid (device int) the index of the first label that is neither 0 nor 1, or n if
+/// all are valid.
+template <typename Dtype>
+void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stream_t stream = 0);
+
+/**
+ * @brief Forward pass on the GPU, as contrastive_forward_cpu; the loss goes to the device scalar *loss.
+ *
+ * The whole selection runs on the device with no host synchronisation: a radix select over the
+ * (hardness key, inverted index) bits finds, per kind, the K_kind-th hardest pair in O(n) per digit
+ * pass; a pair is picked when it is at least as hard. Ties resolve exactly as on the CPU.
+ */
+template <typename Dtype>
+void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
+                             Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
+                             Dtype* cost, int* picked, void* workspace, Dtype* loss,
+                             cm_stream_t stream = 0);
+
+/// Backward pass on the GPU, as contrastive_backward_cpu (loss_grad is a host scalar). The legacy
+/// gradient includes the (a - b) factor (Caffe's own legacy GPU backward omits it).
+template <typename Dtype>
+void contrastive_backward_gpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
+                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
+                              const int* picked, Dtype* grad_a, Dtype* grad_b, cm_stream_t stream = 0);
+
+}  // namespace caffe_mining
+
+#endif  // CAFFE_MINING_CONTRASTIVE_MINING_HPP_
