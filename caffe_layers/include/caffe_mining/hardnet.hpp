@@ -1,0 +1,294 @@
+// HardNet loss (Mishchuk et al. 2017, "Working hard to know your neighbor's margins"): a triplet-style loss whose
+// negative for each anchor/positive pair is mined inside the batch. Caffe-free core: plain pointers and sizes, the
+// caller owns every buffer. The element math below is shared by the CPU (.cpp) and CUDA (.cu) implementations.
+//
+// Notation (n pairs of dim-dimensional descriptors, row-major):
+//   a_i = anchor[i*dim ...], p_j = positive[j*dim ...]
+//   D_ij = sqrt(max(|a_i|^2 + |p_j|^2 - 2 a_i.p_j, 0) + eps)        (n x n, one GEMM)
+//   pos_i = D_ii
+//   D_ij is a valid negative for row i when j != i, D_ij >= duplicate_threshold and (labels given) label_i != label_j.
+//   Candidate j of row i (j != i): without anchor_swap its value is D_ij; with anchor_swap it is the smaller of the
+//   valid ones of D_ij (positive j as negative of anchor i) and D_ji (anchor j as negative of positive i); at equal
+//   value D_ij is kept. Candidate j is valid when at least one of the two is valid.
+//   count_i = number of valid candidates of row i; rows with count_i = 0 are "empty".
+//   Row loss l(pos, neg):
+//     TRIPLET_MARGIN  max(margin + pos - neg, 0)
+//     SOFTMAX         -log(e^(2-pos) / (e^(2-pos) + e^(2-neg))) = softplus(pos - neg)
+//     CONTRASTIVE     max(margin - neg, 0) + pos
+//   Batch reduce, per non-empty row:
+//     MIN      l(pos_i, min_j c_ij)                    (ties: lowest j)
+//     AVERAGE  (1/count_i) sum_j l(pos_i, c_ij)        (over valid candidates)
+//     RANDOM   l(pos_i, c_ik), k = the floor(u_i * count_i)-th valid candidate in increasing j (u_i in [0,1) given)
+//   loss = mean of the row losses over the R non-empty rows; 0 when R = 0 (then all gradients are 0 as well).
+//
+// Divergences from the authors' PyTorch code (loss_HardNet / distance_matrix_vector in DagnyT/hardnet):
+//   - the squared distance is clamped at 0 before eps is added: rounding in |a|^2+|p|^2-2a.p can go negative,
+//     which there gives sqrt(negative) = NaN; their extra "+1e-8" after the square root is dropped (it cancels in
+//     the triplet loss and only shifts the others by 1e-8);
+//   - duplicates (D < 0.008) and the diagonal are excluded from the mining instead of being pushed up by +10; with
+//     labels, same-label pairs are excluded too; a row with no valid negative is left out of the mean (there it would
+//     get neg = D + 10);
+//   - SOFTMAX is computed as softplus(pos - neg) without their "+1e-8" in the denominator (stable for any distance);
+//   - AVERAGE averages each row over its valid negatives and pairs them with that row's pos_i (theirs averages all
+//     n*n entries, diagonal included, pairing D_ij with pos_j);
+//   - RANDOM draws one valid candidate per row from caller-given uniforms (theirs takes column perm[i] of a random
+//     permutation, which may be the row's own positive or a duplicate).
+#ifndef CAFFE_MINING_HARDNET_HPP_
+#define CAFFE_MINING_HARDNET_HPP_
+
+#include <cmath>
+#include <cstddef>
+
+#include "caffe_mining/host_device.hpp"
+
+#ifdef __CUDACC__
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#endif
+
+namespace caffe_mining {
+
+/// Per-row loss; values mirror HardNetLossParameter.LossType in caffe.proto.
+enum class HardNetLossType : int { kTripletMargin = 0, kSoftmax = 1, kContrastive = 2 };
+
+/// How a row's negative is chosen; values mirror HardNetLossParameter.BatchReduce in caffe.proto.
+enum class HardNetBatchReduce : int { kMin = 0, kAverage = 1, kRandom = 2 };
+
+/// Options of the loss; defaults follow the authors' loss_HardNet.
+struct HardNetOptions {
+  double margin = 1.0;                ///< triplet / contrastive margin
+  bool anchor_swap = false;           ///< also mine D_ji (other anchors against positive i)
+  HardNetBatchReduce batch_reduce = HardNetBatchReduce::kMin;
+  HardNetLossType loss_type = HardNetLossType::kTripletMargin;
+  double eps = 1e-6;                  ///< added to the squared distance inside the square root (> 0)
+  double duplicate_threshold = 0.008; ///< a candidate distance below this is a duplicate, never a negative
+};
+
+/// Per-row results of the forward pass, read again by the backward pass. All caller-owned, host pointers for the
+/// CPU functions and device pointers for the GPU functions. Sizes in brackets.
+template <typename Dtype>
+struct HardNetMining {
+  Dtype* dist;         ///< [n*n] D_ij, row-major (row = anchor, column = positive)
+  Dtype* pos_dist;     ///< [n] pos_i = D_ii
+  Dtype* neg_dist;     ///< [n] value of the chosen candidate (MIN/RANDOM) or of the hardest one (AVERAGE); 0 if none
+  int* neg_index;      ///< [n] j of that candidate, -1 when the row has no valid negative
+  int* neg_swapped;    ///< [n] 1 when that candidate's value is D_ji (anchor swap), else 0
+  int* neg_count;      ///< [n] count_i, the number of valid candidates of row i
+  Dtype* row_loss;     ///< [n] loss of row i (0 for an empty row)
+  Dtype* dloss_dpos;   ///< [n] d row_loss_i / d pos_i (AVERAGE: already averaged over the candidates)
+  Dtype* dloss_dneg;   ///< [n] d row_loss_i / d neg_dist_i (MIN and RANDOM; 0 for AVERAGE)
+  int* valid_rows;     ///< [1] R, the number of non-empty rows
+};
+
+/// Number of Dtype elements of the scratch buffer that hardnet_forward_* and hardnet_backward_* need:
+/// 2n (squared norms), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums).
+inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
+  const std::size_t rows = static_cast<std::size_t>(n);
+  return options.batch_reduce == HardNetBatchReduce::kAverage ? rows * rows + 2 * rows : 2 * rows;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Element math shared by both paths.
+
+CM_HOST_DEVICE float cm_sqrt(float x) { return sqrtf(x); }
+CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
+CM_HOST_DEVICE float cm_exp(float x) { return expf(x); }
+CM_HOST_DEVICE double cm_exp(double x) { return exp(x); }
+CM_HOST_DEVICE float cm_log1p(float x) { return log1pf(x); }
+CM_HOST_DEVICE double cm_log1p(double x) { return log1p(x); }
+
+/// D = sqrt(max(|a|^2 + |p|^2 - 2 a.p, 0) + eps): clamped so that rounding never yields sqrt of a negative.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
+  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
+  return cm_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
+}
+
+/// softplus(x) = log(1 + e^x) without overflow for large |x|.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_softplus(Dtype x) {
+  const Dtype abs_x = x < Dtype(0) ? -x : x;
+  return (x > Dtype(0) ? x : Dtype(0)) + cm_log1p(cm_exp(-abs_x));
+}
+
+/// sigmoid(x) = 1 / (1 + e^-x), the derivative of softplus, without overflow.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_sigmoid(Dtype x) {
+  if (x >= Dtype(0)) return Dtype(1) / (Dtype(1) + cm_exp(-x));
+  const Dtype e = cm_exp(x);
+  return e / (Dtype(1) + e);
+}
+
+/// Row loss l(pos, neg) for one positive distance and one negative distance.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_row_loss(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
+  switch (type) {
+    case HardNetLossType::kSoftmax:
+      return hardnet_softplus(pos - neg);
+    case HardNetLossType::kContrastive: {
+      const Dtype hinge = margin - neg;
+      return (hinge > Dtype(0) ? hinge : Dtype(0)) + pos;
+    }
+    case HardNetLossType::kTripletMargin:
+    default: {
+      const Dtype hinge = margin + pos - neg;
+      return hinge > Dtype(0) ? hinge : Dtype(0);
+    }
+  }
+}
+
+/// d l(pos, neg) / d pos (hinges: 0 at the kink).
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_row_loss_dpos(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
+  switch (type) {
+    case HardNetLossType::kSoftmax:
+      return hardnet_sigmoid(pos - neg);
+    case HardNetLossType::kContrastive:
+      return Dtype(1);
+    case HardNetLossType::kTripletMargin:
+    default:
+      return margin + pos - neg > Dtype(0) ? Dtype(1) : Dtype(0);
+  }
+}
+
+/// d l(pos, neg) / d neg (hinges: 0 at the kink).
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_row_loss_dneg(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
+  switch (type) {
+    case HardNetLossType::kSoftmax:
+      return -hardnet_sigmoid(pos - neg);
+    case HardNetLossType::kContrastive:
+      return margin - neg > Dtype(0) ? Dtype(-1) : Dtype(0);
+    case HardNetLossType::kTripletMargin:
+    default:
+      return margin + pos - neg > Dtype(0) ? Dtype(-1) : Dtype(0);
+  }
+}
+
+/// Whether D_ij (value `d`) may serve as a negative for the pair (i, j): j != i, not a duplicate, and different
+/// labels when labels are given (labels may be null).
+template <typename Dtype>
+CM_HOST_DEVICE bool hardnet_negative_valid(const Dtype* labels, int i, int j, Dtype d, Dtype duplicate_threshold) {
+  if (i == j || d < duplicate_threshold) return false;
+  return labels == nullptr || labels[i] != labels[j];
+}
+
+/// Candidate j of row i: its value, whether it is valid and whether the value is the swapped D_ji.
+template <typename Dtype>
+struct HardNetCandidate {
+  Dtype value;
+  bool valid;
+  bool swapped;
+};
+
+/// Candidate j of row i from the distance matrix (n x n, row-major). With anchor_swap the smaller valid one of
+/// D_ij and D_ji; at equal value D_ij (not swapped).
+template <typename Dtype>
+CM_HOST_DEVICE HardNetCandidate<Dtype> hardnet_candidate(const Dtype* dist, const Dtype* labels, int n, int i, int j,
+                                                        Dtype duplicate_threshold, bool anchor_swap) {
+  HardNetCandidate<Dtype> cand;
+  const Dtype d_ij = dist[static_cast<std::size_t>(i) * n + j];
+  cand.value = d_ij;
+  cand.valid = hardnet_negative_valid(labels, i, j, d_ij, duplicate_threshold);
+  cand.swapped = false;
+  if (anchor_swap) {
+    const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
+    if (hardnet_negative_valid(labels, j, i, d_ji, duplicate_threshold) && (!cand.valid || d_ji < d_ij)) {
+      cand.value = d_ji;
+      cand.valid = true;
+      cand.swapped = true;
+    }
+  }
+  return cand;
+}
+
+/// MIN order: (value, j) lexicographic; index -1 means "none yet" and loses to any real candidate.
+template <typename Dtype>
+CM_HOST_DEVICE bool hardnet_harder(Dtype value_a, int index_a, Dtype value_b, int index_b) {
+  if (index_a < 0) return false;
+  if (index_b < 0) return true;
+  return value_a < value_b || (value_a == value_b && index_a < index_b);
+}
+
+/// RANDOM: rank (0-based, among the valid candidates in increasing j) picked by a uniform u in [0, 1).
+template <typename Dtype>
+CM_HOST_DEVICE int hardnet_random_rank(Dtype uniform, int count) {
+  int rank = static_cast<int>(floor(static_cast<double>(uniform) * count));
+  if (rank >= count) rank = count - 1;  // u rounded up to 1 in float
+  return rank < 0 ? 0 : rank;
+}
+
+/// AVERAGE backward: the coefficient V_ij (i != j) of the distance gradient dD_ij/d(a_i, p_j) = +-(a_i - p_j)/D_ij,
+/// before the 1/R and top-diff scale. Two rows can use D_ij: row i as its own candidate j (not swapped) and row j as
+/// the swapped value of its candidate i.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_average_weight(const Dtype* dist, const Dtype* labels, const Dtype* pos_dist,
+                                           const int* neg_count, int n, int i, int j, HardNetLossType type,
+                                           Dtype margin, Dtype duplicate_threshold, bool anchor_swap) {
+  Dtype weight = Dtype(0);
+  const HardNetCandidate<Dtype> of_row_i = hardnet_candidate(dist, labels, n, i, j, duplicate_threshold, anchor_swap);
+  if (of_row_i.valid && !of_row_i.swapped) {
+    weight += hardnet_row_loss_dneg(type, margin, pos_dist[i], of_row_i.value) / Dtype(neg_count[i]);
+  }
+  if (anchor_swap) {
+    const HardNetCandidate<Dtype> of_row_j =
+        hardnet_candidate(dist, labels, n, j, i, duplicate_threshold, anchor_swap);
+    if (of_row_j.valid && of_row_j.swapped) {
+      weight += hardnet_row_loss_dneg(type, margin, pos_dist[j], of_row_j.value) / Dtype(neg_count[j]);
+    }
+  }
+  return weight;
+}
+
+/// x / y, 0 when y is 0 (a zero distance only happens with eps = 0 and then its numerator a - p is 0 as well).
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_safe_div(Dtype x, Dtype y) {
+  return y != Dtype(0) ? x / y : Dtype(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU (cblas). Host pointers.
+
+/// Forward pass.
+/// @param n, dim      number of pairs (n >= 1; n = 1 gives R = 0) and descriptor length
+/// @param anchor      [n*dim] a_i, row-major
+/// @param positive    [n*dim] p_i, row-major (row i matches anchor row i)
+/// @param labels      [n] class ids, or null for "all rows distinct" (only the duplicate rule masks)
+/// @param uniforms    [n] values in [0, 1), one per row; read only for RANDOM (may be null otherwise)
+/// @param mining      outputs, see HardNetMining; read by the backward pass
+/// @param scratch     [hardnet_scratch_count(n, options)]
+/// @param loss        [1] the mean row loss over the non-empty rows (0 when none)
+template <typename Dtype>
+void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
+                         const Dtype* uniforms, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
+                         Dtype* scratch, Dtype* loss);
+
+/// Backward pass: exact gradient of the forward's loss, times loss_weight (the top diff), written (not
+/// accumulated) into anchor_diff and positive_diff ([n*dim] each; either may be null). Must follow the forward pass
+/// with the same inputs and options. MIN/RANDOM: O(n*dim); AVERAGE: two n x n x dim GEMMs.
+template <typename Dtype>
+void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
+                          const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype loss_weight,
+                          Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
+
+#ifdef __CUDACC__
+// ---------------------------------------------------------------------------------------------------------------
+// CUDA (cuBLAS). Same contracts with device pointers (uniforms too), queued on `stream`; `cublas` must be bound to
+// `stream` by the caller or use the stream it wants GEMMs on. `loss` is a device pointer. loss_weight is a host value.
+
+template <typename Dtype>
+void hardnet_forward_gpu(cublasHandle_t cublas, cudaStream_t stream, int n, int dim, const Dtype* anchor,
+                         const Dtype* positive, const Dtype* labels, const Dtype* uniforms,
+                         const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype* scratch,
+                         Dtype* loss);
+
+template <typename Dtype>
+void hardnet_backward_gpu(cublasHandle_t cublas, cudaStream_t stream, int n, int dim, const Dtype* anchor,
+                          const Dtype* positive, const Dtype* labels, const HardNetOptions& options,
+                          const HardNetMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff,
+                          Dtype* positive_diff);
+#endif  // __CUDACC__
+
+}  // namespace caffe_mining
+
+#endif  // CAFFE_MINING_HARDNET_HPP_
