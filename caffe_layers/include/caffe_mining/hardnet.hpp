@@ -41,10 +41,10 @@
 
 #include "caffe_mining/host_device.hpp"
 
-#ifdef __CUDACC__
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#endif
+// cudaStream_t is `CUstream_st*` and cublasHandle_t is `cublasContext*`: naming them so keeps this header free of
+// CUDA headers, so plain C++ (the CPU build, the Python module) can include it.
+struct CUstream_st;
+struct cublasContext;
 
 namespace caffe_mining {
 
@@ -90,32 +90,33 @@ inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
 // ---------------------------------------------------------------------------------------------------------------
 // Element math shared by both paths.
 
-CM_HOST_DEVICE float cm_sqrt(float x) { return sqrtf(x); }
-CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
-CM_HOST_DEVICE float cm_exp(float x) { return expf(x); }
-CM_HOST_DEVICE double cm_exp(double x) { return exp(x); }
-CM_HOST_DEVICE float cm_log1p(float x) { return log1pf(x); }
-CM_HOST_DEVICE double cm_log1p(double x) { return log1p(x); }
+// float/double overloads usable on host and device (names private to this loss: other core headers have theirs).
+CM_HOST_DEVICE float hardnet_sqrt(float x) { return sqrtf(x); }
+CM_HOST_DEVICE double hardnet_sqrt(double x) { return sqrt(x); }
+CM_HOST_DEVICE float hardnet_exp(float x) { return expf(x); }
+CM_HOST_DEVICE double hardnet_exp(double x) { return exp(x); }
+CM_HOST_DEVICE float hardnet_log1p(float x) { return log1pf(x); }
+CM_HOST_DEVICE double hardnet_log1p(double x) { return log1p(x); }
 
 /// D = sqrt(max(|a|^2 + |p|^2 - 2 a.p, 0) + eps): clamped so that rounding never yields sqrt of a negative.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
   const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
-  return cm_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
+  return hardnet_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
 }
 
 /// softplus(x) = log(1 + e^x) without overflow for large |x|.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype hardnet_softplus(Dtype x) {
   const Dtype abs_x = x < Dtype(0) ? -x : x;
-  return (x > Dtype(0) ? x : Dtype(0)) + cm_log1p(cm_exp(-abs_x));
+  return (x > Dtype(0) ? x : Dtype(0)) + hardnet_log1p(hardnet_exp(-abs_x));
 }
 
 /// sigmoid(x) = 1 / (1 + e^-x), the derivative of softplus, without overflow.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype hardnet_sigmoid(Dtype x) {
-  if (x >= Dtype(0)) return Dtype(1) / (Dtype(1) + cm_exp(-x));
-  const Dtype e = cm_exp(x);
+  if (x >= Dtype(0)) return Dtype(1) / (Dtype(1) + hardnet_exp(-x));
+  const Dtype e = hardnet_exp(x);
   return e / (Dtype(1) + e);
 }
 
@@ -271,23 +272,22 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
                           const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype loss_weight,
                           Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
 
-#ifdef __CUDACC__
 // ---------------------------------------------------------------------------------------------------------------
-// CUDA (cuBLAS). Same contracts with device pointers (uniforms too), queued on `stream`; `cublas` must be bound to
-// `stream` by the caller or use the stream it wants GEMMs on. `loss` is a device pointer. loss_weight is a host value.
+// CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same contracts as the CPU functions with device
+// pointers (uniforms too), kernels queued on `stream`; the GEMMs run on whatever stream `cublas` is bound to (bind it
+// to `stream`, or pass the stream cublas uses). `loss` is a device pointer; loss_weight is a host value.
 
 template <typename Dtype>
-void hardnet_forward_gpu(cublasHandle_t cublas, cudaStream_t stream, int n, int dim, const Dtype* anchor,
+void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
                          const Dtype* positive, const Dtype* labels, const Dtype* uniforms,
                          const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype* scratch,
                          Dtype* loss);
 
 template <typename Dtype>
-void hardnet_backward_gpu(cublasHandle_t cublas, cudaStream_t stream, int n, int dim, const Dtype* anchor,
+void hardnet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
                           const Dtype* positive, const Dtype* labels, const HardNetOptions& options,
                           const HardNetMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff,
                           Dtype* positive_diff);
-#endif  // __CUDACC__
 
 }  // namespace caffe_mining
 
