@@ -132,6 +132,93 @@ CM_HOST_DEVICE bool harder_pair(uint64_t key_i, int i, uint64_t key_j, int j) {
   return key_i > key_j || (key_i == key_j && i < j);
 }
 
+/**
+ * @brief Steps of the GPU selection, here so that CPU tests can run them serially (see the .cu).
+ *
+ * Each pair has the composite key (hardness_key(cost), inverted index); larger is harder, and a lower index
+ * has a larger inverted index, so the order is exactly harder_pair's and all composite keys are distinct.
+ * Per kind, an MSD radix select finds the k-th largest composite key, one 8-bit digit per pass
+ * (key_bytes = sizeof(Dtype) passes over the key, then index_bytes_for(n) over the inverted index):
+ * histogram the pass's digit over the pairs that match_prefix, then choose_digit. Afterwards the pairs with
+ * at_least_threshold are exactly the k hardest of the kind.
+ */
+namespace radix {
+
+constexpr int kBins = 256;  // 8-bit digits
+
+/// Selection state of one kind of pair.
+struct KindSelection {
+  int k;                  ///< pairs of this kind to pick
+  int remaining;          ///< rank (1 = hardest) still sought among the pairs matching the prefix
+  uint64_t key_prefix;    ///< hardness-key digits chosen so far
+  uint64_t key_mask;      ///< which hardness-key bits are chosen
+  uint32_t index_prefix;  ///< inverted-index digits chosen so far
+  uint32_t index_mask;    ///< which inverted-index bits are chosen
+};
+
+CM_HOST_DEVICE void start(KindSelection* s, int k) {
+  s->k = k;
+  s->remaining = k;
+  s->key_prefix = s->key_mask = 0;
+  s->index_prefix = s->index_mask = 0;
+}
+
+/// Bytes of the inverted index: enough for every index 0..n-1.
+CM_HOST_DEVICE int index_bytes_for(int n) {
+  int bytes = 1;
+  while (bytes < 4 && (uint64_t(1) << (8 * bytes)) < static_cast<uint64_t>(n)) ++bytes;
+  return bytes;
+}
+
+CM_HOST_DEVICE uint32_t inverted_index(int i, int index_bytes) {
+  const uint64_t max_index = (uint64_t(1) << (8 * index_bytes)) - 1;
+  return static_cast<uint32_t>(max_index - static_cast<uint64_t>(i));
+}
+
+CM_HOST_DEVICE bool matches_prefix(const KindSelection& s, uint64_t key, uint32_t inv) {
+  return (key & s.key_mask) == s.key_prefix && (inv & s.index_mask) == s.index_prefix;
+}
+
+/// Digit `pass` (0 = most significant) of the composite (key, inverted index).
+CM_HOST_DEVICE int composite_digit(uint64_t key, uint32_t inv, int pass, int key_bytes,
+                                   int index_bytes) {
+  if (pass < key_bytes) return static_cast<int>((key >> (8 * (key_bytes - 1 - pass))) & 0xff);
+  return static_cast<int>((inv >> (8 * (index_bytes - 1 - (pass - key_bytes)))) & 0xff);
+}
+
+/// Fixes digit `pass` of the kind's threshold from the histogram of that digit over the matching pairs.
+/// Requires remaining <= number of matching pairs (true by induction from k <= pairs of the kind).
+CM_HOST_DEVICE void choose_digit(KindSelection* s, const unsigned int* histogram, int pass,
+                                 int key_bytes, int index_bytes) {
+  if (s->remaining <= 0) return;
+  int harder = 0, digit = 0;
+  for (int d = kBins - 1; d >= 0; --d) {
+    const int in_bin = static_cast<int>(histogram[d]);
+    if (harder + in_bin >= s->remaining) {
+      digit = d;
+      break;
+    }
+    harder += in_bin;
+  }
+  s->remaining -= harder;
+  if (pass < key_bytes) {
+    const int shift = 8 * (key_bytes - 1 - pass);
+    s->key_prefix |= static_cast<uint64_t>(digit) << shift;
+    s->key_mask |= uint64_t(0xff) << shift;
+  } else {
+    const int shift = 8 * (index_bytes - 1 - (pass - key_bytes));
+    s->index_prefix |= static_cast<uint32_t>(digit) << shift;
+    s->index_mask |= uint32_t(0xff) << shift;
+  }
+}
+
+/// After the last pass: whether a pair of this kind is among its k hardest.
+CM_HOST_DEVICE bool at_least_threshold(const KindSelection& s, uint64_t key, uint32_t inv) {
+  return s.k > 0 && (key > s.key_prefix || (key == s.key_prefix && inv >= s.index_prefix));
+}
+
+}  // namespace radix
+
 /// Bytes of CPU workspace contrastive_forward_cpu needs for n pairs.
 size_t contrastive_workspace_bytes_cpu(int n);
 
@@ -151,7 +238,7 @@ int find_invalid_label_cpu(const Dtype* sim, int n);
  * @param dist_sq    out, n
  * @param cost       out, n
  * @param picked     out, n, 1 for the K mined pairs, 0 otherwise
- * @param workspace  at least contrastive_workspace_bytes_cpu(n) bytes, int-aligned
+ * @param workspace  at least contrastive_workspace_bytes_cpu(n) bytes, 8-byte aligned
  * @return E = sum of picked costs / (2K), 0 when K = 0
  *
  * Selection is O(n) (std::nth_element per kind in the harder_pair order).
