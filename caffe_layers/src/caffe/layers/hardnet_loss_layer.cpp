@@ -1,0 +1,149 @@
+#include <vector>
+
+#include "caffe/layers/hardnet_loss_layer.hpp"
+#include "caffe/util/math_functions.hpp"
+
+namespace caffe {
+
+template <typename Dtype>
+void HardNetLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  // A second top is for inspection: give it loss weight 0 unless the user
+  // set the weights (Caffe wants one per top or none).
+  if (this->layer_param_.loss_weight_size() == 0) {
+    this->layer_param_.add_loss_weight(Dtype(1));
+    if (top.size() > 1) this->layer_param_.add_loss_weight(Dtype(0));
+  }
+  LossLayer<Dtype>::LayerSetUp(bottom, top);
+
+  const HardNetLossParameter& param = this->layer_param_.hardnet_loss_param();
+  CHECK_GE(param.margin(), 0) << "HardNetLoss: margin must be >= 0, got "
+      << param.margin();
+  CHECK_GT(param.eps(), 0) << "HardNetLoss: eps must be > 0 (it keeps "
+      "d = sqrt(|a-p|^2 + eps) differentiable at a = p), got " << param.eps();
+  CHECK_GE(param.duplicate_threshold(), 0) << "HardNetLoss: "
+      "duplicate_threshold must be >= 0 (0 disables it), got "
+      << param.duplicate_threshold();
+  options_.margin = param.margin();
+  options_.anchor_swap = param.anchor_swap();
+  options_.batch_reduce =
+      static_cast<caffe_mining::HardNetBatchReduce>(param.batch_reduce());
+  options_.loss_type =
+      static_cast<caffe_mining::HardNetLossType>(param.loss_type());
+  options_.eps = param.eps();
+  options_.duplicate_threshold = param.duplicate_threshold();
+  random_engine_.seed(param.has_seed() ? param.seed() : caffe_rng_rand());
+}
+
+template <typename Dtype>
+void HardNetLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  CHECK_GE(bottom[0]->num_axes(), 2) << "HardNetLoss: anchor must be N x D "
+      "(or N x D x 1 x 1), got " << bottom[0]->shape_string();
+  CHECK_EQ(bottom[0]->count(2), 1) << "HardNetLoss: anchor must be N x D "
+      "(or N x D x 1 x 1), got " << bottom[0]->shape_string();
+  CHECK(bottom[0]->shape() == bottom[1]->shape()) << "HardNetLoss: positive "
+      "must have the anchor's shape " << bottom[0]->shape_string() << ", got "
+      << bottom[1]->shape_string();
+  const int num = bottom[0]->shape(0);
+  CHECK_GE(num, 2) << "HardNetLoss needs N >= 2 pairs to mine negatives, got "
+      "anchor " << bottom[0]->shape_string();
+  CHECK_GE(bottom[0]->shape(1), 1) << "HardNetLoss: descriptors must have "
+      "D >= 1 values, got " << bottom[0]->shape_string();
+  if (bottom.size() > 2) {
+    CHECK_EQ(bottom[2]->count(), num) << "HardNetLoss: label must hold N = "
+        << num << " class ids (one per pair), got " << bottom[2]->shape_string();
+  }
+  LossLayer<Dtype>::Reshape(bottom, top);
+  if (top.size() > 1) {
+    top[1]->Reshape(vector<int>{num, 2});
+  }
+  dist_.Reshape(vector<int>{num, num});
+  const vector<int> rows(1, num);
+  pos_dist_.Reshape(rows);
+  neg_dist_.Reshape(rows);
+  row_loss_.Reshape(rows);
+  dloss_dpos_.Reshape(rows);
+  dloss_dneg_.Reshape(rows);
+  uniforms_.Reshape(rows);
+  neg_index_.Reshape(rows);
+  neg_swapped_.Reshape(rows);
+  neg_count_.Reshape(rows);
+  valid_rows_.Reshape(vector<int>(1, 1));
+  scratch_.Reshape(vector<int>(1,
+      static_cast<int>(caffe_mining::hardnet_scratch_count(num, options_))));
+}
+
+template <typename Dtype>
+caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::MiningCpu() {
+  caffe_mining::HardNetMining<Dtype> mining;
+  mining.dist = dist_.mutable_cpu_data();
+  mining.pos_dist = pos_dist_.mutable_cpu_data();
+  mining.neg_dist = neg_dist_.mutable_cpu_data();
+  mining.neg_index = neg_index_.mutable_cpu_data();
+  mining.neg_swapped = neg_swapped_.mutable_cpu_data();
+  mining.neg_count = neg_count_.mutable_cpu_data();
+  mining.row_loss = row_loss_.mutable_cpu_data();
+  mining.dloss_dpos = dloss_dpos_.mutable_cpu_data();
+  mining.dloss_dneg = dloss_dneg_.mutable_cpu_data();
+  mining.valid_rows = valid_rows_.mutable_cpu_data();
+  return mining;
+}
+
+template <typename Dtype>
+void HardNetLossLayer<Dtype>::DrawUniforms(int num) {
+  // 24 random bits: exact in float and double, strictly below 1.
+  Dtype* uniforms = uniforms_.mutable_cpu_data();
+  for (int i = 0; i < num; ++i) {
+    uniforms[i] = Dtype(random_engine_() >> 8) / Dtype(16777216);
+  }
+}
+
+template <typename Dtype>
+void HardNetLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  const int num = bottom[0]->shape(0);
+  const int dim = bottom[0]->count(1);
+  const bool random = options_.batch_reduce ==
+      caffe_mining::HardNetBatchReduce::kRandom;
+  if (random) DrawUniforms(num);
+  caffe_mining::hardnet_forward_cpu(num, dim, bottom[0]->cpu_data(),
+      bottom[1]->cpu_data(), bottom.size() > 2 ? bottom[2]->cpu_data() : NULL,
+      random ? uniforms_.cpu_data() : NULL, options_, MiningCpu(),
+      scratch_.mutable_cpu_data(), top[0]->mutable_cpu_data());
+  if (top.size() > 1) {
+    const int* neg_index = neg_index_.cpu_data();
+    const int* neg_swapped = neg_swapped_.cpu_data();
+    Dtype* choice = top[1]->mutable_cpu_data();
+    for (int i = 0; i < num; ++i) {
+      choice[2 * i] = Dtype(neg_index[i]);
+      choice[2 * i + 1] = Dtype(neg_swapped[i]);
+    }
+  }
+}
+
+template <typename Dtype>
+void HardNetLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  if (bottom.size() > 2 && propagate_down[2]) {
+    LOG(FATAL) << this->type() << " Layer cannot backpropagate to label inputs.";
+  }
+  if (!propagate_down[0] && !propagate_down[1]) return;
+  const int num = bottom[0]->shape(0);
+  const int dim = bottom[0]->count(1);
+  caffe_mining::hardnet_backward_cpu(num, dim, bottom[0]->cpu_data(),
+      bottom[1]->cpu_data(), bottom.size() > 2 ? bottom[2]->cpu_data() : NULL,
+      options_, MiningCpu(), top[0]->cpu_diff()[0],
+      scratch_.mutable_cpu_data(),
+      propagate_down[0] ? bottom[0]->mutable_cpu_diff() : NULL,
+      propagate_down[1] ? bottom[1]->mutable_cpu_diff() : NULL);
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(HardNetLossLayer);
+#endif
+
+INSTANTIATE_CLASS(HardNetLossLayer);
+REGISTER_LAYER_CLASS(HardNetLoss);
+
+}  // namespace caffe
