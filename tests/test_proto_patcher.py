@@ -1,0 +1,408 @@
+"""Tests of proto/patch_caffe_proto.py, on a cut-down fixture and on Caffe's own caffe.proto.
+
+The real file is taken from $CAFFE_PROTO, else from the superbuild's cache of the Debian source. Where
+it is missing its cases skip, unless CAFFE_MINING_REQUIRE_CAFFE=1 (CI, which builds Caffe first):
+then they fail.
+"""
+import difflib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PATCHER = os.path.join(REPO, "proto", "patch_caffe_proto.py")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "proto_patcher", "caffe_subset.proto")
+CAFFE_PROTO_DEFAULT = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "caffe-mining", "src",
+    "caffe-1.0.0+git20180821.99bd997-8", "src", "caffe", "proto", "caffe.proto")
+
+SEED_000_LINE = "  optional int32 mining_ratio = 3 [default = 1];\n"
+HARDNET_LINE = "  optional HardNetLossParameter hardnet_loss_param = 149;\n"
+NEXT_ID_BEFORE = "// LayerParameter next available layer-specific ID: 149 (last added: clip_param)\n"
+NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 150 (last added: hardnet_loss_param)\n"
+
+spec = importlib.util.spec_from_file_location("patch_caffe_proto", PATCHER)
+patcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(patcher)
+
+
+def real_caffe_proto():
+    path = os.environ.get("CAFFE_PROTO") or CAFFE_PROTO_DEFAULT
+    if not os.path.isfile(path):
+        message = f"Caffe's caffe.proto not found at {path} (set CAFFE_PROTO)"
+        if os.environ.get("CAFFE_MINING_REQUIRE_CAFFE") == "1":
+            pytest.fail(message + "; CAFFE_MINING_REQUIRE_CAFFE=1 requires it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(params=["fixture", "caffe"])
+def pristine(request, tmp_path):
+    """A fresh copy named caffe.proto of the fixture, or of Caffe's real caffe.proto."""
+    source = FIXTURE if request.param == "fixture" else real_caffe_proto()
+    path = tmp_path / "caffe.proto"
+    shutil.copyfile(source, path)
+    return path
+
+
+@pytest.fixture
+def subset(tmp_path):
+    path = tmp_path / "caffe.proto"
+    shutil.copyfile(FIXTURE, path)
+    return path
+
+
+def run(*argv):
+    return patcher.main([str(a) for a in argv])
+
+
+def message_body(text, name):
+    """Text between `message NAME {` and its closing brace, for files that close top-level messages
+    with a '}' at the start of a line (Caffe's style); independent of the patcher's own parser."""
+    match = re.search(rf"^message {name} {{\n(.*?)^}}\n", text, re.M | re.S)
+    assert match, f"message {name} not found"
+    return match.group(1)
+
+
+def add_to_message(path, name, lines):
+    """Append lines to the end of a top-level message of the file at path (a fork's edit)."""
+    text = path.read_text()
+    body = message_body(text, name)
+    start = text.index(f"message {name} {{\n") + len(f"message {name} {{\n")
+    path.write_text(text[:start + len(body)] + textwrap.indent(lines, "  ") + text[start + len(body):])
+
+
+def backup_of(path):
+    return path.with_name(path.name + ".orig")
+
+
+def compile_and_read(proto, out, code):
+    """Compile proto with protoc and run code in a fresh interpreter that imported it as pb."""
+    protoc = shutil.which("protoc")
+    assert protoc, "protoc is needed (Caffe's build needs it too)"
+    subprocess.run([protoc, f"--proto_path={proto.parent}", f"--python_out={out}", proto.name],
+                   cwd=proto.parent, check=True)
+    # A fresh process: two caffe.proto files cannot share one protobuf descriptor pool.
+    result = subprocess.run([sys.executable, "-c", "import caffe_pb2 as pb\n" + code], cwd=out,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- patching a pristine file ------------------------------------------------------------------
+
+def test_patch_once_adds_our_fields_message_and_next_id(pristine):
+    original = pristine.read_bytes()
+    assert run(pristine) == 0
+    text = pristine.read_text()
+
+    assert message_body(text, "ContrastiveLossParameter").endswith(SEED_000_LINE)
+    assert message_body(text, "LayerParameter").endswith(HARDNET_LINE)
+    assert "  optional ContrastiveLossParameter contrastive_loss_param = 40;\n" in \
+        message_body(text, "V1LayerParameter")  # the deprecated twin is left alone
+    hardnet = message_body(text, "HardNetLossParameter")
+    for line in ["optional float margin = 1 [default = 1.0];",
+                 "optional bool anchor_swap = 2 [default = false];",
+                 "optional BatchReduce batch_reduce = 3 [default = MIN];",
+                 "optional LossType loss_type = 4 [default = TRIPLET_MARGIN];",
+                 "optional float eps = 5 [default = 1e-6];",
+                 "optional float duplicate_threshold = 6 [default = 0.008];",
+                 "optional uint32 seed = 7;"]:
+        assert f"  {line}\n" in hardnet
+    # Top level, right after ContrastiveLossParameter.
+    between = text[text.index("message ContrastiveLossParameter {"):text.index("message HardNetLossParameter {")]
+    assert between.count("\nmessage ") == 0 and between.count("\n}\n") == 1
+    assert NEXT_ID_AFTER in text and NEXT_ID_BEFORE not in text
+    assert "// SolverParameter next available ID: 43 (last added: weights)\n" in text
+
+    # Only additions, plus the one comment line replaced.
+    diff = list(difflib.ndiff(original.decode().splitlines(True), text.splitlines(True)))
+    assert [line[2:] for line in diff if line.startswith("- ")] == [NEXT_ID_BEFORE]
+    assert backup_of(pristine).read_bytes() == original
+
+
+def test_patch_twice_is_byte_identical_and_leaves_the_file_alone(pristine):
+    original = pristine.read_bytes()
+    assert run(pristine) == 0
+    once = pristine.read_bytes()
+    os.utime(pristine, ns=(10**18, 10**18))
+    inode = os.stat(pristine).st_ino
+    assert run(pristine) == 0
+    assert pristine.read_bytes() == once
+    assert os.stat(pristine).st_mtime_ns == 10**18 and os.stat(pristine).st_ino == inode  # not rewritten
+    assert backup_of(pristine).read_bytes() == original  # not overwritten by the patched file
+
+
+def test_existing_backup_is_never_overwritten(subset):
+    backup_of(subset).write_bytes(b"an older backup\n")
+    assert run(subset) == 0
+    assert SEED_000_LINE in subset.read_text()
+    assert backup_of(subset).read_bytes() == b"an older backup\n"
+
+
+def test_seed_000_hand_patch_is_recognised(subset):
+    """A tree patched by hand as seed 000 says (no comment) gets the rest, no second mining_ratio."""
+    add_to_message(subset, "ContrastiveLossParameter", SEED_000_LINE.strip() + "\n")
+    assert run(subset) == 0
+    text = subset.read_text()
+    assert text.count("mining_ratio") == 1
+    assert HARDNET_LINE in text and "message HardNetLossParameter {" in text
+
+
+def test_check_exit_codes_and_no_writes(subset, capsys):
+    original = subset.read_bytes()
+    assert run("--check", subset) == 1
+    assert subset.read_bytes() == original and not backup_of(subset).exists()
+    assert "hardnet_loss_param = 149" in capsys.readouterr().out
+    assert run(subset) == 0
+    assert run("--check", subset) == 0
+    add_to_message(subset, "LayerParameter", "optional float fork_param = 150;\n")
+    assert run("--check", subset) == 0  # a fork's own later fields do not matter
+    subset.write_bytes(original)
+    add_to_message(subset, "ContrastiveLossParameter", "optional float fork_weight = 3;\n")
+    assert run("--check", subset) == 2
+
+
+def test_command_line_entry_point(subset):
+    def cli(*args):
+        return subprocess.run([sys.executable, PATCHER, *map(str, args)], capture_output=True, text=True)
+    assert cli("--check", subset).returncode == 1
+    done = cli(subset)
+    assert done.returncode == 0 and "hardnet_loss_param = 149" in done.stdout
+    assert cli("--check", subset).returncode == 0
+    assert "left untouched" in cli(subset).stdout
+    missing = cli(subset.with_name("nowhere.proto"))
+    assert missing.returncode == 2 and "nowhere.proto" in missing.stderr
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+CONFLICTS = {
+    "contrastive number 3 taken": (
+        "ContrastiveLossParameter", "optional float fork_weight = 3 [default = 0.5];\n",
+        ["field number 3", "ContrastiveLossParameter", "fork_weight", "mining_ratio"]),
+    "mining_ratio with another number": (
+        "ContrastiveLossParameter", "optional int32 mining_ratio = 4 [default = 1];\n",
+        ["`mining_ratio`", "mining_ratio = 4", "mining_ratio = 3"]),
+    "mining_ratio with another type": (
+        "ContrastiveLossParameter", "optional float mining_ratio = 3 [default = 1];\n",
+        ["`mining_ratio`", "optional float mining_ratio = 3"]),
+    "mining_ratio with another default": (
+        "ContrastiveLossParameter", "optional int32 mining_ratio = 3 [default = 2];\n",
+        ["`mining_ratio`", "default = 2"]),
+    "layer number 149 taken": (
+        "LayerParameter", "optional ClipParameter fork_param = 149;\n",
+        ["field number 149", "LayerParameter", "fork_param", "hardnet_loss_param"]),
+    "layer name taken": (
+        "LayerParameter", "optional ClipParameter hardnet_loss_param = 150;\n",
+        ["`hardnet_loss_param`", "ClipParameter hardnet_loss_param = 150"]),
+    "layer number 149 reserved": (
+        "LayerParameter", "reserved 120 to 149;\n", ["149", "reserved", "LayerParameter"]),
+    "layer name reserved": (
+        "LayerParameter", 'reserved "fork_old", "hardnet_loss_param";\n',
+        ["`hardnet_loss_param`", "reserved", "LayerParameter"]),
+    "layer number 149 in a oneof": (
+        "LayerParameter", "oneof fork_choice {\n  ClipParameter fork_clip = 149;\n}\n",
+        ["field number 149", "fork_clip"]),
+}
+
+
+@pytest.mark.parametrize("case", CONFLICTS)
+def test_conflicting_field_is_refused_and_nothing_written(pristine, case, capsys):
+    message, lines, expected = CONFLICTS[case]
+    add_to_message(pristine, message, lines)
+    forked = pristine.read_bytes()
+    assert run(pristine) == 2
+    error = capsys.readouterr().err
+    assert "refusing" in error
+    for words in expected:
+        assert words in error
+    assert pristine.read_bytes() == forked
+    assert not backup_of(pristine).exists()
+
+
+def test_refusal_leaves_an_existing_backup_untouched(subset, capsys):
+    backup_of(subset).write_bytes(b"backup\n")
+    add_to_message(subset, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
+    forked = subset.read_bytes()
+    assert run(subset) == 2
+    assert subset.read_bytes() == forked and backup_of(subset).read_bytes() == b"backup\n"
+
+
+def test_every_conflict_is_named_at_once(subset, capsys):
+    add_to_message(subset, "ContrastiveLossParameter", "optional float fork_weight = 3;\n")
+    add_to_message(subset, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert "fork_weight" in error and "fork_param" in error
+
+
+@pytest.mark.parametrize("where", ["top-level", "nested"])
+def test_a_different_hardnet_message_is_refused(subset, where, capsys):
+    theirs = "message HardNetLossParameter {\n  optional float margin = 1 [default = 2.0];\n}\n"
+    if where == "top-level":
+        subset.write_text(subset.read_text() + "\n" + theirs)
+    else:  # would shadow ours as the type of LayerParameter.hardnet_loss_param
+        add_to_message(subset, "LayerParameter", theirs)
+    forked = subset.read_bytes()
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert f"different {where} `message HardNetLossParameter`" in error
+    if where == "top-level":
+        assert "default = 2.0" in error and "default = 1.0" in error  # the differing statement
+    assert subset.read_bytes() == forked and not backup_of(subset).exists()
+
+
+def test_missing_target_message_is_an_error(subset, capsys):
+    subset.write_text(subset.read_text().replace("ContrastiveLossParameter {", "ContrastiveLossParam {"))
+    assert run(subset) == 2
+    assert "no top-level `message ContrastiveLossParameter`" in capsys.readouterr().err
+
+
+# --- forks and next-ID comment -----------------------------------------------------------------
+
+def test_hardnet_field_number_option_for_forks(pristine, capsys):
+    add_to_message(pristine, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
+    assert run(pristine) == 2
+    assert run("--hardnet-field-number", 160, pristine) == 0
+    text = pristine.read_text()
+    assert message_body(text, "LayerParameter").endswith(
+        "  optional HardNetLossParameter hardnet_loss_param = 160;\n")
+    # The comment was stale (149 was the fork's): it now names a number above every field.
+    assert "// LayerParameter next available layer-specific ID: 161 (last added: hardnet_loss_param)\n" in text
+    once = pristine.read_bytes()
+    assert run("--hardnet-field-number", 160, pristine) == 0 and pristine.read_bytes() == once
+    capsys.readouterr()
+    assert run(pristine) == 2  # forgetting the option is a conflict, with a hint
+    assert "--hardnet-field-number 160" in capsys.readouterr().err
+    assert pristine.read_bytes() == once
+
+
+@pytest.mark.parametrize("number", ["0", "19500", "536870912", "x"])
+def test_unusable_field_numbers_are_rejected(subset, number):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--hardnet-field-number", number, subset)
+    assert exit_info.value.code == 2
+
+
+def test_next_id_already_beyond_ours_is_left_as_is(subset):
+    subset.write_text(subset.read_text().replace(NEXT_ID_BEFORE,
+                      "// LayerParameter next available layer-specific ID: 160 (last added: fork_param)\n"))
+    assert run(subset) == 0
+    text = subset.read_text()
+    assert "// LayerParameter next available layer-specific ID: 160 (last added: fork_param)\n" in text
+    assert HARDNET_LINE in text
+
+
+def test_lower_field_number_in_a_gap_keeps_next_id(subset):
+    assert run("--hardnet-field-number", 130, subset) == 0
+    text = subset.read_text()
+    assert NEXT_ID_BEFORE in text  # 149 is still the next free number
+    assert "hardnet_loss_param = 130;" in text
+
+
+# --- the additions format -------------------------------------------------------------------
+
+def test_additions_folder_format(subset, tmp_path):
+    """Any message can take fields; every field keeps its comment; the next-ID comment follows."""
+    additions = tmp_path / "additions"
+    additions.mkdir()
+    (additions / "solver.fields").write_text(
+        "//! a note that is not copied\n"
+        "//! append-to: SolverParameter\n"
+        "  // first\n"
+        "  optional int32 fork_a = 44;\n"
+        "  // second, over\n"
+        "  // two lines\n"
+        "  repeated string fork_b = 43; // trailing comment\n")
+    assert run("--additions", additions, subset) == 0
+    text = subset.read_text()
+    assert message_body(text, "SolverParameter").endswith(
+        "  repeated string weights = 42;\n  // first\n  optional int32 fork_a = 44;\n"
+        "  // second, over\n  // two lines\n  repeated string fork_b = 43; // trailing comment\n")
+    assert "// SolverParameter next available ID: 45 (last added: fork_a)\n" in text
+    assert "a note" not in text and SEED_000_LINE not in text
+
+
+@pytest.mark.parametrize("content, error", [
+    ("  optional int32 fork_a = 44;\n", "no '//! append-to: MESSAGE' line"),
+    ("//! append-to: SolverParameter\n  optional int32 fork_a = 44; optional int32 b = 45;\n",
+     "one field declaration per statement"),
+    ("//! append-to: SolverParameter\n  optional int32 fork_a = 44;\n  // dangling\n",
+     "text after the last field declaration"),
+])
+def test_malformed_additions_are_errors(subset, tmp_path, content, error, capsys):
+    additions = tmp_path / "additions"
+    additions.mkdir()
+    (additions / "bad.fields").write_text(content)
+    original = subset.read_bytes()
+    assert run("--additions", additions, subset) == 2
+    assert error in capsys.readouterr().err
+    assert subset.read_bytes() == original
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def test_braces_and_semicolons_in_comments_and_strings(subset):
+    text = subset.read_text()
+    text = text.replace(
+        "  optional bool legacy_version = 2 [default = false];\n}",
+        "  // a comment with braces } and semicolons; { to confuse a naive reader\n"
+        "  /* a block comment } ; with } braces */\n"
+        '  optional string fork_note = 4 [default = "} ; { // not a comment"];\n'
+        "  optional bool legacy_version = 2 [default = false]; }")  # '}' shares the field's line
+    text = text.replace("message LayerParameter {\n", "message LayerParameter {\n"
+                        "  message ForkNested { optional int32 fork_inner = 149; }  // not LayerParameter's\n"
+                        "  oneof fork_choice { ForkNested fork_nested = 147; }\n")
+    subset.write_text(text)
+    assert run(subset) == 0
+    assert SEED_000_LINE in subset.read_text()
+    out = compile_and_read(subset, subset.parent, textwrap.dedent("""
+        c = pb.ContrastiveLossParameter()
+        print(c.mining_ratio, c.fork_note)
+        print(pb.LayerParameter.DESCRIPTOR.fields_by_name['hardnet_loss_param'].number)
+        """))
+    assert out.split("\n")[:2] == ["1 } ; { // not a comment", "149"]
+
+
+def test_crlf_file_stays_crlf(subset):
+    subset.write_bytes(subset.read_bytes().replace(b"\n", b"\r\n"))
+    assert run(subset) == 0
+    data = subset.read_bytes()
+    assert data.count(b"\n") == data.count(b"\r\n")
+    assert SEED_000_LINE.replace("\n", "\r\n").encode() in data
+    assert run(subset) == 0 and subset.read_bytes() == data
+
+
+# --- the result compiles and has our defaults ------------------------------------------------
+
+def test_patched_file_compiles_with_protoc_and_has_our_defaults(pristine, tmp_path):
+    assert run(pristine) == 0
+    out = tmp_path / "generated"
+    out.mkdir()
+    printed = compile_and_read(pristine, out, textwrap.dedent("""
+        layer = pb.LayerParameter()
+        h = layer.hardnet_loss_param
+        field = pb.LayerParameter.DESCRIPTOR.fields_by_name['hardnet_loss_param']
+        print(pb.ContrastiveLossParameter().mining_ratio,
+              pb.ContrastiveLossParameter.DESCRIPTOR.fields_by_name['mining_ratio'].number)
+        print(field.number, field.message_type.full_name)
+        print(h.margin, h.anchor_swap, h.batch_reduce == h.MIN, h.loss_type == h.TRIPLET_MARGIN,
+              h.HasField('seed'), h.seed)
+        print(repr(h.eps), repr(h.duplicate_threshold))
+        print(sorted(pb.HardNetLossParameter.BatchReduce.keys()),
+              sorted(pb.HardNetLossParameter.LossType.keys()))
+        """))
+    lines = printed.splitlines()
+    assert lines[0] == "1 3"
+    assert lines[1] == "149 caffe.HardNetLossParameter"
+    assert lines[2] == "1.0 False True True False 0"
+    eps, duplicate_threshold = map(float, lines[3].split())
+    assert eps == pytest.approx(1e-6, rel=1e-6) and duplicate_threshold == pytest.approx(0.008, rel=1e-6)
+    assert lines[4] == "['AVERAGE', 'MIN', 'RANDOM'] ['CONTRASTIVE', 'SOFTMAX', 'TRIPLET_MARGIN']"
