@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds Caffe with our layers (CPU by default; --cuda for the CUDA build) into the cache, and installs the
+# caffe_mining Python package into the virtual environment. Prints nothing new when all is up to date.
+#   scripts/build.sh [--cuda] [extra cmake -D options...]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+variant=cpu
+cmake_options=()
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) variant=cuda; cmake_options+=(-DWITH_CUDA=ON) ;;
+    *) cmake_options+=("$arg") ;;
+  esac
+done
+[ -n "${CAFFE_SOURCE_DIR:-}" ] && cmake_options+=("-DCAFFE_SOURCE_DIR=$CAFFE_SOURCE_DIR")
+build_dir="${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-$variant}"
+mkdir -p "$CAFFE_MINING_CACHE"
+
+cmake -S "$CAFFE_MINING_REPO" -B "$build_dir" -DPython3_EXECUTABLE="$CAFFE_MINING_PYTHON" \
+  -DCAFFE_MINING_CACHE_DIR="$CAFFE_MINING_CACHE" "${cmake_options[@]}" > "$build_dir.configure.log" 2>&1 \
+  || { cat "$build_dir.configure.log"; exit 1; }
+cmake --build "$build_dir" --parallel "$(nproc)"
+if [ "$variant" = cpu ] && [ -f "$CAFFE_MINING_REPO/setup.py" ]; then
+  "$CAFFE_MINING_PYTHON" -m pip install -q -e "$CAFFE_MINING_REPO"
+fi
+echo "build: $build_dir"

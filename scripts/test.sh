@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds Caffe with our layers (CPU), and runs every test
+# (the layers' gtests and the Python suite) with CTest. Where nvcc exists it also compiles and links the
+# CUDA build, and where a GPU answers it runs the gtests on it too.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
+bash "$CAFFE_MINING_REPO/scripts/build.sh"
+ctest --test-dir "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}" --output-on-failure
+
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  CAFFE_MINING_BUILD_DIR="$CAFFE_MINING_CACHE/build-cuda" bash "$CAFFE_MINING_REPO/scripts/build.sh" --cuda
+  if nvidia-smi -L >/dev/null 2>&1; then
+    ctest --test-dir "$CAFFE_MINING_CACHE/build-cuda" --output-on-failure -R caffe_layer_gtests
+  else
+    echo "test: CUDA build compiled and linked; no GPU here, so its gtests did not run"
+  fi
+fi
