@@ -1,0 +1,27 @@
+"""caffe_mining: Caffe loss layers with in-batch mining (MiningContrastiveLoss, HardNetLoss), from Python.
+
+- :func:`mining_contrastive_loss`, :func:`hardnet_loss`: the C++ core through pybind11 (float32 or float64).
+- :mod:`caffe_mining.reference`: the same losses in NumPy float64, written from the math (the test oracle).
+- :mod:`caffe_mining.layers`: pycaffe Python layers (imports caffe; not imported here).
+- :mod:`caffe_mining.gradcheck`: gradient check of a layer against the reference and finite differences
+  (``python -m caffe_mining.gradcheck --help``).
+"""
+from caffe_mining import reference
+from caffe_mining.functional import hardnet_loss, mining_contrastive_loss
+from caffe_mining.options import ContrastiveOptions, HardNetOptions, parse_param_str
+from caffe_mining.results import ContrastiveResult, HardNetResult
+from caffe_mining.sampling import LayerUniforms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContrastiveOptions",
+    "ContrastiveResult",
+    "HardNetOptions",
+    "HardNetResult",
+    "LayerUniforms",
+    "hardnet_loss",
+    "mining_contrastive_loss",
+    "parse_param_str",
+    "reference",
+]

@@ -1,0 +1,374 @@
+// caffe_mining._core: Python bindings of the Caffe-free core (caffe_layers/src/caffe/mining/*.cpp, CPU path).
+//
+// This file only binds: it checks arguments, converts arrays, allocates the core's buffers and calls the core.
+// The math lives in the core, the same code the Caffe layers run.
+//
+// Array rules (the same for every function):
+//   - features: float32 or float64, shape (N, D) or Caffe's (N, D, 1, 1); the dtype selects the core's Dtype
+//     (float32 stays float32, never upcast); the second feature array must have the same dtype and shape.
+//     Other dtypes raise TypeError.
+//   - any memory layout: non-C-contiguous arrays are copied to a C-contiguous buffer first.
+//   - labels / uniforms: any real array with N elements, converted to the features' dtype.
+//   - non-finite features raise ValueError unless check_finite=False (then NaN propagates as the core defines:
+//     a NaN contrastive pair is the hardest of its kind and makes the loss NaN).
+//   - gradients come back in the features' shape and dtype.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "caffe_mining/contrastive_mining.hpp"
+#include "caffe_mining/hardnet.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+/// N and D of a feature array: (N, D) or (N, D, 1, 1).
+struct FeatureShape {
+  int n;
+  int dim;
+};
+
+FeatureShape feature_shape(const py::array& x, const char* name) {
+  const bool caffe_4d = x.ndim() == 4 && x.shape(2) == 1 && x.shape(3) == 1;
+  if (x.ndim() != 2 && !caffe_4d) {
+    std::ostringstream msg;
+    msg << name << " must have shape (N, D) or (N, D, 1, 1). Got: (";
+    for (py::ssize_t k = 0; k < x.ndim(); ++k) msg << (k ? ", " : "") << x.shape(k);
+    msg << (x.ndim() == 1 ? ",)" : ")");
+    throw py::value_error(msg.str());
+  }
+  if (x.shape(0) < 1 || x.shape(1) < 1) {
+    throw py::value_error(std::string(name) + " must have N >= 1 rows and D >= 1 columns. Got: (" +
+                          std::to_string(x.shape(0)) + ", " + std::to_string(x.shape(1)) + ")");
+  }
+  if (x.shape(0) > INT_MAX || x.shape(1) > INT_MAX || x.shape(0) * x.shape(1) > INT_MAX) {
+    throw py::value_error(std::string(name) + " is too large for the core's int sizes");
+  }
+  return {static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1))};
+}
+
+std::string dtype_name(const py::array& x) { return py::str(x.dtype()).cast<std::string>(); }
+
+/// Whether the features are float32 (true) or float64 (false); anything else is a TypeError.
+bool is_float32(const py::array& x, const char* name) {
+  if (x.dtype().is(py::dtype::of<float>())) return true;
+  if (x.dtype().is(py::dtype::of<double>())) return false;
+  throw py::type_error(std::string(name) + " must be float32 or float64. Got: " + dtype_name(x));
+}
+
+/// The second feature array: same dtype and shape as the first.
+void check_same(const py::array& first, const char* first_name, const py::array& second, const char* second_name) {
+  if (!first.dtype().is(second.dtype())) {
+    throw py::type_error(std::string(second_name) + " must have the dtype of " + first_name + " (" +
+                         dtype_name(first) + "). Got: " + dtype_name(second));
+  }
+  bool same = first.ndim() == second.ndim();
+  for (py::ssize_t k = 0; same && k < first.ndim(); ++k) same = first.shape(k) == second.shape(k);
+  if (!same) {
+    throw py::value_error(std::string(second_name) + " must have the shape of " + first_name + " (" +
+                          py::str(first.attr("shape")).cast<std::string>() + "). Got: " +
+                          py::str(second.attr("shape")).cast<std::string>());
+  }
+}
+
+template <typename T>
+void check_finite_values(const CArray<T>& x, const char* name, int dim) {
+  const T* data = x.data();
+  for (py::ssize_t k = 0; k < x.size(); ++k) {
+    if (!std::isfinite(data[k])) {
+      throw py::value_error(std::string(name) + " holds a non-finite value (" + std::to_string(data[k]) + ") at row " +
+                            std::to_string(k / dim) + "; pass check_finite=False to compute anyway");
+    }
+  }
+}
+
+/// N values (any shape) converted to T.
+template <typename T>
+CArray<T> per_row_values(const py::object& values, const char* name, int n) {
+  // ensure() gives a null handle when not convertible; None would become a NaN scalar.
+  CArray<T> converted = values.is_none() ? CArray<T>() : CArray<T>::ensure(values);
+  if (values.is_none() || !converted) {
+    throw py::type_error(std::string(name) + " must be an array of real numbers. Got: " +
+                         py::repr(values).cast<std::string>());
+  }
+  if (converted.size() != n) {
+    throw py::value_error(std::string(name) + " must hold N = " + std::to_string(n) + " values. Got: " +
+                          std::to_string(converted.size()));
+  }
+  return converted;
+}
+
+template <typename T>
+py::array_t<T> new_like(const py::array& x) {
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  return py::array_t<T>(shape);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// MiningContrastiveLoss
+
+template <typename T>
+py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, const py::object& sim_in, double margin,
+                      bool legacy_version, int mining_ratio, double loss_weight, bool backward, bool check_finite) {
+  const FeatureShape shape = feature_shape(feat_in, "feat");
+  const int n = shape.n, dim = shape.dim;
+  const CArray<T> feat = CArray<T>::ensure(feat_in);
+  const CArray<T> feat_p = CArray<T>::ensure(feat_p_in);
+  const CArray<T> sim = per_row_values<T>(sim_in, "sim", n);
+  if (check_finite) {
+    check_finite_values(feat, "feat", dim);
+    check_finite_values(feat_p, "feat_p", dim);
+  }
+  const int invalid = caffe_mining::find_invalid_label_cpu(sim.data(), n);
+  if (invalid >= 0) {
+    throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(invalid) +
+                          "] = " + std::to_string(sim.data()[invalid]));
+  }
+
+  const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
+  std::vector<T> diff(static_cast<size_t>(n) * dim), dist_sq(n);
+  py::array_t<T> cost(n);
+  std::vector<int> picked(n);
+  std::vector<uint64_t> workspace(caffe_mining::contrastive_workspace_bytes_cpu(n) / sizeof(uint64_t) + 1);
+  py::object grad_feat = py::none(), grad_feat_p = py::none();
+  py::array_t<T> grad_a, grad_b;
+  if (backward) {
+    grad_a = new_like<T>(feat_in);
+    grad_b = new_like<T>(feat_in);
+    grad_feat = grad_a;
+    grad_feat_p = grad_b;
+  }
+  T loss;
+  {
+    T* cost_data = cost.mutable_data();
+    T* grad_a_data = backward ? grad_a.mutable_data() : nullptr;
+    T* grad_b_data = backward ? grad_b.mutable_data() : nullptr;
+    py::gil_scoped_release release;
+    loss = caffe_mining::contrastive_forward_cpu<T>(n, dim, feat.data(), feat_p.data(), sim.data(), T(margin),
+                                                    legacy_version, num_picked, diff.data(), dist_sq.data(),
+                                                    cost_data, picked.data(), workspace.data());
+    if (backward) {
+      caffe_mining::contrastive_backward_cpu<T>(n, dim, sim.data(), T(margin), legacy_version, num_picked,
+                                                T(loss_weight), diff.data(), dist_sq.data(), picked.data(),
+                                                grad_a_data, grad_b_data);
+    }
+  }
+  py::array_t<bool> picked_mask(n);
+  for (int i = 0; i < n; ++i) picked_mask.mutable_data()[i] = picked[i] != 0;
+  return py::make_tuple(static_cast<double>(loss), grad_feat, grad_feat_p, picked_mask, cost);
+}
+
+py::tuple mining_contrastive_loss(const py::array& feat, const py::array& feat_p, const py::object& sim,
+                                  double margin, bool legacy_version, int mining_ratio, double loss_weight,
+                                  bool backward, bool check_finite) {
+  if (mining_ratio < 1) {
+    throw py::value_error("mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio));
+  }
+  if (!std::isfinite(margin)) throw py::value_error("margin must be finite. Got: " + std::to_string(margin));
+  if (!std::isfinite(loss_weight)) {
+    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
+  }
+  feature_shape(feat, "feat");
+  check_same(feat, "feat", feat_p, "feat_p");
+  if (is_float32(feat, "feat")) {
+    return contrastive<float>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
+                              check_finite);
+  }
+  return contrastive<double>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
+                             check_finite);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HardNetLoss
+
+caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
+  for (auto& c : name) c = static_cast<char>(toupper(c));
+  if (name == "MIN") return caffe_mining::HardNetBatchReduce::kMin;
+  if (name == "AVERAGE") return caffe_mining::HardNetBatchReduce::kAverage;
+  if (name == "RANDOM") return caffe_mining::HardNetBatchReduce::kRandom;
+  throw py::value_error("batch_reduce must be one of MIN, AVERAGE, RANDOM. Got: '" + name + "'");
+}
+
+caffe_mining::HardNetLossType parse_loss_type(std::string name) {
+  for (auto& c : name) c = static_cast<char>(toupper(c));
+  if (name == "TRIPLET_MARGIN") return caffe_mining::HardNetLossType::kTripletMargin;
+  if (name == "SOFTMAX") return caffe_mining::HardNetLossType::kSoftmax;
+  if (name == "CONTRASTIVE") return caffe_mining::HardNetLossType::kContrastive;
+  throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
+}
+
+template <typename T>
+py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, const py::object& labels_in,
+                  const caffe_mining::HardNetOptions& options, const py::object& uniforms_in, double loss_weight,
+                  bool backward, bool check_finite) {
+  const FeatureShape shape = feature_shape(anchor_in, "anchor");
+  const int n = shape.n, dim = shape.dim;
+  if (n < 2) {
+    throw py::value_error("HardNetLoss needs N >= 2 pairs (a negative comes from another row). Got: N = " +
+                          std::to_string(n));
+  }
+  const CArray<T> anchor = CArray<T>::ensure(anchor_in);
+  const CArray<T> positive = CArray<T>::ensure(positive_in);
+  if (check_finite) {
+    check_finite_values(anchor, "anchor", dim);
+    check_finite_values(positive, "positive", dim);
+  }
+  // Default-constructed arrays are empty, not null: whether a buffer is given is tracked by has_*.
+  CArray<T> labels, uniforms;
+  const bool has_labels = !labels_in.is_none();
+  const bool has_uniforms = options.batch_reduce == caffe_mining::HardNetBatchReduce::kRandom;
+  if (has_labels) {
+    labels = per_row_values<T>(labels_in, "labels", n);
+    const CArray<double> as_given = per_row_values<double>(labels_in, "labels", n);
+    for (int i = 0; i < n; ++i) {
+      if (!std::isfinite(as_given.data()[i]) || static_cast<double>(labels.data()[i]) != as_given.data()[i]) {
+        throw py::value_error("labels must be finite and exactly representable in the features' dtype. Got: "
+                              "labels[" + std::to_string(i) + "] = " + std::to_string(as_given.data()[i]));
+      }
+    }
+  }
+  if (has_uniforms) {
+    if (uniforms_in.is_none()) {
+      throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
+    }
+    uniforms = per_row_values<T>(uniforms_in, "uniforms", n);
+    for (int i = 0; i < n; ++i) {
+      const T u = uniforms.data()[i];
+      if (!(u >= T(0) && u < T(1))) {
+        throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(i) + "] = " +
+                              std::to_string(u));
+      }
+    }
+  }
+
+  const size_t nn = static_cast<size_t>(n);
+  std::vector<T> dist(nn * nn), row_loss(n), dloss_dpos(n), dloss_dneg(n);
+  std::vector<T> scratch(caffe_mining::hardnet_scratch_count(n, options));
+  std::vector<int> neg_index(n), neg_swapped(n), neg_count(n), valid_rows(1);
+  py::array_t<T> pos_dist(n), neg_dist(n);
+  caffe_mining::HardNetMining<T> mining;
+  mining.dist = dist.data();
+  mining.pos_dist = pos_dist.mutable_data();
+  mining.neg_dist = neg_dist.mutable_data();
+  mining.neg_index = neg_index.data();
+  mining.neg_swapped = neg_swapped.data();
+  mining.neg_count = neg_count.data();
+  mining.row_loss = row_loss.data();
+  mining.dloss_dpos = dloss_dpos.data();
+  mining.dloss_dneg = dloss_dneg.data();
+  mining.valid_rows = valid_rows.data();
+
+  py::object grad_anchor = py::none(), grad_positive = py::none();
+  py::array_t<T> grad_a, grad_p;
+  if (backward) {
+    grad_a = new_like<T>(anchor_in);
+    grad_p = new_like<T>(anchor_in);
+    grad_anchor = grad_a;
+    grad_positive = grad_p;
+  }
+  T loss;
+  {
+    const T* labels_data = has_labels ? labels.data() : nullptr;
+    const T* uniforms_data = has_uniforms ? uniforms.data() : nullptr;
+    T* grad_a_data = backward ? grad_a.mutable_data() : nullptr;
+    T* grad_p_data = backward ? grad_p.mutable_data() : nullptr;
+    py::gil_scoped_release release;
+    caffe_mining::hardnet_forward_cpu<T>(n, dim, anchor.data(), positive.data(), labels_data, uniforms_data, options,
+                                         mining, scratch.data(), &loss);
+    if (backward) {
+      caffe_mining::hardnet_backward_cpu<T>(n, dim, anchor.data(), positive.data(), labels_data, options, mining,
+                                            T(loss_weight), scratch.data(), grad_a_data, grad_p_data);
+    }
+  }
+  py::array_t<int64_t> index_out(n), count_out(n);
+  py::array_t<bool> swapped_out(n);
+  for (int i = 0; i < n; ++i) {
+    index_out.mutable_data()[i] = neg_index[i];
+    count_out.mutable_data()[i] = neg_count[i];
+    swapped_out.mutable_data()[i] = neg_swapped[i] != 0;
+  }
+  return py::make_tuple(static_cast<double>(loss), grad_anchor, grad_positive, index_out, swapped_out, count_out,
+                        pos_dist, neg_dist);
+}
+
+py::tuple hardnet_loss(const py::array& anchor, const py::array& positive, const py::object& labels, double margin,
+                       bool anchor_swap, const std::string& batch_reduce, const std::string& loss_type, double eps,
+                       double duplicate_threshold, const py::object& uniforms, double loss_weight, bool backward,
+                       bool check_finite) {
+  caffe_mining::HardNetOptions options;
+  if (!(margin >= 0) || !std::isfinite(margin)) {
+    throw py::value_error("margin must be finite and >= 0. Got: " + std::to_string(margin));
+  }
+  if (!(eps > 0) || !std::isfinite(eps)) throw py::value_error("eps must be finite and > 0. Got: " + std::to_string(eps));
+  if (!(duplicate_threshold >= 0) || !std::isfinite(duplicate_threshold)) {
+    throw py::value_error("duplicate_threshold must be finite and >= 0. Got: " + std::to_string(duplicate_threshold));
+  }
+  if (!std::isfinite(loss_weight)) {
+    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
+  }
+  options.margin = margin;
+  options.anchor_swap = anchor_swap;
+  options.batch_reduce = parse_batch_reduce(batch_reduce);
+  options.loss_type = parse_loss_type(loss_type);
+  options.eps = eps;
+  options.duplicate_threshold = duplicate_threshold;
+  feature_shape(anchor, "anchor");
+  check_same(anchor, "anchor", positive, "positive");
+  if (is_float32(anchor, "anchor")) {
+    return hardnet<float>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);
+  }
+  return hardnet<double>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "Bindings of the Caffe-free caffe-mining core (CPU path): the math the Caffe layers run.";
+
+  m.def("mining_contrastive_loss", &mining_contrastive_loss, py::arg("feat"), py::arg("feat_p"), py::arg("sim"),
+        py::kw_only(), py::arg("margin") = 1.0, py::arg("legacy_version") = false, py::arg("mining_ratio") = 1,
+        py::arg("loss_weight") = 1.0, py::arg("backward") = true, py::arg("check_finite") = true,
+        R"doc(MiningContrastiveLoss forward (and backward) on the CPU core.
+
+Args:
+    feat, feat_p: float32 or float64, (N, D) or (N, D, 1, 1), same dtype and shape.
+    sim: N values, 1 = similar pair, 0 = dissimilar pair (anything else raises ValueError).
+    margin, legacy_version, mining_ratio: as contrastive_loss_param (mining_ratio >= 1).
+    loss_weight: the top's diff, scales the gradients.
+    backward: also compute the gradients.  check_finite: raise ValueError on NaN/inf features.
+
+Returns:
+    (loss: float, grad_feat, grad_feat_p (like feat, or None), picked: (N,) bool, cost: (N,) feat's dtype).
+)doc");
+
+  m.def("hardnet_loss", &hardnet_loss, py::arg("anchor"), py::arg("positive"), py::arg("labels") = py::none(),
+        py::kw_only(), py::arg("margin") = 1.0, py::arg("anchor_swap") = false, py::arg("batch_reduce") = "MIN",
+        py::arg("loss_type") = "TRIPLET_MARGIN", py::arg("eps") = 1e-6, py::arg("duplicate_threshold") = 0.008,
+        py::arg("uniforms") = py::none(), py::arg("loss_weight") = 1.0, py::arg("backward") = true,
+        py::arg("check_finite") = true,
+        R"doc(HardNetLoss forward (and backward) on the CPU core.
+
+Args:
+    anchor, positive: float32 or float64, (N, D) or (N, D, 1, 1), same dtype and shape, N >= 2.
+    labels: None or N class ids (exactly representable in the features' dtype).
+    margin, anchor_swap, batch_reduce ('MIN' | 'AVERAGE' | 'RANDOM'), loss_type ('TRIPLET_MARGIN' | 'SOFTMAX' |
+        'CONTRASTIVE'), eps, duplicate_threshold: as hardnet_loss_param.
+    uniforms: N values in [0, 1), required for RANDOM (row i takes its floor(u_i * count_i)-th valid candidate).
+    loss_weight: the top's diff, scales the gradients.
+    backward: also compute the gradients.  check_finite: raise ValueError on NaN/inf features.
+
+Returns:
+    (loss: float, grad_anchor, grad_positive (like anchor, or None), neg_index: (N,) int64 (-1: no valid negative),
+     neg_swapped: (N,) bool, neg_count: (N,) int64, pos_dist: (N,), neg_dist: (N,) in the features' dtype).
+)doc");
+}
