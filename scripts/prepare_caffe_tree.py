@@ -50,6 +50,20 @@ def write_if_changed(path, content, mode=None):
     return True
 
 
+def apply_compat_patch(tree, patch):
+    """Apply one compatibility patch; a tree that already has the fix (a fork, a newer Caffe) is fine as it is."""
+    def run_patch(*flags):
+        return subprocess.run(["patch", "-p1", "--batch", "-s", *flags, "-i", patch],
+                              cwd=tree, capture_output=True, text=True)
+    if run_patch("--dry-run").returncode == 0:
+        run_patch()
+    elif run_patch("--dry-run", "--reverse").returncode != 0:
+        with open(patch, encoding="utf-8") as f:
+            reason = f.readline().strip()
+        print(f"prepare_caffe_tree: warning: {os.path.basename(patch)} does not apply to this tree; "
+              f"if the build fails there, make the same fix by hand. {reason}", file=sys.stderr)
+
+
 def patched_files(source, patch_files):
     """Apply our patches to copies of the files they touch; return {relative path: patched content}."""
     if not patch_files:
@@ -59,11 +73,7 @@ def patched_files(source, patch_files):
         shutil.copytree(source, work, ignore=shutil.ignore_patterns(*SKIP_DIRS), symlinks=True)
         before = {rel: read(os.path.join(work, rel)) for rel in relative_files(work)}
         for patch in patch_files:
-            result = subprocess.run(["patch", "-p1", "--forward", "--batch", "-s", "-i", patch],
-                                    cwd=work, capture_output=True, text=True)
-            if result.returncode != 0:
-                sys.exit(f"prepare_caffe_tree: {os.path.basename(patch)} does not apply to {source}:\n"
-                         f"{result.stdout}{result.stderr}")
+            apply_compat_patch(work, patch)
         return {rel: read(os.path.join(work, rel)) for rel in relative_files(work)
                 if rel not in before or read(os.path.join(work, rel)) != before[rel]}
 
