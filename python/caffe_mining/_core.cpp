@@ -179,8 +179,9 @@ py::tuple mining_contrastive_loss(const py::array& feat, const py::array& feat_p
     throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
   }
   feature_shape(feat, "feat");
+  const bool single = is_float32(feat, "feat");
   check_same(feat, "feat", feat_p, "feat_p");
-  if (is_float32(feat, "feat")) {
+  if (single) {
     return contrastive<float>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
                               check_finite);
   }
@@ -323,8 +324,9 @@ py::tuple hardnet_loss(const py::array& anchor, const py::array& positive, const
   options.eps = eps;
   options.duplicate_threshold = duplicate_threshold;
   feature_shape(anchor, "anchor");
+  const bool single = is_float32(anchor, "anchor");
   check_same(anchor, "anchor", positive, "positive");
-  if (is_float32(anchor, "anchor")) {
+  if (single) {
     return hardnet<float>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);
   }
   return hardnet<double>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);

@@ -70,6 +70,7 @@ def mining_contrastive_loss(
     legacy_version: bool = False,
     mining_ratio: int = 1,
     loss_weight: float = 1.0,
+    backward: bool = True,
     dist_guard: float = CAFFE_DIST_GUARD,
 ) -> ContrastiveResult:
     r"""Contrastive loss of Hadsell et al. (2006) over the hardest 1/mining_ratio of the pairs.
@@ -98,6 +99,7 @@ def mining_contrastive_loss(
         sim: N labels, 1 = similar pair, 0 = dissimilar pair.
         margin: m.  legacy_version: use max(m - d^2, 0).  mining_ratio: integer >= 1.
         loss_weight: the top's diff; scales both gradients (not the loss).
+        backward: False gives None for the gradients (kept for the bindings' signature).
         dist_guard: the delta above.
 
     Example:
@@ -145,6 +147,8 @@ def mining_contrastive_loss(
         grad[picked] = (loss_weight * coef[picked] / (2.0 * k))[:, None] * diff[picked]
     hinge_open = similar | (hinge > 0)
     pieces = (2 * picked + hinge_open).astype(np.int8)
+    if not backward:
+        return ContrastiveResult(loss, None, None, picked, cost, pieces)
     shape = np.shape(feat)
     return ContrastiveResult(loss, grad.reshape(shape), (-grad).reshape(shape), picked, cost, pieces)
 
@@ -186,6 +190,7 @@ def hardnet_loss(
     duplicate_threshold: float = 0.008,
     uniforms: Optional[np.ndarray] = None,
     loss_weight: float = 1.0,
+    backward: bool = True,
 ) -> HardNetResult:
     r"""HardNet loss (Mishchuk et al. 2017) with in-batch negative mining.
 
@@ -213,6 +218,7 @@ def hardnet_loss(
         labels: optional N class ids; same-class pairs are never negatives.
         uniforms: N values in [0, 1), required for RANDOM.
         loss_weight: the top's diff; scales the gradients.
+        backward: False gives None for the gradients (kept for the bindings' signature).
 
     Example:
         >>> a = np.array([[0.0, 0.0], [1.0, 0.0]]); p = np.array([[0.0, 0.1], [1.0, 0.1]])
@@ -288,6 +294,9 @@ def hardnet_loss(
         np.add.at(dloss_ddist, (neg_row, neg_col), scale * dneg[rows])
         pieces[row_index[rows], chosen[rows]] = (1 + 2 * neg_swapped + 4 * open_row)[rows]
     loss = float(row_loss[rows].sum() / num_rows) if num_rows else 0.0
+    if not backward:
+        return HardNetResult(loss, None, None, neg_index.astype(np.int64), neg_swapped, count.astype(np.int64), pos,
+                             neg_dist, pieces)
 
     # dD_ij/da_i = (a_i - p_j) / D_ij,  dD_ij/dp_j = (p_j - a_i) / D_ij.
     weight = dloss_ddist / dist
