@@ -615,7 +615,8 @@ def run(args: argparse.Namespace) -> CheckReport:
             weight = 1.0
         if n is None or dim is None:
             shapes = _net_bottom_shapes(args.prototxt, bottoms, args.phase)
-            n, dim = n or shapes[0][0], dim or int(np.prod(shapes[0][1:]))
+            n = shapes[0][0] if n is None else n
+            dim = int(np.prod(shapes[0][1:])) if dim is None else dim
         has_labels = type_name == "MiningContrastiveLoss" or len(bottoms) == 3
         if args.target in ("caffe", "python"):  # the layer as the net has it, C++ or Python
             args.target = "python" if python_layer else "caffe"
@@ -627,7 +628,7 @@ def run(args: argparse.Namespace) -> CheckReport:
         options = parse_key_values(args.param, SPECS[type_name].options_class)
         has_labels = args.labels == "yes"
         loss_weight = args.loss_weight
-    n, dim = n or 8, dim or 4
+    n, dim = 8 if n is None else n, 4 if dim is None else dim
     if n < 1 or dim < 1:
         raise ValueError(f"--n and --dim must be >= 1. Got: {n}, {dim}")
     problem = make_problem(type_name, options, loss_weight, has_labels, n, args.seed)
