@@ -9,7 +9,7 @@ python/caffe_mining/_core.cpp, and links OpenBLAS for cblas (Debian: libopenblas
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
 core_sources = sorted(glob("caffe_layers/src/caffe/mining/*.cpp"))
 if not core_sources:
@@ -29,7 +29,7 @@ setup(
     description="Mining contrastive and HardNet losses for Caffe: bindings, NumPy reference, pycaffe layers, "
                 "gradient check",
     package_dir={"": "python"},
-    packages=["caffe_mining"],
+    packages=find_packages("python"),
     package_data={"caffe_mining": ["_core.pyi", "py.typed"]},
     ext_modules=[extension],
     cmdclass={"build_ext": build_ext},
