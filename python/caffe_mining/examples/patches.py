@@ -162,13 +162,17 @@ class PatchData:
 
 def build_patch_data(out_dir: str | os.PathLike, data_seed: int = 0, max_keypoints: int = 400,
                      n_warps: int = 3, heldout_max_keypoints: int = 300, heldout_warps: int = 2,
-                     log=print) -> PatchData:
+                     train_photos: tuple[str, ...] = TRAIN_PHOTOS,
+                     heldout_photos: tuple[str, ...] = HELDOUT_PHOTOS, log=print) -> PatchData:
     """Builds (or reuses, when built with the same settings) the train and held-out patch databases. Training
     pairs are written in a random order so that a batch mixes photos; held-out pairs keep theirs."""
     out_dir = Path(out_dir).expanduser().resolve()
     settings = {"data_seed": data_seed, "max_keypoints": max_keypoints, "n_warps": n_warps,
                 "heldout_max_keypoints": heldout_max_keypoints, "heldout_warps": heldout_warps,
-                "train_photos": list(TRAIN_PHOTOS), "heldout_photos": list(HELDOUT_PHOTOS)}
+                "train_photos": list(train_photos), "heldout_photos": list(heldout_photos)}
+    if set(train_photos) & set(heldout_photos):
+        shared = sorted(set(train_photos) & set(heldout_photos))
+        raise ValueError(f"photos both in training and held out: {shared}")
     meta_path = out_dir / "meta.json"
     heldout_path = out_dir / "heldout_pairs.npz"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") == settings:
@@ -177,10 +181,10 @@ def build_patch_data(out_dir: str | os.PathLike, data_seed: int = 0, max_keypoin
         with np.load(heldout_path) as stored:
             heldout = PatchSet(**{name: stored[name] for name in stored.files})
     else:
-        log(f"data: cutting patch pairs from {len(TRAIN_PHOTOS)} training and {len(HELDOUT_PHOTOS)} held-out "
+        log(f"data: cutting patch pairs from {len(train_photos)} training and {len(heldout_photos)} held-out "
             f"photos into {out_dir}")
-        train = make_patch_set(TRAIN_PHOTOS, max_keypoints, n_warps, seed=data_seed)
-        heldout = make_patch_set(HELDOUT_PHOTOS, heldout_max_keypoints, heldout_warps, seed=data_seed + 1,
+        train = make_patch_set(train_photos, max_keypoints, n_warps, seed=data_seed)
+        heldout = make_patch_set(heldout_photos, heldout_max_keypoints, heldout_warps, seed=data_seed + 1,
                                  first_keypoint_id=int(train.keypoint_id.max()) + 1)
         order = np.random.default_rng(data_seed + 2).permutation(len(train))
         write_pair_database(out_dir / "train.txt", np.stack([train.reference, train.target], axis=1)[order],

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""HardNet patches: HardNetLoss with the hardest in-batch negative (MIN, anchor_swap) against the same net
+and loss with a random in-batch negative (RANDOM), end to end.
+
+Cuts 32x32 patch pairs from scikit-image's photos (Harris keypoints, random homography + photometric change,
+as HPatches does; held-out photos never seen in training), trains each variant with the ``caffe train`` CLI,
+evaluates every snapshot on the held-out pairs through pycaffe (FPR at 95 % recall, as the HardNet paper
+reports; and matching accuracy: the share of reference patches whose nearest warped patch of the same photo
+and warp is their own), and draws the figures.
+
+    python models/hardnet_patches/run.py --quick    # 1 seed x 200 iterations per variant
+    python models/hardnet_patches/run.py            # 3 seeds x 1000 iterations (the README's numbers)
+
+Needs a Caffe built with our layers: the ``caffe`` binary (--caffe, $CAFFE_MINING_CAFFE_BIN or
+$CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or found in the same build).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+try:
+    import caffe_mining.examples  # noqa: F401  (installed by scripts/build.sh)
+except ImportError:
+    sys.path.insert(0, str(HERE.parents[1] / "python"))
+
+from caffe_mining.examples import metrics, plots  # noqa: E402
+from caffe_mining.examples.caffe_run import find_caffe_binary, import_pycaffe  # noqa: E402
+from caffe_mining.examples.embedding import DeployNet  # noqa: E402
+from caffe_mining.examples.experiment import (Variant, markdown_table, summarise, train_and_evaluate,  # noqa: E402
+                                              write_json)
+from caffe_mining.examples.patches import PatchSet, build_patch_data  # noqa: E402
+
+CACHE = Path.home() / ".cache" / "caffe-mining"
+VARIANTS = [
+    Variant("hardnet_min", "HardNetLoss MIN (hardest negative)", "HardNetLoss",
+            "hardnet_loss_param { margin: 1 anchor_swap: true batch_reduce: MIN }"),
+    Variant("random", "HardNetLoss RANDOM (random negative)", "HardNetLoss",
+            "hardnet_loss_param { margin: 1 anchor_swap: true batch_reduce: RANDOM }"),
+]
+METRICS = {"fpr95": "held-out FPR at 95 % recall (lower is better)",
+           "matching_accuracy": "held-out matching accuracy (higher)"}
+TABLE_COLUMNS = {"fpr95": "FPR95", "matching_accuracy": "matching accuracy"}
+TINY_PHOTOS = {"train_photos": ("camera", "brick"), "heldout_photos": ("astronaut",), "max_keypoints": 60,
+               "heldout_max_keypoints": 40}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 seed, 200 iterations, snapshots every 50")
+    parser.add_argument("--tiny", action="store_true", help="3 photos and few keypoints (for smoke tests)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; --quick: 1)")
+    parser.add_argument("--iterations", type=int, help="max_iter (default 1000; --quick: 200)")
+    parser.add_argument("--snapshot-every", type=int, help="iterations between evaluated snapshots "
+                        "(default 100; --quick: 50)")
+    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
+                        default=[v.name for v in VARIANTS])
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of keypoints' warps and pair order")
+    parser.add_argument("--data-dir", type=Path, help="default ~/.cache/caffe-mining/data/hardnet_patches[-tiny]")
+    parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
+                        "hardnet_patches[-quick])")
+    parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
+                        "(default <out>/results)")
+    parser.add_argument("--caffe", help="the caffe binary (default $CAFFE_MINING_CAFFE_BIN, then the build)")
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
+    args.iterations = args.iterations or (200 if args.quick else 1000)
+    args.snapshot_every = args.snapshot_every or (50 if args.quick else 100)
+    args.data_dir = (args.data_dir or CACHE / "data" / ("hardnet_patches-tiny" if args.tiny else
+                                                        "hardnet_patches")).resolve()
+    args.out = (args.out or CACHE / "runs" / ("hardnet_patches-quick" if args.quick else "hardnet_patches")).resolve()
+    args.results = (args.results or args.out / "results").resolve()
+    return args
+
+
+class HeldoutPairs:
+    """The held-out verification pairs, fixed once: every matching (reference, warped) pair, and as many
+    non-matching ones, reference k with the warped patch of another keypoint, half of them from the same
+    photo (the harder kind) and half from any photo."""
+
+    def __init__(self, heldout: PatchSet, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        count = len(heldout)
+        other = np.empty(count, dtype=np.int64)
+        for k in range(count):
+            different = heldout.keypoint_id != heldout.keypoint_id[k]
+            if k % 2 == 0:
+                same_photo = different & (heldout.photo_index == heldout.photo_index[k])
+                different = same_photo if same_photo.any() else different
+            other[k] = rng.choice(np.flatnonzero(different))
+        self.heldout = heldout
+        self.reference_index = np.concatenate([np.arange(count), np.arange(count)])
+        self.target_index = np.concatenate([np.arange(count), other])
+        self.is_match = np.concatenate([np.ones(count, bool), np.zeros(count, bool)])
+
+    def distances(self, reference_desc: np.ndarray, target_desc: np.ndarray) -> np.ndarray:
+        return metrics.pair_distances(reference_desc[self.reference_index], target_desc[self.target_index])
+
+    def evaluate(self, reference_desc: np.ndarray, target_desc: np.ndarray) -> dict:
+        distance = self.distances(reference_desc, target_desc)
+        heldout = self.heldout
+        correct = 0
+        for photo in np.unique(heldout.photo_index):
+            for warp in np.unique(heldout.warp_index):
+                group = (heldout.photo_index == photo) & (heldout.warp_index == warp)
+                if group.sum() > 1:
+                    correct += group.sum() * metrics.nearest_neighbour_accuracy(
+                        reference_desc[group], heldout.keypoint_id[group], target_desc[group],
+                        heldout.keypoint_id[group])
+        return {"fpr95": metrics.fpr_at_recall(distance, self.is_match, 0.95),
+                "matching_accuracy": float(correct / len(heldout))}
+
+
+def raw_pixel_descriptors(patches: np.ndarray) -> np.ndarray:
+    """Per-patch normalised pixels, unit length: what the nets start from (the MVN layer), as a baseline."""
+    flat = patches.reshape(len(patches), -1).astype(np.float64)
+    flat = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-9)
+    return flat / np.sqrt(flat.shape[1])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    caffe_bin = find_caffe_binary(args.caffe)
+    import_pycaffe()  # fail early, before any training, when pycaffe is missing
+    print(f"caffe: {caffe_bin}\nruns: {args.out}\nresults: {args.results}")
+    data = build_patch_data(args.data_dir, data_seed=args.data_seed, **(TINY_PHOTOS if args.tiny else {}))
+    print(f"data: {data.meta['n_train_pairs']} training pairs of {data.meta['n_train_keypoints']} keypoints, "
+          f"{data.meta['n_heldout_pairs']} held-out pairs of {data.meta['n_heldout_keypoints']} keypoints")
+    heldout = data.heldout
+    pairs = HeldoutPairs(heldout)
+    raw = pairs.evaluate(raw_pixel_descriptors(heldout.reference), raw_pixel_descriptors(heldout.target))
+    print("raw pixels (no training): " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
+
+    deploy = HERE / "deploy.prototxt"
+    variants = [v for v in VARIANTS if v.name in args.variants]
+    overrides = {"max_iter": args.iterations, "snapshot": args.snapshot_every,
+                 "test_interval": args.snapshot_every, "display": max(1, min(25, args.snapshot_every // 2))}
+
+    def describe(weights):
+        net = DeployNet(deploy, weights)
+        return net(heldout.reference), net(heldout.target)
+
+    def evaluate(weights):
+        return pairs.evaluate(*describe(weights))
+
+    runs = []
+    for seed in args.seeds:
+        for variant in variants:
+            runs.append(train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt",
+                                           variant, seed, args.out / f"{variant.name}-seed{seed}",
+                                           {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate,
+                                           overrides))
+    summary = summarise(runs, variants, list(METRICS))
+    table = markdown_table(summary, TABLE_COLUMNS)
+    labels = {v.name: v.label for v in variants}
+    results = args.results
+    plots.plot_loss_curves(runs, labels, results / "loss_curves.png", test_output="heldout_hardnet",
+                           test_title="held-out HardNet loss, hardest negative (Caffe TEST phase)",
+                           log_scale=False)
+    plots.plot_metric_curves(runs, labels, METRICS, results / "heldout_metrics.png",
+                             reference={key: ("raw pixels", value) for key, value in raw.items()})
+    first_seed = {run["variant"]: run for run in runs if run["seed"] == args.seeds[0]}
+    raw_reference, raw_target = raw_pixel_descriptors(heldout.reference), raw_pixel_descriptors(heldout.target)
+    descriptors = {"raw pixels": (raw_reference, raw_target)}
+    for variant in variants:
+        descriptors[variant.label.split(" (")[0]] = describe(first_seed[variant.name]["final_weights"])
+    plots.plot_distance_histograms({label: (pairs.distances(*pair), pairs.is_match)
+                                    for label, pair in descriptors.items()}, results / "distances.png",
+                                   title=f"held-out pair distances (seed {args.seeds[0]}, "
+                                         f"iteration {args.iterations})")
+    # 10 held-out keypoints with all their warps: reference patches (dots) and warped ones (crosses)
+    ids, counts = np.unique(heldout.keypoint_id, return_counts=True)
+    shown = ids[counts == counts.max()][:: max(1, len(ids[counts == counts.max()]) // 10)][:10]
+    rows = np.flatnonzero(np.isin(heldout.keypoint_id, shown))
+    first_rows = rows[np.unique(heldout.keypoint_id[rows], return_index=True)[1]]
+    classes = np.concatenate([heldout.keypoint_id[first_rows], heldout.keypoint_id[rows]])
+    crossed = np.concatenate([np.zeros(len(first_rows), bool), np.ones(len(rows), bool)])
+    plots.plot_projections({label: np.concatenate([reference[first_rows], target[rows]])
+                            for label, (reference, target) in descriptors.items()}, classes,
+                           results / "projection.png", markers=crossed,
+                           title="10 held-out keypoints: reference patch (dot) and its warps (crosses), PCA")
+    write_json({"example": "hardnet_patches", "settings": {k: str(v) if isinstance(v, Path) else v
+                                                          for k, v in vars(args).items()},
+                "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},
+               results / "results.json")
+    (results / "results.md").write_text(table + "\n")
+    print("\nraw pixels: " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
+    print(table)
+    print(f"\nfigures and results.json in {results}; total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
