@@ -271,11 +271,12 @@ def test_cli_bad_usage_exits_2(args, message):
     assert message in result.stderr
 
 
-def test_cli_without_pycaffe_says_so():
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = cli("--target", "caffe", env=env)
+def test_cli_without_pycaffe_says_so(tmp_path):
+    (tmp_path / "caffe").mkdir()  # a "caffe" that fails to import shadows any real one
+    (tmp_path / "caffe" / "__init__.py").write_text("raise ImportError('no pycaffe in this test')\n")
+    result = cli("--target", "caffe", env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert result.returncode == 2
-    assert "cannot import pycaffe" in result.stderr and "PYTHONPATH" in result.stderr
+    assert "cannot import pycaffe (no pycaffe in this test)" in result.stderr and "PYTHONPATH" in result.stderr
 
 
 def test_cli_checks_the_cpp_layer(caffe_with_layers):

@@ -67,8 +67,9 @@ class DtypeTolerances(NamedTuple):
 #: reference: the target and the reference compute the same formula on the same inputs, so only rounding differs
 #:   (float64 ~1e-15 relative; float32 ~1e-7 per operation, 1e-6..1e-5 after the N x N distance GEMM's cancellation).
 #: finite_difference: Richardson-extrapolated central differences (error O(h^4)); each coordinate is further allowed
-#:   its own error estimate |D(h/2) - D(h)| (see _richardson_difference), which covers the float32 target's
-#:   rounding noise (~6e-8 |E| / h) without loosening the check of the gradient's value. float32 uses Caffe's
+#:   its own error bound (see _richardson_difference): the truncation estimate |D(h/2) - D(h)| and the target's
+#:   rounding of E (6 eps |E| / h: float32's loss top holds E to ~1e-7 relative, so a step of 1e-2 resolves a
+#:   gradient to ~1e-4 |E| and smaller steps, taken only next to a kink, less). float32 uses Caffe's
 #:   GradientChecker step 1e-2; float64 uses 1e-4 (truncation (h/d)^4 and rounding 1e-16/h both ~1e-12).
 TOLERANCES: Dict[str, DtypeTolerances] = {
     "float64": DtypeTolerances(reference=Tolerance(atol=1e-12, rtol=1e-9),
@@ -389,11 +390,12 @@ def _stable(problem: Problem, inputs: Dict[str, np.ndarray], size: float, rng: n
 def _richardson_difference(problem: Problem, target, x: Dict[str, np.ndarray], bottom: str, k: int, h: float,
                            base_pieces: np.ndarray, base_decisions) -> Optional[Tuple[float, float]]:
     """d(loss_weight * E)/dx_k by central differences at steps h and h/2 combined by Richardson extrapolation,
-    (4 D(h/2) - D(h)) / 3, whose truncation error is O(h^4) instead of O(h^2) (float32 needs a large h), and
-    |D(h/2) - D(h)|, an estimate (with a safety factor of about 3) of the error of the extrapolated value from
-    truncation and the target's own rounding. None when a point lies on another smooth piece than x (per the
-    reference) or the target decides differently there."""
-    estimates = []
+    (4 D(h/2) - D(h)) / 3, whose truncation error is O(h^4) instead of O(h^2) (float32 needs a large h), and a bound
+    of its error: |D(h/2) - D(h)| (truncation, with a safety factor of about 3) plus 6 eps |E| / h (the target's
+    rounding of E, a few units in its last place, through the combination: (4 * 2 + 1) / 3 = 3 rounding errors of
+    2 eps |E| each, over h). None when a point lies on another smooth piece than x (per the reference) or the target
+    decides differently there."""
+    estimates, magnitude = [], 0.0
     for step in (h, h / 2):
         points = []
         for sign in (1.0, -1.0):
@@ -408,9 +410,11 @@ def _richardson_difference(problem: Problem, target, x: Dict[str, np.ndarray], b
             if base_decisions is not None and not _same_pieces(evaluation.decisions, base_decisions):
                 return None
             points.append((moved[bottom].reshape(-1)[k], evaluation.loss))
+            magnitude = max(magnitude, abs(evaluation.loss))
         (x_plus, e_plus), (x_minus, e_minus) = points
         estimates.append(problem.loss_weight * (e_plus - e_minus) / (x_plus - x_minus))
-    return (4.0 * estimates[1] - estimates[0]) / 3.0, abs(estimates[1] - estimates[0])
+    rounding = 6.0 * float(np.finfo(target.dtype).eps) * magnitude * abs(problem.loss_weight) / h
+    return (4.0 * estimates[1] - estimates[0]) / 3.0, abs(estimates[1] - estimates[0]) + rounding
 
 
 def check(problem: Problem, target, n: int, dim: int, seed: int = 0,
@@ -509,13 +513,17 @@ def layer_from_prototxt(path: str, layer_name: str):
         raise ValueError(f"no layer named {layer_name!r} in {path}; layers: {', '.join(l.name for l in net.layer)}")
     layer = matches[0]
     python_layer = None
+
+    def decimal(value: float) -> float:  # a proto float (float32) as the decimal it was written as
+        return float(f"{value:.7g}")
+
     if layer.type == "MiningContrastiveLoss":
         p = layer.contrastive_loss_param
-        options = ContrastiveOptions(float(p.margin), bool(p.legacy_version), int(p.mining_ratio))
+        options = ContrastiveOptions(decimal(p.margin), bool(p.legacy_version), int(p.mining_ratio))
     elif layer.type == "HardNetLoss":
         p = layer.hardnet_loss_param
-        options = HardNetOptions(float(p.margin), bool(p.anchor_swap), BATCH_REDUCES[p.batch_reduce],
-                                 LOSS_TYPES[p.loss_type], float(p.eps), float(p.duplicate_threshold),
+        options = HardNetOptions(decimal(p.margin), bool(p.anchor_swap), BATCH_REDUCES[p.batch_reduce],
+                                 LOSS_TYPES[p.loss_type], decimal(p.eps), decimal(p.duplicate_threshold),
                                  int(p.seed) if p.HasField("seed") else None)
     elif layer.type == "Python":
         module, cls = layer.python_param.module, layer.python_param.layer
@@ -548,9 +556,22 @@ def _python_layer_type(module: str, cls: str) -> str:
 
 
 def _net_bottom_shapes(path: str, bottoms: Sequence[str], phase: str) -> List[Tuple[int, ...]]:
-    caffe = _import_caffe()
-    net = caffe.Net(path, caffe.TRAIN if phase == "train" else caffe.TEST)
-    return [tuple(net.blobs[b].data.shape) for b in bottoms]
+    """The shapes of ``bottoms`` in the net ``path``, read by instantiating it in a subprocess: a net whose data
+    layer cannot open its source makes Caffe abort the whole process."""
+    _import_caffe()
+    script = ("import json, sys, caffe\n"
+              "net = caffe.Net(sys.argv[1], caffe.TRAIN if sys.argv[2] == 'train' else caffe.TEST)\n"
+              "print(json.dumps([list(net.blobs[b].data.shape) for b in sys.argv[3:]]))\n")
+    env = dict(os.environ, GLOG_minloglevel="2")
+    result = subprocess.run([sys.executable, "-c", script, path, phase, *bottoms], capture_output=True, text=True,
+                            env=env, timeout=600)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no message"]
+        fatal = [line for line in lines if line.startswith("F") or "Error" in line or "error" in line]
+        reason = (fatal or lines)[-1 if not fatal else 0]
+        raise RuntimeError(f"could not instantiate {path} to read the shapes of {', '.join(bottoms)} ({reason}); "
+                           "pass --n and --dim to check the layer with those sizes instead")
+    return [tuple(shape) for shape in json.loads(result.stdout.strip().splitlines()[-1])]
 
 
 # ---------------------------------------------------------------------------------------------------------------
