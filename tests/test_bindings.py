@@ -172,6 +172,11 @@ def test_layouts_and_caffe_blobs_give_the_same_answer(rng):
     np.testing.assert_array_equal(hn.grad_anchor, caffe_mining.hardnet_loss(a, b[::-1].copy()).grad_anchor)
 
 
+def test_nested_lists_are_arrays():
+    r = _core.mining_contrastive_loss([[0.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]], [1, 0])
+    assert r[0] == pytest.approx((1.0 + 1.0) / 4) and r[1].dtype == np.float64
+
+
 def test_backward_false_skips_gradients(rng):
     a, b = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
     r = caffe_mining.mining_contrastive_loss(a, b, [1, 0, 1, 0], backward=False)
@@ -221,6 +226,9 @@ def contrastive_call(**overrides):
     (dict(feat_p=np.zeros((3, 3))), ValueError, r"feat_p must have the shape of feat \(\(3, 2\)\)"),
     (dict(feat=np.zeros((3, 2), np.int64)), TypeError, "feat must be float32 or float64. Got: int64"),
     (dict(feat=np.zeros((3, 2), np.float16)), TypeError, "float16"),
+    (dict(feat=np.zeros((3, 2), ">f8")), TypeError, ">f8"),
+    (dict(feat=None), TypeError, "feat must be a float32 or float64 array. Got: None"),
+    (dict(feat_p=[[1.0], [2.0, 3.0], [4.0]]), TypeError, "feat_p must be a float32 or float64 array"),
     (dict(feat_p=np.zeros((3, 2), np.float32)), TypeError, r"feat_p must have the dtype of feat \(float64\)"),
     (dict(sim=[0, 1]), ValueError, "sim must hold N = 3 values. Got: 2"),
     (dict(sim=[0, 2, 1]), ValueError, r"sim\[1\] = 2"),

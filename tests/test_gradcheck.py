@@ -319,3 +319,22 @@ def test_cli_checks_a_layer_inside_a_net(caffe_with_layers, tmp_path, layer_text
     assert result.returncode == 0, result.stdout + result.stderr
     assert "n=6 dim=3" in result.stdout  # the loss layer's bottoms are the InnerProduct outputs
     assert ("mining_ratio=2" if layer_text[0] != "Python" else "mining_ratio=3") in result.stdout
+
+
+def test_cli_net_whose_data_is_missing(caffe_with_layers, tmp_path):
+    """Caffe aborts on a data layer without its source: the shapes are read in a subprocess, and --n/--dim help."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(textwrap.dedent('''
+        name: "needs_data"
+        layer { name: "pairs" type: "HDF5Data" top: "feat" top: "feat_p" top: "sim"
+                hdf5_data_param { source: "does/not/exist.txt" batch_size: 16 } }
+        layer { name: "loss" type: "MiningContrastiveLoss" bottom: "feat" bottom: "feat_p" bottom: "sim" top: "loss"
+                contrastive_loss_param { mining_ratio: 4 } }
+    '''))
+    result = cli("--target", "caffe", "--prototxt", str(path), "--layer-name", "loss")
+    assert result.returncode == 2
+    assert "could not instantiate" in result.stderr and "does/not/exist.txt" in result.stderr
+    assert "pass --n and --dim" in result.stderr
+    result = cli("--target", "caffe", "--prototxt", str(path), "--layer-name", "loss", "--n", "16", "--dim", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mining_ratio=4" in result.stdout and "n=16 dim=3" in result.stdout

@@ -4,7 +4,8 @@
 // The math lives in the core, the same code the Caffe layers run.
 //
 // Array rules (the same for every function):
-//   - features: float32 or float64, shape (N, D) or Caffe's (N, D, 1, 1); the dtype selects the core's Dtype
+//   - features: arrays (or array-likes such as nested lists, converted by NumPy) of float32 or float64,
+//     shape (N, D) or Caffe's (N, D, 1, 1); the dtype selects the core's Dtype
 //     (float32 stays float32, never upcast); the second feature array must have the same dtype and shape.
 //     Other dtypes raise TypeError.
 //   - any memory layout: non-C-contiguous arrays are copied to a C-contiguous buffer first.
@@ -31,6 +32,16 @@ namespace {
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+/// Any array-like as a NumPy array (lists and scalars too); TypeError when NumPy cannot make one.
+py::array as_array(const py::object& x, const char* name) {
+  py::array converted = x.is_none() ? py::array() : py::array::ensure(x);
+  if (x.is_none() || !converted) {
+    throw py::type_error(std::string(name) + " must be a float32 or float64 array. Got: " +
+                         py::repr(x).cast<std::string>());
+  }
+  return converted;
+}
 
 /// N and D of a feature array: (N, D) or (N, D, 1, 1).
 struct FeatureShape {
@@ -168,9 +179,11 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
   return py::make_tuple(static_cast<double>(loss), grad_feat, grad_feat_p, picked_mask, cost);
 }
 
-py::tuple mining_contrastive_loss(const py::array& feat, const py::array& feat_p, const py::object& sim,
+py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& feat_p_in, const py::object& sim,
                                   double margin, bool legacy_version, int mining_ratio, double loss_weight,
                                   bool backward, bool check_finite) {
+  const py::array feat = as_array(feat_in, "feat");
+  const py::array feat_p = as_array(feat_p_in, "feat_p");
   if (mining_ratio < 1) {
     throw py::value_error("mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio));
   }
@@ -302,10 +315,12 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
                         pos_dist, neg_dist);
 }
 
-py::tuple hardnet_loss(const py::array& anchor, const py::array& positive, const py::object& labels, double margin,
-                       bool anchor_swap, const std::string& batch_reduce, const std::string& loss_type, double eps,
-                       double duplicate_threshold, const py::object& uniforms, double loss_weight, bool backward,
-                       bool check_finite) {
+py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_in, const py::object& labels,
+                       double margin, bool anchor_swap, const std::string& batch_reduce, const std::string& loss_type,
+                       double eps, double duplicate_threshold, const py::object& uniforms, double loss_weight,
+                       bool backward, bool check_finite) {
+  const py::array anchor = as_array(anchor_in, "anchor");
+  const py::array positive = as_array(positive_in, "positive");
   caffe_mining::HardNetOptions options;
   if (!(margin >= 0) || !std::isfinite(margin)) {
     throw py::value_error("margin must be finite and >= 0. Got: " + std::to_string(margin));
