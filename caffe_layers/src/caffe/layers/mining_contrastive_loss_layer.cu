@@ -1,0 +1,45 @@
+#include <vector>
+
+#include "caffe/layers/mining_contrastive_loss_layer.hpp"
+#include "caffe_mining/contrastive_mining.hpp"
+
+namespace caffe {
+
+template <typename Dtype>
+void MiningContrastiveLossLayer<Dtype>::Forward_gpu(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const int num = bottom[0]->shape(0);
+  const int dim = bottom[0]->count(1);
+  const Dtype* sim = bottom[2]->gpu_data();
+  // The label check runs on the device; only its one-int answer comes back to the host.
+  int* first_invalid_gpu = static_cast<int*>(first_invalid_label_->mutable_gpu_data());
+  caffe_mining::find_invalid_label_gpu(sim, num, first_invalid_gpu);
+  CUDA_POST_KERNEL_CHECK;
+  CheckLabels(*bottom[2], *static_cast<const int*>(first_invalid_label_->cpu_data()));
+  caffe_mining::contrastive_forward_gpu(
+      num, dim, bottom[0]->gpu_data(), bottom[1]->gpu_data(), sim, margin_, legacy_version_,
+      num_picked_, diff_.mutable_gpu_data(), dist_sq_.mutable_gpu_data(),
+      cost_.mutable_gpu_data(), picked_.mutable_gpu_data(), gpu_workspace_->mutable_gpu_data(),
+      top[0]->mutable_gpu_data());
+  CUDA_POST_KERNEL_CHECK;
+}
+
+template <typename Dtype>
+void MiningContrastiveLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  if (propagate_down.size() > 2 && propagate_down[2]) {
+    LOG(FATAL) << this->type() << " layer cannot backpropagate to the sim labels (bottom[2]).";
+  }
+  Dtype* grad_a = propagate_down[0] ? bottom[0]->mutable_gpu_diff() : NULL;
+  Dtype* grad_b = propagate_down[1] ? bottom[1]->mutable_gpu_diff() : NULL;
+  if (!grad_a && !grad_b) return;
+  caffe_mining::contrastive_backward_gpu(
+      bottom[0]->shape(0), bottom[0]->count(1), bottom[2]->gpu_data(), margin_, legacy_version_,
+      num_picked_, top[0]->cpu_diff()[0], diff_.gpu_data(), dist_sq_.gpu_data(),
+      picked_.gpu_data(), grad_a, grad_b);
+  CUDA_POST_KERNEL_CHECK;
+}
+
+INSTANTIATE_LAYER_GPU_FUNCS(MiningContrastiveLossLayer);
+
+}  // namespace caffe
