@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -54,20 +55,20 @@ def failed_checks(report):
 @pytest.mark.parametrize("problem", ALL_PROBLEMS, ids=problem_id)
 @pytest.mark.parametrize("target, dtype", [("reference", "float64"), ("core", "float64"), ("core", "float32")])
 def test_correct_targets_pass(problem, target, dtype):
-    report = run_check(*problem, target, dtype=dtype, seed=len(problem_id(problem)))
+    report = run_check(*problem, target, dtype=dtype, seed=zlib.crc32(problem_id(problem).encode()) % 1000)
     assert report.passed, report.format()
     assert report.worst("reference gradient") <= gradcheck.TOLERANCES[dtype].reference.rtol * 10
 
 
 @pytest.mark.parametrize("problem", ALL_PROBLEMS, ids=problem_id)
 def test_cpp_layer_passes_through_pycaffe(caffe_with_layers, problem):
-    report = run_check(*problem, "pycaffe", engine="caffe", seed=len(problem_id(problem)))
+    report = run_check(*problem, "pycaffe", engine="caffe", seed=zlib.crc32(problem_id(problem).encode()) % 1000)
     assert report.passed, report.format()
 
 
 @pytest.mark.parametrize("problem", ALL_PROBLEMS[::3], ids=problem_id)
 def test_python_layer_passes_through_pycaffe(caffe, problem):
-    report = run_check(*problem, "pycaffe", engine="python", seed=len(problem_id(problem)))
+    report = run_check(*problem, "pycaffe", engine="python", seed=zlib.crc32(problem_id(problem).encode()) % 1000)
     assert report.passed, report.format()
 
 

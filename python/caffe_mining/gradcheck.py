@@ -92,17 +92,14 @@ class LayerSpec:
     reference_fn: Callable
     core_fn: Callable
     grad_fields: Tuple[str, str]
-    param_field: str  # LayerParameter field of the C++ layer
 
 
 SPECS = {
     "MiningContrastiveLoss": LayerSpec("MiningContrastiveLoss", ContrastiveOptions, "MiningContrastiveLossLayer",
                                        ("feat", "feat_p"), "sim", reference.mining_contrastive_loss,
-                                       functional.mining_contrastive_loss, ("grad_feat", "grad_feat_p"),
-                                       "contrastive_loss_param"),
+                                       functional.mining_contrastive_loss, ("grad_feat", "grad_feat_p")),
     "HardNetLoss": LayerSpec("HardNetLoss", HardNetOptions, "HardNetLossLayer", ("anchor", "positive"), "label",
-                             reference.hardnet_loss, functional.hardnet_loss, ("grad_anchor", "grad_positive"),
-                             "hardnet_loss_param"),
+                             reference.hardnet_loss, functional.hardnet_loss, ("grad_anchor", "grad_positive")),
 }
 
 
