@@ -265,6 +265,7 @@ void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bo
 
 // ---- CUDA twins: same arguments, device pointers, asynchronous on `stream`. Defined in the .cu, ----
 // ---- available only in CUDA builds.                                                             ----
+// Launch errors are left to the caller (cudaGetLastError; Caffe's CUDA_POST_KERNEL_CHECK).
 
 /// Bytes of device workspace contrastive_forward_gpu needs for n pairs (256-byte aligned base).
 size_t contrastive_workspace_bytes_gpu(int n);
