@@ -217,6 +217,8 @@ class FunctionTarget:
 
 
 def _import_caffe():
+    # Caffe logs every net set-up at length; keep warnings and errors only unless the user asked otherwise.
+    os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         import caffe  # noqa: F401 (pycaffe, from PYTHONPATH)
     except ImportError as error:
