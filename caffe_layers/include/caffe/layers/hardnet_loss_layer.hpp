@@ -25,10 +25,11 @@ namespace caffe {
  *
  * Candidates: @f$ d_{ij} @f$ is a valid negative of row i when
  * @f$ j \ne i @f$, @f$ d_{ij} \ge @f$ duplicate_threshold (0.008) and, when the
- * label bottom is given, @f$ y_i \ne y_j @f$. Candidate j of row i has the value
- * @f$ c_{ij} = d_{ij} @f$; with anchor_swap, @f$ c_{ij} = \min(d_{ij}, d_{ji})
- * @f$ over the valid ones of the two (@f$ d_{ji} @f$: anchor j against positive
- * i; at equal value @f$ d_{ij} @f$ is kept). @f$ \mathcal{N}_i @f$ = the valid
+ * label bottom is given, @f$ y_i \ne y_j @f$. Candidate j of row i has the
+ * value @f$ c_{ij} = d_{ij} @f$; with anchor_swap,
+ * @f$ c_{ij} = \min(d_{ij}, d_{ji}) @f$ over the valid ones of the two
+ * (@f$ d_{ji} @f$: anchor j against positive i; at equal value @f$ d_{ij} @f$
+ * is kept). @f$ \mathcal{N}_i @f$ = the valid
  * candidates of row i, @f$ \mathcal{R} @f$ = the rows with at least one,
  * @f$ R = |\mathcal{R}| @f$; E = 0 (and zero gradients) when R = 0.
  *

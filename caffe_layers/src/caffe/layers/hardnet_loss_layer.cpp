@@ -52,7 +52,8 @@ void HardNetLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       "D >= 1 values, got " << bottom[0]->shape_string();
   if (bottom.size() > 2) {
     CHECK_EQ(bottom[2]->count(), num) << "HardNetLoss: label must hold N = "
-        << num << " class ids (one per pair), got " << bottom[2]->shape_string();
+        << num << " class ids (one per pair), got "
+        << bottom[2]->shape_string();
   }
   LossLayer<Dtype>::Reshape(bottom, top);
   if (top.size() > 1) {
@@ -126,7 +127,8 @@ template <typename Dtype>
 void HardNetLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   if (bottom.size() > 2 && propagate_down[2]) {
-    LOG(FATAL) << this->type() << " Layer cannot backpropagate to label inputs.";
+    LOG(FATAL) << this->type()
+               << " Layer cannot backpropagate to label inputs.";
   }
   if (!propagate_down[0] && !propagate_down[1]) return;
   const int num = bottom[0]->shape(0);

@@ -48,9 +48,9 @@ void HardNetLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   CUDA_POST_KERNEL_CHECK;
   if (top.size() > 1) {
     // NOLINT_NEXT_LINE(whitespace/operators)
-    HardNetChoiceForward<Dtype><<<CAFFE_GET_BLOCKS(num), CAFFE_CUDA_NUM_THREADS>>>(
-        num, neg_index_.gpu_data(), neg_swapped_.gpu_data(),
-        top[1]->mutable_gpu_data());
+    HardNetChoiceForward<Dtype><<<CAFFE_GET_BLOCKS(num),
+        CAFFE_CUDA_NUM_THREADS>>>(num, neg_index_.gpu_data(),
+        neg_swapped_.gpu_data(), top[1]->mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
   }
 }
@@ -59,7 +59,8 @@ template <typename Dtype>
 void HardNetLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   if (bottom.size() > 2 && propagate_down[2]) {
-    LOG(FATAL) << this->type() << " Layer cannot backpropagate to label inputs.";
+    LOG(FATAL) << this->type()
+               << " Layer cannot backpropagate to label inputs.";
   }
   if (!propagate_down[0] && !propagate_down[1]) return;
   const int num = bottom[0]->shape(0);
