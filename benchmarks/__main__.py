@@ -1,0 +1,83 @@
+"""python -m benchmarks: speed and memory of the loss layers, against the floor and the alternatives.
+
+Examples (from the repository root, with the project's venv and pycaffe on PYTHONPATH):
+  python -m benchmarks run                      # full sizes; table on stdout, results/ gets .md, .json, .png
+  python -m benchmarks run --smoke              # smallest size of each suite only (what CI's smoke test runs)
+  python -m benchmarks run --update-readme      # also rewrites the results section of benchmarks/README.md
+  python -m benchmarks setup-torch              # installs torch into its own folder for the PyTorch comparison
+  python -m benchmarks build-times              # Caffe build from scratch (ccache off) and a one-file rebuild
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _threads_from_argv(argv) -> int:
+    for index, arg in enumerate(argv):
+        if arg == "--threads" and index + 1 < len(argv):
+            return int(argv[index + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="time both suites, measure memory, write table, JSON and plot")
+    run.add_argument("--smoke", action="store_true", help="smallest size of each suite, 3 rounds")
+    run.add_argument("--suite", choices=("hardnet", "contrastive", "all"), default="all")
+    run.add_argument("--hardnet-sizes", type=int, nargs="+", default=[128, 512, 1024, 4096])
+    run.add_argument("--contrastive-sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    run.add_argument("--ratios", type=int, nargs="+", default=[1, 2, 4], help="mining ratios")
+    run.add_argument("--dim", type=int, default=128)
+    run.add_argument("--rounds", type=int, default=11, help="timed rounds (each: one sample per implementation)")
+    run.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    run.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
+    run.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                     help="cpu: this process's CPU time, robust to other processes' load (default); wall: elapsed")
+    run.add_argument("--min-sample", type=float, default=0.05, help="seconds a timed sample lasts at least")
+    run.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    run.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    run.add_argument("--out", default="benchmarks/results", help="folder for results.md/.json/.png")
+    run.add_argument("--update-readme", action="store_true", help="rewrite benchmarks/README.md's results section")
+
+    commands.add_parser("setup-torch", help="pip install torch into a folder of its own (not a project dependency)")
+
+    build = commands.add_parser("build-times", help="time a Caffe build from scratch and a one-file rebuild")
+    build.add_argument("--work", default=None, help="scratch folder (default: a new one under /tmp)")
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.smoke:
+        args.hardnet_sizes = args.hardnet_sizes[:1] if "--hardnet-sizes" in argv else [128]
+        args.contrastive_sizes = args.contrastive_sizes[:1] if "--contrastive-sizes" in argv else [1024]
+        args.rounds, args.warmup = min(args.rounds, 3), min(args.warmup, 1)
+    return args
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Before NumPy (and with it OpenBLAS) loads: OpenBLAS reads its thread count once, at load time.
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(_threads_from_argv(argv))
+    args = parse_args(argv)
+    if args.command == "run":
+        from benchmarks.run import run
+
+        return run(args)
+    if args.command == "setup-torch":
+        from benchmarks.setup_torch import install
+
+        return install()
+    from benchmarks.build_times import main as build_times
+
+    return build_times(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+// The Caffe-free core called directly, with buffers allocated once (as the Caffe layers keep them in blobs), and
+// the SGEMM floor on the same OpenBLAS the core links. A C interface, loaded by benchmarks/native.py with ctypes, so
+// the Python-side cost of a call is the same few microseconds for every implementation timed this way.
+#include <cblas.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "caffe_mining/contrastive_mining.hpp"
+#include "caffe_mining/hardnet.hpp"
+
+namespace {
+
+// Everything hardnet_forward_cpu / hardnet_backward_cpu need besides the inputs and the gradients.
+struct HardNetBuffers {
+  int n;
+  caffe_mining::HardNetOptions options;
+  std::vector<float> dist, pos_dist, neg_dist, row_loss, dloss_dpos, dloss_dneg, scratch;
+  std::vector<int> neg_index, neg_swapped, neg_count, valid_rows;
+
+  explicit HardNetBuffers(int rows)
+      : n(rows),
+        dist(static_cast<std::size_t>(rows) * rows),
+        pos_dist(rows), neg_dist(rows), row_loss(rows), dloss_dpos(rows), dloss_dneg(rows),
+        scratch(caffe_mining::hardnet_scratch_count(rows, options)),
+        neg_index(rows), neg_swapped(rows), neg_count(rows), valid_rows(1) {}
+
+  caffe_mining::HardNetMining<float> mining() {
+    return {dist.data(), pos_dist.data(), neg_dist.data(), neg_index.data(), neg_swapped.data(),
+            neg_count.data(), row_loss.data(), dloss_dpos.data(), dloss_dneg.data(), valid_rows.data()};
+  }
+
+  std::size_t bytes() const {
+    return (dist.size() + 6 * static_cast<std::size_t>(n) + scratch.size()) * sizeof(float) +
+           (3 * static_cast<std::size_t>(n) + 1) * sizeof(int);
+  }
+};
+
+// What contrastive_forward_cpu / contrastive_backward_cpu need besides the inputs and the gradients.
+struct ContrastiveBuffers {
+  int n, dim;
+  std::vector<float> diff, dist_sq, cost;
+  std::vector<int> picked;
+  std::vector<std::uint64_t> workspace;
+
+  ContrastiveBuffers(int rows, int columns)
+      : n(rows), dim(columns),
+        diff(static_cast<std::size_t>(rows) * columns), dist_sq(rows), cost(rows), picked(rows),
+        workspace(caffe_mining::contrastive_workspace_bytes_cpu(rows) / sizeof(std::uint64_t) + 1) {}
+
+  std::size_t bytes() const {
+    return (diff.size() + dist_sq.size() + cost.size()) * sizeof(float) + picked.size() * sizeof(int) +
+           caffe_mining::contrastive_workspace_bytes_cpu(n);
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+/// out (n x n) = anchor (n x dim) * positive^T: the one GEMM every distance matrix needs.
+void bench_sgemm_abt(int n, int dim, const float* anchor, const float* positive, float* out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dim, 1.0f, anchor, dim, positive, dim, 0.0f, out, n);
+}
+
+void* bench_hardnet_create(int n) { return new HardNetBuffers(n); }
+void bench_hardnet_destroy(void* buffers) { delete static_cast<HardNetBuffers*>(buffers); }
+std::size_t bench_hardnet_bytes(void* buffers) { return static_cast<HardNetBuffers*>(buffers)->bytes(); }
+
+/// Default HardNetLoss (MIN, TRIPLET_MARGIN, margin 1, no anchor swap), forward then backward; returns the loss.
+float bench_hardnet_forward_backward(void* handle, int dim, const float* anchor, const float* positive,
+                                     float* anchor_diff, float* positive_diff) {
+  HardNetBuffers& buffers = *static_cast<HardNetBuffers*>(handle);
+  const caffe_mining::HardNetMining<float> mining = buffers.mining();
+  float loss = 0.0f;
+  caffe_mining::hardnet_forward_cpu<float>(buffers.n, dim, anchor, positive, nullptr, nullptr, buffers.options,
+                                           mining, buffers.scratch.data(), &loss);
+  caffe_mining::hardnet_backward_cpu<float>(buffers.n, dim, anchor, positive, nullptr, buffers.options, mining,
+                                            1.0f, buffers.scratch.data(), anchor_diff, positive_diff);
+  return loss;
+}
+
+void* bench_contrastive_create(int n, int dim) { return new ContrastiveBuffers(n, dim); }
+void bench_contrastive_destroy(void* buffers) { delete static_cast<ContrastiveBuffers*>(buffers); }
+std::size_t bench_contrastive_bytes(void* buffers) { return static_cast<ContrastiveBuffers*>(buffers)->bytes(); }
+
+/// MiningContrastiveLoss (non-legacy), forward then backward; returns the loss.
+float bench_contrastive_forward_backward(void* handle, const float* a, const float* b, const float* sim,
+                                         float margin, int mining_ratio, float* grad_a, float* grad_b) {
+  ContrastiveBuffers& buffers = *static_cast<ContrastiveBuffers*>(handle);
+  const int num_picked = caffe_mining::num_picked_pairs(buffers.n, mining_ratio);
+  const float loss = caffe_mining::contrastive_forward_cpu<float>(
+      buffers.n, buffers.dim, a, b, sim, margin, false, num_picked, buffers.diff.data(), buffers.dist_sq.data(),
+      buffers.cost.data(), buffers.picked.data(), buffers.workspace.data());
+  caffe_mining::contrastive_backward_cpu<float>(buffers.n, buffers.dim, sim, margin, false, num_picked, 1.0f,
+                                                buffers.diff.data(), buffers.dist_sq.data(), buffers.picked.data(),
+                                                grad_a, grad_b);
+  return loss;
+}
+
+}  // extern "C"

@@ -1,0 +1,50 @@
+"""PNG of time per forward + backward pass against N, log-log, one panel per loss."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(rows: List[dict]) -> Dict[str, list]:
+    series = defaultdict(list)
+    for row in rows:
+        series[row["impl"]].append((row["n"], row["median_s"]))
+    return series
+
+
+def _style(name: str) -> dict:
+    if "SGEMM" in name or "ContrastiveLoss layer (pycaffe, no mining)" in name:
+        return {"color": "black", "linestyle": "--", "linewidth": 2}
+    if "multimap" in name:
+        return {"linestyle": ":"}
+    if "core (C++" in name:
+        return {"linestyle": "-.", "alpha": 0.7}
+    return {}
+
+
+def write(results: dict, path: Path) -> None:
+    panels = [(key, title) for key, title in (("hardnet", "HardNetLoss fwd+bwd"),
+                                              ("contrastive", "MiningContrastiveLoss fwd+bwd"))
+              if results.get(key)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for name, points in _series(results[key]).items():
+            points.sort()
+            ax.plot([n for n, _ in points], [t for _, t in points], marker="o", label=name, **_style(name))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("N (pairs)")
+        ax.set_ylabel("seconds per forward + backward")
+        ax.set_title(f"{title}, D = {results['settings']['dim']}, float32, "
+                     f"{results['settings']['threads']} thread(s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,58 @@
+"""`python -m benchmarks run`: both suites, the memory probes, then the table, JSON and plot of this one run."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import machine, memory, plot, report, runners, suites
+
+README = Path(__file__).resolve().parent / "README.md"
+PLOT_NAME = "time_vs_n.png"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    ctx = runners.Context.load(args.threads, with_torch=not args.no_torch)
+    if ctx.caffe is None:
+        _log("pycaffe not importable (PYTHONPATH=<build>/caffe-src/python): the Caffe layers are left out")
+    if ctx.torch is None and not args.no_torch:
+        _log("torch not installed (python -m benchmarks setup-torch): the PyTorch formulation is left out")
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine.describe(args.threads, ctx.lib, ctx.caffe, ctx.torch),
+        "settings": {"dim": args.dim, "rounds": args.rounds, "warmup": args.warmup, "threads": args.threads,
+                     "clock": args.clock, "min_sample_s": args.min_sample, "smoke": args.smoke},
+        "hardnet": [], "contrastive": [], "memory": [],
+    }
+    hardnet_sizes = args.hardnet_sizes if args.suite in ("hardnet", "all") else []
+    contrastive_sizes = args.contrastive_sizes if args.suite in ("contrastive", "all") else []
+    timing = suites.TimingSettings(args.rounds, args.warmup, args.min_sample, args.clock)
+    if hardnet_sizes:
+        results["hardnet"] = suites.run_hardnet(ctx, hardnet_sizes, args.dim, timing, _log)
+    if contrastive_sizes:
+        results["contrastive"] = suites.run_contrastive(ctx, contrastive_sizes, args.dim, args.ratios, timing, _log)
+    if not args.no_memory:
+        results["memory"] = memory.run_memory(ctx, hardnet_sizes, contrastive_sizes, args.ratios, args.dim,
+                                              args.threads, _log)
+    results["load_at_end"] = machine.load_average()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot.write(results, out / PLOT_NAME)
+    section = report.markdown(results, PLOT_NAME)
+    (out / "results.md").write_text(section)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(section)
+    if args.update_readme:
+        report.update_readme(README, report.markdown(results, f"{out.resolve().relative_to(README.parent)}/"
+                                                              f"{PLOT_NAME}"))
+    disagreeing = [r["impl"] for r in results["hardnet"] + results["contrastive"] if r["agrees"] is False]
+    if disagreeing:
+        _log(f"losses disagree with the reference: {disagreeing}")
+        return 1
+    return 0
