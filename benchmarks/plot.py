@@ -18,14 +18,20 @@ def _series(rows: List[dict]) -> Dict[str, list]:
     return series
 
 
+_FAMILY_COLORS = (("MiningContrastiveLoss layer", "tab:blue"), ("core (C++, nth", "tab:orange"),
+                  ("sorted multimaps", "tab:green"))
+_RATIO_MARKERS = {"r=1": "o", "r=2": "s", "r=4": "^"}
+
+
 def _style(name: str) -> dict:
+    """Floors black and dashed; in the contrastive panel one colour per implementation, one marker per ratio."""
     if "SGEMM" in name or "ContrastiveLoss layer (pycaffe, no mining)" in name:
-        return {"color": "black", "linestyle": "--", "linewidth": 2}
-    if "multimap" in name:
-        return {"linestyle": ":"}
-    if "core (C++" in name:
-        return {"linestyle": "-.", "alpha": 0.7}
-    return {}
+        return {"color": "black", "linestyle": "--", "linewidth": 2, "marker": "o"}
+    for prefix, color in _FAMILY_COLORS:
+        if name.startswith(prefix):
+            marker = next((m for r, m in _RATIO_MARKERS.items() if r in name), "o")
+            return {"color": color, "marker": marker, "linestyle": ":" if "multimap" in name else "-"}
+    return {"marker": "o"}
 
 
 def write(results: dict, path: Path) -> None:
@@ -36,7 +42,7 @@ def write(results: dict, path: Path) -> None:
     for ax, (key, title) in zip(axes[0], panels):
         for name, points in _series(results[key]).items():
             points.sort()
-            ax.plot([n for n, _ in points], [t for _, t in points], marker="o", label=name, **_style(name))
+            ax.plot([n for n, _ in points], [t for _, t in points], label=name, **_style(name))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("N (pairs)")
