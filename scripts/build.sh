@@ -22,6 +22,6 @@ cmake -S "$CAFFE_MINING_REPO" -B "$build_dir" -DPython3_EXECUTABLE="$CAFFE_MININ
   || { cat "$build_dir.configure.log"; exit 1; }
 cmake --build "$build_dir" --parallel "$(nproc)"
 if [ "$variant" = cpu ] && [ -f "$CAFFE_MINING_REPO/setup.py" ]; then
-  "$CAFFE_MINING_PYTHON" -m pip install -q -e "$CAFFE_MINING_REPO"
+  "$CAFFE_MINING_PYTHON" -m pip install -q --no-build-isolation -e "$CAFFE_MINING_REPO"
 fi
 echo "build: $build_dir"

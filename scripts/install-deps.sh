@@ -12,7 +12,7 @@ debian_packages=(
   libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev
   pybind11-dev python3 python3-dev python3-venv
 )
-python_packages=(numpy protobuf six scikit-image pybind11 pytest hypothesis matplotlib h5py scikit-learn)
+python_packages=(numpy protobuf six scikit-image pybind11 setuptools wheel pytest hypothesis matplotlib h5py scikit-learn)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

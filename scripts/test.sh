@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
 bash "$CAFFE_MINING_REPO/scripts/build.sh"
-ctest --test-dir "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}" --output-on-failure
+ctest --test-dir "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}" --verbose
 
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   CAFFE_MINING_BUILD_DIR="$CAFFE_MINING_CACHE/build-cuda" bash "$CAFFE_MINING_REPO/scripts/build.sh" --cuda
