@@ -17,6 +17,7 @@ $CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def parse_args(argv=None):
     parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
                         "(default <out>/results)")
     parser.add_argument("--caffe", help="the caffe binary (default $CAFFE_MINING_CAFFE_BIN, then the build)")
+    parser.add_argument("--replot", action="store_true", help="no training: redraw the figures from "
+                        "<results>/results.json and the snapshots it names")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
     args.iterations = args.iterations or (200 if args.quick else 1000)
@@ -149,13 +152,15 @@ def main(argv=None) -> int:
     def evaluate(weights):
         return pairs.evaluate(*describe(weights))
 
-    runs = []
-    for seed in args.seeds:
-        for variant in variants:
-            runs.append(train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt",
-                                           variant, seed, args.out / f"{variant.name}-seed{seed}",
-                                           {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate,
-                                           overrides))
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    if args.replot:
+        stored = json.loads((args.results / "results.json").read_text())
+        runs, settings = [run for run in stored["runs"] if run["variant"] in args.variants], stored["settings"]
+    else:
+        runs = [train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt", variant,
+                                   seed, args.out / f"{variant.name}-seed{seed}",
+                                   {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
+                for seed in args.seeds for variant in variants]
     summary = summarise(runs, variants, list(METRICS))
     table = markdown_table(summary, TABLE_COLUMNS)
     labels = {v.name: v.label for v in variants}
@@ -164,16 +169,18 @@ def main(argv=None) -> int:
                            test_title="held-out HardNet loss, hardest negative (Caffe TEST phase)",
                            log_scale=False)
     plots.plot_metric_curves(runs, labels, METRICS, results / "heldout_metrics.png",
-                             reference={key: ("raw pixels", value) for key, value in raw.items()})
-    first_seed = {run["variant"]: run for run in runs if run["seed"] == args.seeds[0]}
+                             reference={key: ("raw pixels", value) for key, value in raw.items()},
+                             log_scale=("fpr95",))
+    shown_seed, shown_iteration = runs[0]["seed"], runs[0]["final"]["iteration"]
+    first_seed = {run["variant"]: run for run in runs if run["seed"] == shown_seed}
     raw_reference, raw_target = raw_pixel_descriptors(heldout.reference), raw_pixel_descriptors(heldout.target)
     descriptors = {"raw pixels": (raw_reference, raw_target)}
     for variant in variants:
         descriptors[variant.label.split(" (")[0]] = describe(first_seed[variant.name]["final_weights"])
     plots.plot_distance_histograms({label: (pairs.distances(*pair), pairs.is_match)
                                     for label, pair in descriptors.items()}, results / "distances.png",
-                                   title=f"held-out pair distances (seed {args.seeds[0]}, "
-                                         f"iteration {args.iterations})")
+                                   title=f"held-out pair distances (seed {shown_seed}, "
+                                         f"iteration {shown_iteration})")
     # 10 held-out keypoints with all their warps: reference patches (dots) and warped ones (crosses)
     ids, counts = np.unique(heldout.keypoint_id, return_counts=True)
     shown = ids[counts == counts.max()][:: max(1, len(ids[counts == counts.max()]) // 10)][:10]
@@ -185,8 +192,7 @@ def main(argv=None) -> int:
                             for label, (reference, target) in descriptors.items()}, classes,
                            results / "projection.png", markers=crossed,
                            title="10 held-out keypoints: reference patch (dot) and its warps (crosses), PCA")
-    write_json({"example": "hardnet_patches", "settings": {k: str(v) if isinstance(v, Path) else v
-                                                          for k, v in vars(args).items()},
+    write_json({"example": "hardnet_patches", "settings": settings,
                 "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},
                results / "results.json")
     (results / "results.md").write_text(table + "\n")

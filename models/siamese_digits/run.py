@@ -7,7 +7,7 @@ verification ROC AUC and FPR at 95 % recall over all held-out pairs, leave-one-o
 accuracy), and draws the figures.
 
     python models/siamese_digits/run.py --quick     # 1 seed x 2000 iterations per variant: a few minutes
-    python models/siamese_digits/run.py             # 3 seeds x 10000 iterations (the README's numbers)
+    python models/siamese_digits/run.py             # 3 seeds x 5000 iterations (the README's numbers)
 
 Needs a Caffe built with our layers: the ``caffe`` binary (--caffe, $CAFFE_MINING_CAFFE_BIN or
 $CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or found in the same build).
@@ -15,6 +15,7 @@ $CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,14 +50,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2000 iterations, snapshots every 250")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; --quick: 1)")
-    parser.add_argument("--iterations", type=int, help="max_iter (default 10000; --quick: 2000)")
+    parser.add_argument("--iterations", type=int, help="max_iter (default 5000; --quick: 2000)")
     parser.add_argument("--snapshot-every", type=int, help="iterations between evaluated snapshots "
-                        "(default 1000; --quick: 250)")
+                        "(default 500; --quick: 250)")
     parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
                         default=[v.name for v in VARIANTS])
     parser.add_argument("--train-pairs", type=int, default=50000, help="training pairs in the database")
     parser.add_argument("--similar-fraction", type=float, default=None,
                         help="share of similar training pairs (default: random pairs, about 10 %% similar)")
+    parser.add_argument("--base-lr", type=float, help="the solver's base_lr (default: solver.prototxt's, 0.01)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split and the pairs")
     parser.add_argument("--data-dir", type=Path, default=CACHE / "data" / "siamese_digits")
     parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
@@ -64,10 +66,12 @@ def parse_args(argv=None):
     parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
                         "(default <out>/results)")
     parser.add_argument("--caffe", help="the caffe binary (default $CAFFE_MINING_CAFFE_BIN, then the build)")
+    parser.add_argument("--replot", action="store_true", help="no training: redraw the figures from "
+                        "<results>/results.json and the snapshots it names")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    args.iterations = args.iterations or (2000 if args.quick else 10000)
-    args.snapshot_every = args.snapshot_every or (250 if args.quick else 1000)
+    args.iterations = args.iterations or (2000 if args.quick else 5000)
+    args.snapshot_every = args.snapshot_every or (250 if args.quick else 500)
     args.out = (args.out or CACHE / "runs" / ("siamese_digits-quick" if args.quick else "siamese_digits")).resolve()
     args.results = (args.results or args.out / "results").resolve()
     return args
@@ -100,17 +104,21 @@ def main(argv=None) -> int:
     overrides = {"max_iter": args.iterations, "snapshot": args.snapshot_every,
                  "test_interval": min(500, args.snapshot_every),
                  "display": max(1, min(100, args.snapshot_every // 2))}
+    if args.base_lr:
+        overrides["base_lr"] = args.base_lr
 
     def evaluate(weights):
         return embedding_metrics(DeployNet(deploy, weights)(data.heldout_images), data.heldout_labels)
 
-    runs = []
-    for seed in args.seeds:
-        for variant in variants:
-            runs.append(train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt",
-                                           variant, seed, args.out / f"{variant.name}-seed{seed}",
-                                           {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate,
-                                           overrides))
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    if args.replot:
+        stored = json.loads((args.results / "results.json").read_text())
+        runs, settings = [run for run in stored["runs"] if run["variant"] in args.variants], stored["settings"]
+    else:
+        runs = [train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt", variant,
+                                   seed, args.out / f"{variant.name}-seed{seed}",
+                                   {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
+                for seed in args.seeds for variant in variants]
     summary = summarise(runs, variants, list(METRICS))
     table = markdown_table(summary, TABLE_COLUMNS)
     labels = {v.name: v.label for v in variants}
@@ -118,20 +126,21 @@ def main(argv=None) -> int:
     plots.plot_loss_curves(runs, labels, results / "loss_curves.png", test_output="heldout_contrastive",
                            test_title="held-out contrastive loss, all pairs (Caffe TEST phase)")
     plots.plot_metric_curves(runs, labels, METRICS, results / "heldout_metrics.png",
-                             reference={key: ("raw pixels", value) for key, value in raw.items()})
-    first_seed = {run["variant"]: run for run in runs if run["seed"] == args.seeds[0]}
+                             reference={key: ("raw pixels", value) for key, value in raw.items()},
+                             log_scale=("fpr95",))
+    shown_seed, shown_iteration = runs[0]["seed"], runs[0]["final"]["iteration"]
+    first_seed = {run["variant"]: run for run in runs if run["seed"] == shown_seed}
     projections = {"raw pixels": data.heldout_images.reshape(len(data.heldout_images), -1)}
     for variant in variants:
         projections[variant.label] = DeployNet(deploy, first_seed[variant.name]["final_weights"])(data.heldout_images)
     plots.plot_projections(projections, data.heldout_labels, results / "projection.png",
-                           title=f"held-out digits, PCA of the embeddings (seed {args.seeds[0]}, "
-                                 f"iteration {args.iterations})")
-    write_json({"example": "siamese_digits", "settings": {k: str(v) if isinstance(v, Path) else v
-                                                         for k, v in vars(args).items()},
+                           title=f"held-out digits, PCA of the embeddings (seed {shown_seed}, "
+                                 f"iteration {shown_iteration})")
+    write_json({"example": "siamese_digits", "settings": settings,
                 "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},
                results / "results.json")
     (results / "results.md").write_text(table + "\n")
-    print(f"\nraw pixels: " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
+    print("\nraw pixels: " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
     print(table)
     print(f"\nfigures and results.json in {results}; total {time.monotonic() - started:.0f} s")
     return 0

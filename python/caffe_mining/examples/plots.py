@@ -72,9 +72,11 @@ def plot_loss_curves(runs: list[dict], labels: dict[str, str], path: str | os.Pa
 
 
 def plot_metric_curves(runs: list[dict], labels: dict[str, str], metrics: dict[str, str],
-                       path: str | os.PathLike, reference: dict[str, tuple[str, float]] | None = None) -> Path:
+                       path: str | os.PathLike, reference: dict[str, tuple[str, float]] | None = None,
+                       log_scale: tuple[str, ...] = ()) -> Path:
     """One panel per metric (key -> title): its value on held-out data at every snapshot, per variant (thin:
-    one seed, thick: the mean). ``reference``: metric key -> (label, value) drawn as a dashed line."""
+    one seed, thick: the mean). ``reference``: metric key -> (label, value) drawn as a dashed line; metrics
+    named in ``log_scale`` get a logarithmic axis (error rates that fall by orders of magnitude)."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     colours = _colours(list(labels))
@@ -91,6 +93,8 @@ def plot_metric_curves(runs: list[dict], labels: dict[str, str], metrics: dict[s
             axis.axhline(reference[key][1], color="grey", linestyle="--", linewidth=1, label=reference[key][0])
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("iteration")
+        if key in log_scale:
+            axis.set_yscale("log")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return _save(figure, path)
