@@ -334,3 +334,25 @@ def test_hardnet_patches_trains_with_caffe_and_evaluates(tmp_path):
     assert "Iteration 10" in completed.stdout
     _check_results(tmp_path / "runs" / "results", {"hardnet_min", "random"}, ["fpr95", "matching_accuracy"],
                    ["loss_curves.png", "heldout_metrics.png", "distances.png", "projection.png"])
+
+
+def test_default_folders_follow_the_cache_and_data_variables(monkeypatch, tmp_path):
+    from caffe_mining.examples import caffe_run
+
+    monkeypatch.delenv("CAFFE_MINING_BUILD_DIR", raising=False)
+    monkeypatch.delenv("CAFFE_MINING_DATA", raising=False)
+    monkeypatch.setenv("CAFFE_MINING_CACHE", str(tmp_path / "cache"))
+    assert caffe_run.default_build_dir() == tmp_path / "cache" / "build-cpu"
+    assert caffe_run.data_dir("x") == tmp_path / "cache" / "data" / "x"
+    monkeypatch.setenv("CAFFE_MINING_DATA", str(tmp_path / "data"))
+    assert caffe_run.data_dir("x") == tmp_path / "data" / "x"
+
+
+def test_an_explicit_caffe_path_that_is_wrong_is_an_error(tmp_path, monkeypatch):
+    from caffe_mining.examples.caffe_run import CaffeNotFound, find_caffe_binary
+
+    with pytest.raises(CaffeNotFound, match="--caffe"):
+        find_caffe_binary(tmp_path / "no-such-caffe")
+    monkeypatch.setenv("CAFFE_MINING_CAFFE_BIN", str(tmp_path / "missing"))
+    with pytest.raises(CaffeNotFound, match="CAFFE_MINING_CAFFE_BIN"):
+        find_caffe_binary()

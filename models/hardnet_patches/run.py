@@ -31,13 +31,12 @@ except ImportError:
     sys.path.insert(0, str(HERE.parents[1] / "python"))
 
 from caffe_mining.examples import metrics, plots  # noqa: E402
-from caffe_mining.examples.caffe_run import find_caffe_binary, import_pycaffe  # noqa: E402
+from caffe_mining.examples.caffe_run import cache_dir, data_dir, find_caffe_binary, import_pycaffe  # noqa: E402
 from caffe_mining.examples.embedding import DeployNet  # noqa: E402
 from caffe_mining.examples.experiment import (Variant, markdown_table, summarise, train_and_evaluate,  # noqa: E402
                                               write_json)
 from caffe_mining.examples.patches import PatchSet, build_patch_data  # noqa: E402
 
-CACHE = Path.home() / ".cache" / "caffe-mining"
 VARIANTS = [
     Variant("hardnet_min", "HardNetLoss MIN (hardest negative)", "HardNetLoss",
             "hardnet_loss_param { margin: 1 anchor_swap: true batch_reduce: MIN }"),
@@ -62,7 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
                         default=[v.name for v in VARIANTS])
     parser.add_argument("--data-seed", type=int, default=0, help="seed of keypoints' warps and pair order")
-    parser.add_argument("--data-dir", type=Path, help="default ~/.cache/caffe-mining/data/hardnet_patches[-tiny]")
+    parser.add_argument("--data-dir", type=Path, help="default $CAFFE_MINING_DATA/hardnet_patches[-tiny] or "
+                        "~/.cache/caffe-mining/data/hardnet_patches[-tiny]")
     parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
                         "hardnet_patches[-quick])")
     parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
@@ -74,9 +74,9 @@ def parse_args(argv=None):
     args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
     args.iterations = args.iterations or (200 if args.quick else 1000)
     args.snapshot_every = args.snapshot_every or (50 if args.quick else 100)
-    args.data_dir = (args.data_dir or CACHE / "data" / ("hardnet_patches-tiny" if args.tiny else
-                                                        "hardnet_patches")).resolve()
-    args.out = (args.out or CACHE / "runs" / ("hardnet_patches-quick" if args.quick else "hardnet_patches")).resolve()
+    args.data_dir = (args.data_dir or data_dir("hardnet_patches-tiny" if args.tiny else "hardnet_patches")).resolve()
+    args.out = (args.out or cache_dir() / "runs" /
+                ("hardnet_patches-quick" if args.quick else "hardnet_patches")).resolve()
     args.results = (args.results or args.out / "results").resolve()
     return args
 

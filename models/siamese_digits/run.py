@@ -27,13 +27,12 @@ except ImportError:
     sys.path.insert(0, str(HERE.parents[1] / "python"))
 
 from caffe_mining.examples import metrics, plots  # noqa: E402
-from caffe_mining.examples.caffe_run import find_caffe_binary, import_pycaffe  # noqa: E402
+from caffe_mining.examples.caffe_run import cache_dir, data_dir, find_caffe_binary, import_pycaffe  # noqa: E402
 from caffe_mining.examples.digits import build_digits_data  # noqa: E402
 from caffe_mining.examples.embedding import DeployNet  # noqa: E402
 from caffe_mining.examples.experiment import (Variant, markdown_table, summarise, train_and_evaluate,  # noqa: E402
                                               write_json)
 
-CACHE = Path.home() / ".cache" / "caffe-mining"
 VARIANTS = [
     Variant("contrastive", "ContrastiveLoss (baseline)", "ContrastiveLoss", "contrastive_loss_param { margin: 1 }"),
     Variant("mining2", "MiningContrastiveLoss, ratio 2", "MiningContrastiveLoss",
@@ -60,7 +59,8 @@ def parse_args(argv=None):
                         help="share of similar training pairs (default: random pairs, about 10 %% similar)")
     parser.add_argument("--base-lr", type=float, help="the solver's base_lr (default: solver.prototxt's, 0.01)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split and the pairs")
-    parser.add_argument("--data-dir", type=Path, default=CACHE / "data" / "siamese_digits")
+    parser.add_argument("--data-dir", type=Path, default=data_dir("siamese_digits"),
+                        help="default $CAFFE_MINING_DATA/siamese_digits or ~/.cache/caffe-mining/data/siamese_digits")
     parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
                         "siamese_digits[-quick])")
     parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
@@ -72,7 +72,8 @@ def parse_args(argv=None):
     args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
     args.iterations = args.iterations or (2000 if args.quick else 5000)
     args.snapshot_every = args.snapshot_every or (250 if args.quick else 500)
-    args.out = (args.out or CACHE / "runs" / ("siamese_digits-quick" if args.quick else "siamese_digits")).resolve()
+    args.out = (args.out or cache_dir() / "runs" /
+                ("siamese_digits-quick" if args.quick else "siamese_digits")).resolve()
     args.results = (args.results or args.out / "results").resolve()
     return args
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["CaffeNotFound", "default_build_dir", "find_caffe_binary", "import_pycaffe", "read_prototxt",
-           "run_caffe_train", "snapshot_weights", "write_prototxt"]
+__all__ = ["CaffeNotFound", "cache_dir", "data_dir", "default_build_dir", "find_caffe_binary", "import_pycaffe",
+           "read_prototxt", "run_caffe_train", "snapshot_weights", "write_prototxt"]
 
 OUR_LAYERS = ("MiningContrastiveLoss", "HardNetLoss")
 
@@ -29,11 +29,24 @@ class CaffeNotFound(RuntimeError):
     """No usable Caffe with our layers (binary or pycaffe); the message says where it looked."""
 
 
+def cache_dir() -> Path:
+    """Where builds, data and runs live outside the clone: $CAFFE_MINING_CACHE, else
+    ${XDG_CACHE_HOME:-~/.cache}/caffe-mining (as scripts/env.sh has it)."""
+    if os.environ.get("CAFFE_MINING_CACHE"):
+        return Path(os.environ["CAFFE_MINING_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "caffe-mining"
+
+
+def data_dir(example: str) -> Path:
+    """The default data folder of an example: $CAFFE_MINING_DATA/<example>, else <cache>/data/<example>."""
+    root = os.environ.get("CAFFE_MINING_DATA")
+    return (Path(root).expanduser() if root else cache_dir() / "data") / example
+
+
 def default_build_dir() -> Path:
     if os.environ.get("CAFFE_MINING_BUILD_DIR"):
         return Path(os.environ["CAFFE_MINING_BUILD_DIR"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return Path(os.environ.get("CAFFE_MINING_CACHE", cache / "caffe-mining")).expanduser() / "build-cpu"
+    return cache_dir() / "build-cpu"
 
 
 def find_caffe_binary(explicit: str | os.PathLike | None = None) -> Path:
