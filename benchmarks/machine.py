@@ -1,6 +1,7 @@
 """What the numbers were measured on: CPU, load, thread setting, library versions, the BLAS actually loaded."""
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import re
@@ -39,8 +40,8 @@ def describe(threads: int, lib, caffe: Optional[object], torch: Optional[object]
 
     import caffe_mining
 
-    lib.openblas_get_config.restype = __import__("ctypes").c_char_p
-    info = {
+    lib.openblas_get_config.restype = ctypes.c_char_p  # found through the helpers' link to libopenblas
+    return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_at_start": load_average(),
@@ -54,4 +55,3 @@ def describe(threads: int, lib, caffe: Optional[object], torch: Optional[object]
         "pycaffe": os.path.dirname(caffe.__file__) if caffe is not None else None,
         "torch": torch.__version__ if torch is not None else None,
     }
-    return info

@@ -92,9 +92,9 @@ def markdown(results: dict, plot_name: Optional[str]) -> str:
     settings = results["settings"]
     parts = [
         f"Measured {results['date']} on {machine['cpu']} ({machine['cores']} cores), {machine['system']}, "
-        f"{settings['threads']} BLAS/torch thread(s), {settings['clock']} clock; load average at start {machine['load_at_start']}, "
-        f"at end {results['load_at_end']}. {settings['rounds']} timed rounds after {settings['warmup']} warm-up "
-        f"round(s), implementations interleaved; ratios are medians of per-round ratios. "
+        f"{settings['threads']} BLAS/torch thread(s), {settings['clock']} clock; load average at start "
+        f"{machine['load_at_start']}, at end {results['load_at_end']}. {settings['rounds']} timed rounds after "
+        f"{settings['warmup']} warm-up round(s), implementations interleaved; ratios are medians of per-round ratios. "
         f"OpenBLAS of the core: `{machine['openblas_of_the_core']}`; torch {machine['torch'] or 'not installed'}.",
         "",
         "Targets:",
