@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job: build Caffe with our layers (CPU), train the siamese digits example with `caffe train`
+# (MiningContrastiveLoss against Caffe's ContrastiveLoss, short run), evaluate and plot it, then
+# gradient-check both C++ layers through pycaffe against the NumPy reference and finite differences.
+#   bash scripts/main.sh            # a few minutes on 2 cores
+#   bash scripts/main.sh --full     # the example's full run (3 seeds, longer training)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+example_args=(--quick)
+[ "${1:-}" = "--full" ] && example_args=()
+
+bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
+bash "$CAFFE_MINING_REPO/scripts/build.sh"
+source "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}/caffe-paths.sh"
+export PYTHONPATH="$PYCAFFE_DIR${PYTHONPATH:+:$PYTHONPATH}"
+export CAFFE_MINING_CAFFE_BIN="$CAFFE_BIN"
+cd "$CAFFE_MINING_REPO"
+
+echo "== siamese digits: caffe train with ContrastiveLoss and MiningContrastiveLoss, held-out evaluation"
+"$CAFFE_MINING_PYTHON" models/siamese_digits/run.py "${example_args[@]}"
+
+echo "== gradient check of the C++ layers through pycaffe"
+"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer MiningContrastiveLoss \
+  --n 8 --dim 4 --param mining_ratio=2
+"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer HardNetLoss \
+  --n 6 --dim 4 --param anchor_swap=true
