@@ -17,6 +17,12 @@ done
 build_dir="${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-$variant}"
 mkdir -p "$CAFFE_MINING_CACHE"
 
+# A build folder made from another clone: forget only the superbuild's own cache (seconds to redo), keep the
+# Caffe build inside it, so a fresh clone (CI) rebuilds only what its sources change.
+if [ -f "$build_dir/CMakeCache.txt" ] && \
+   ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$CAFFE_MINING_REPO" "$build_dir/CMakeCache.txt"; then
+  rm -rf "$build_dir/CMakeCache.txt" "$build_dir/CMakeFiles"
+fi
 cmake -S "$CAFFE_MINING_REPO" -B "$build_dir" -DPython3_EXECUTABLE="$CAFFE_MINING_PYTHON" \
   -DCAFFE_MINING_CACHE_DIR="$CAFFE_MINING_CACHE" "${cmake_options[@]}" > "$build_dir.configure.log" 2>&1 \
   || { cat "$build_dir.configure.log"; exit 1; }
