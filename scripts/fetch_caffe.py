@@ -62,9 +62,10 @@ def download(download_dir):
         "-o", f"Dir::Cache={apt_dir}/cache",
         "-o", "APT::Sandbox::User=root",
     ]
-    subprocess.run(["apt-get", "-q", *options, "update"], check=True)
+    # apt's progress goes to stderr: stdout carries only the tree's path (CMake reads it).
+    subprocess.run(["apt-get", "-q", *options, "update"], check=True, stdout=sys.stderr)
     subprocess.run(["apt-get", "-q", *options, "source", "--download-only", f"{PACKAGE}={VERSION}"],
-                   cwd=download_dir, check=True)
+                   cwd=download_dir, check=True, stdout=sys.stderr)
 
 
 def main():
