@@ -356,3 +356,18 @@ def test_an_explicit_caffe_path_that_is_wrong_is_an_error(tmp_path, monkeypatch)
     monkeypatch.setenv("CAFFE_MINING_CAFFE_BIN", str(tmp_path / "missing"))
     with pytest.raises(CaffeNotFound, match="CAFFE_MINING_CAFFE_BIN"):
         find_caffe_binary()
+
+
+def test_summary_and_markdown_table_over_seeds():
+    from caffe_mining.examples.experiment import Variant, markdown_table, summarise
+
+    variants = [Variant("a", "A", "ContrastiveLoss", ""), Variant("b", "B", "ContrastiveLoss", "")]
+    runs = [{"variant": "a", "seed": seed, "wall_seconds": 10.0 * seed,
+             "final": {"iteration": 100, "fpr95": value, "roc_auc": 0.5}}
+            for seed, value in ((1, 0.01), (2, 0.03))]
+    rows = summarise(runs, variants, ["fpr95", "roc_auc"])
+    assert len(rows) == 1 and rows[0]["seeds"] == [1, 2]  # a variant without runs is left out
+    assert rows[0]["fpr95"]["mean"] == pytest.approx(0.02)
+    assert rows[0]["fpr95"]["std"] == pytest.approx(np.std([0.01, 0.03], ddof=1))
+    table = markdown_table(rows, {"fpr95": "FPR95", "roc_auc": "AUC"}, percent=("fpr95",))
+    assert table.splitlines()[2] == "| A | 1,2 | 100 | 2.00 ± 1.41 % | 0.5000 ± 0.0000 | 15 ± 7 |"

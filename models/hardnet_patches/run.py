@@ -45,6 +45,7 @@ VARIANTS = [
 ]
 METRICS = {"fpr95": "held-out FPR at 95 % recall (lower is better)",
            "matching_accuracy": "held-out matching accuracy (higher)"}
+PERCENT = ("fpr95", "matching_accuracy")
 TABLE_COLUMNS = {"fpr95": "FPR95", "matching_accuracy": "matching accuracy"}
 TINY_PHOTOS = {"train_photos": ("camera", "brick"), "heldout_photos": ("astronaut",), "max_keypoints": 60,
                "heldout_max_keypoints": 40}
@@ -162,15 +163,14 @@ def main(argv=None) -> int:
                                    {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
                 for seed in args.seeds for variant in variants]
     summary = summarise(runs, variants, list(METRICS))
-    table = markdown_table(summary, TABLE_COLUMNS)
+    table = markdown_table(summary, TABLE_COLUMNS, percent=PERCENT)
     labels = {v.name: v.label for v in variants}
     results = args.results
     plots.plot_loss_curves(runs, labels, results / "loss_curves.png", test_output="heldout_hardnet",
                            test_title="held-out HardNet loss, hardest negative (Caffe TEST phase)",
                            log_scale=False)
     plots.plot_metric_curves(runs, labels, METRICS, results / "heldout_metrics.png",
-                             reference={key: ("raw pixels", value) for key, value in raw.items()},
-                             log_scale=("fpr95",))
+                             reference={key: ("raw pixels", value) for key, value in raw.items()})
     shown_seed, shown_iteration = runs[0]["seed"], runs[0]["final"]["iteration"]
     first_seed = {run["variant"]: run for run in runs if run["seed"] == shown_seed}
     raw_reference, raw_target = raw_pixel_descriptors(heldout.reference), raw_pixel_descriptors(heldout.target)

@@ -42,6 +42,7 @@ VARIANTS = [
 ]
 METRICS = {"roc_auc": "held-out ROC AUC (higher is better)", "fpr95": "held-out FPR at 95 % recall (lower)",
            "nn_accuracy": "held-out 1-NN accuracy (higher)"}
+PERCENT = ("fpr95", "nn_accuracy")
 TABLE_COLUMNS = {"roc_auc": "ROC AUC", "fpr95": "FPR95", "nn_accuracy": "1-NN accuracy"}
 
 
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                                    {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
                 for seed in args.seeds for variant in variants]
     summary = summarise(runs, variants, list(METRICS))
-    table = markdown_table(summary, TABLE_COLUMNS)
+    table = markdown_table(summary, TABLE_COLUMNS, percent=PERCENT)
     labels = {v.name: v.label for v in variants}
     results = args.results
     plots.plot_loss_curves(runs, labels, results / "loss_curves.png", test_output="heldout_contrastive",

@@ -123,18 +123,23 @@ def summarise(runs: list[dict], variants: list[Variant], metrics: list[str]) -> 
     return rows
 
 
-def markdown_table(rows: list[dict], metrics: dict[str, str], digits: int = 4) -> str:
-    """``metrics``: key -> column title. Cells are mean ± std over the seeds (just the value for one seed)."""
-    def cell(stats, places):
+def markdown_table(rows: list[dict], metrics: dict[str, str], digits: int = 4,
+                   percent: tuple[str, ...] = ()) -> str:
+    """``metrics``: key -> column title. Cells are mean ± std over the seeds (just the value for one seed);
+    metrics named in ``percent`` are shown in percent with two decimals."""
+    def cell(stats, places, scale=1.0, unit=""):
+        mean, std = scale * stats["mean"], scale * stats["std"]
         if len(stats["values"]) == 1:
-            return f"{stats['mean']:.{places}f}"
-        return f"{stats['mean']:.{places}f} ± {stats['std']:.{places}f}"
+            return f"{mean:.{places}f}{unit}"
+        return f"{mean:.{places}f} ± {std:.{places}f}{unit}"
 
     header = ["variant", "seeds", "iterations", *metrics.values(), "train wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["label"], ",".join(map(str, row["seeds"])), str(row["iterations"]),
-                 *(cell(row[key], digits) for key in metrics), cell(row["wall_seconds"], 1)]
+                 *(cell(row[key], 2, 100.0, " %") if key in percent else cell(row[key], digits)
+                   for key in metrics),
+                 cell(row["wall_seconds"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
