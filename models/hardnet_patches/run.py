@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     crossed = np.concatenate([np.zeros(len(first_rows), bool), np.ones(len(rows), bool)])
     plots.plot_projections({label: np.concatenate([reference[first_rows], target[rows]])
                             for label, (reference, target) in descriptors.items()}, classes,
-                           results / "projection.png", markers=crossed,
+                           results / "projection.png", markers=crossed, legend_title="keypoint id",
                            title="10 held-out keypoints: reference patch (dot) and its warps (crosses), PCA")
     write_json({"example": "hardnet_patches", "settings": settings,
                 "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},

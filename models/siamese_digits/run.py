@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     projections = {"raw pixels": data.heldout_images.reshape(len(data.heldout_images), -1)}
     for variant in variants:
         projections[variant.label] = DeployNet(deploy, first_seed[variant.name]["final_weights"])(data.heldout_images)
-    plots.plot_projections(projections, data.heldout_labels, results / "projection.png",
+    plots.plot_projections(projections, data.heldout_labels, results / "projection.png", legend_title="digit",
                            title=f"held-out digits, PCA of the embeddings (seed {shown_seed}, "
                                  f"iteration {shown_iteration})")
     write_json({"example": "siamese_digits", "settings": settings,

@@ -112,7 +112,7 @@ def pca_2d(embedding: np.ndarray) -> np.ndarray:
 
 
 def plot_projections(embeddings: dict[str, np.ndarray], classes: np.ndarray, path: str | os.PathLike,
-                     title: str = "", markers: np.ndarray | None = None) -> Path:
+                     title: str = "", markers: np.ndarray | None = None, legend_title: str = "") -> Path:
     """One panel per embedding (label -> n x D): its 2-D PCA projection, points coloured by class (at most 10
     classes: the tab10 colours). ``markers`` (n bools) draws the True points as crosses."""
     plt = _pyplot()
@@ -134,7 +134,8 @@ def plot_projections(embeddings: dict[str, np.ndarray], classes: np.ndarray, pat
         axis.set_title(label, fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
-    axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                       title=legend_title or None, title_fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
     return _save(figure, path)
