@@ -61,6 +61,7 @@ def parse_args(argv=None):
                         "(default 100; --quick: 50)")
     parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
                         default=[v.name for v in VARIANTS])
+    parser.add_argument("--base-lr", type=float, help="the solver's base_lr (default: solver.prototxt's, 0.1)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of keypoints' warps and pair order")
     parser.add_argument("--data-dir", type=Path, help="default $CAFFE_MINING_DATA/hardnet_patches[-tiny] or "
                         "~/.cache/caffe-mining/data/hardnet_patches[-tiny]")
@@ -145,6 +146,8 @@ def main(argv=None) -> int:
     variants = [v for v in VARIANTS if v.name in args.variants]
     overrides = {"max_iter": args.iterations, "snapshot": args.snapshot_every,
                  "test_interval": args.snapshot_every, "display": max(1, min(25, args.snapshot_every // 2))}
+    if args.base_lr:
+        overrides["base_lr"] = args.base_lr
 
     def describe(weights):
         net = DeployNet(deploy, weights)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["pca_2d", "plot_distance_histograms", "plot_loss_curves", "plot_metric_curves", "plot_projections"]
+__all__ = ["pca_2d", "plot_distance_histograms", "plot_loss_curves", "plot_metric_curves", "plot_projections",
+           "shrink_png"]
 
 DPI = 80
 
@@ -31,7 +32,17 @@ def _save(figure, path: str | os.PathLike) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     _pyplot().close(figure)
+    shrink_png(path)
     return path
+
+
+def shrink_png(path: Path) -> None:
+    """Rewrites a PNG with a 256-colour palette: a third of the size, no visible change for line plots."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        paletted = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    paletted.save(path, optimize=True)
 
 
 def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
