@@ -13,11 +13,10 @@ net's HDF5Data layer names relative to the repository root, where `caffe train` 
 inside the repository.
 
 Example (from the repository root):
-  python3 models/hardnet_minimal/make_data.py
+  ~/.cache/caffe-mining/venv/bin/python models/hardnet_minimal/make_data.py
   caffe train --solver=models/hardnet_minimal/solver.prototxt
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,13 +24,10 @@ import h5py
 import numpy as np
 from sklearn.datasets import load_digits
 
+from caffe_mining.examples.caffe_run import data_dir
+
 HERE = Path(__file__).resolve().parent
 LIST_FILE = HERE / "pairs_h5_list.txt"
-
-
-def default_data_dir():
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-    return Path(os.environ.get("CAFFE_MINING_DATA", os.path.join(cache, "caffe-mining", "data"))) / "hardnet_minimal"
 
 
 def jitter(image, rng, noise, max_shift):
@@ -59,9 +55,9 @@ def make_pairs(num_pairs, num_sources, noise, max_shift, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+    parser.add_argument("--data-dir", type=Path, default=data_dir("hardnet_minimal"),
                         help="where pairs.h5 goes (default: $CAFFE_MINING_DATA/hardnet_minimal, "
-                             "else ~/.cache/caffe-mining/data/hardnet_minimal)")
+                             "else $CAFFE_MINING_CACHE/data/hardnet_minimal)")
     parser.add_argument("--pairs", type=int, default=2048, help="number of pairs (default 2048)")
     parser.add_argument("--sources", type=int, default=1000,
                         help="number of distinct source images (default 1000)")

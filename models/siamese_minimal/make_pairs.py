@@ -9,11 +9,10 @@ and models/siamese_minimal/pairs_h5_list.txt, the list file the net's HDF5Data l
 repository root, where `caffe train` runs). The data never goes inside the repository.
 
 Example (from the repository root):
-  python3 models/siamese_minimal/make_pairs.py
+  ~/.cache/caffe-mining/venv/bin/python models/siamese_minimal/make_pairs.py
   caffe train --solver=models/siamese_minimal/solver.prototxt
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,13 +20,10 @@ import h5py
 import numpy as np
 from sklearn.datasets import load_digits
 
+from caffe_mining.examples.caffe_run import data_dir
+
 HERE = Path(__file__).resolve().parent
 LIST_FILE = HERE / "pairs_h5_list.txt"
-
-
-def default_data_dir():
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-    return Path(os.environ.get("CAFFE_MINING_DATA", os.path.join(cache, "caffe-mining", "data"))) / "siamese_minimal"
 
 
 def make_pairs(num_pairs, seed):
@@ -52,9 +48,9 @@ def make_pairs(num_pairs, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+    parser.add_argument("--data-dir", type=Path, default=data_dir("siamese_minimal"),
                         help="where pairs.h5 goes (default: $CAFFE_MINING_DATA/siamese_minimal, "
-                             "else ~/.cache/caffe-mining/data/siamese_minimal)")
+                             "else $CAFFE_MINING_CACHE/data/siamese_minimal)")
     parser.add_argument("--pairs", type=int, default=2048, help="number of pairs (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
