@@ -130,7 +130,7 @@ class HardNetLossLayer : public LossLayer<Dtype> {
 
   caffe_mining::HardNetOptions options_;
   std::mt19937 random_engine_;
-  Blob<Dtype> dist_;        ///< N x N distances d_ij
+  Blob<Dtype> dist_;        ///< N x N distances d_ij (the core's work matrix, see HardNetMining::dist)
   Blob<Dtype> pos_dist_;    ///< N: d_ii
   Blob<Dtype> neg_dist_;    ///< N: the chosen candidate's value
   Blob<Dtype> row_loss_;    ///< N: each row's loss

@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -68,20 +69,6 @@ void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps
   sqrt_in_place(n, row);
 }
 
-// Order-preserving integer key of a distance: a non-negative IEEE value's bit pattern, read as an unsigned integer,
-// grows with the value (and equal keys are equal values). Integer minimum reductions vectorize; float ones do not
-// (NaN and signed-zero rules).
-inline std::uint32_t distance_key(float d) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &d, sizeof(bits));
-  return bits;
-}
-inline std::uint64_t distance_key(double d) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &d, sizeof(bits));
-  return bits;
-}
-
 // What the mining of one row found.
 template <typename Dtype>
 struct RowMining {
@@ -91,47 +78,186 @@ struct RowMining {
   Dtype average_loss = Dtype(0), average_dpos = Dtype(0);         // AVERAGE: sums over the valid candidates
 };
 
-// MIN without anchor swap (the default): row i's candidates are D_ij alone, so the row is mined by itself, with
-// the same rule as hardnet_negative_valid and the same choice as hardnet_harder (lowest j at equal value).
-// Branch-free over blocks of columns so that it vectorizes: a block replaces the best one only when its minimum is
-// strictly smaller, so the first block holding the row's minimum is kept, and only from there is the first column
-// holding it searched.
-template <typename Dtype, bool kLabels>
-RowMining<Dtype> hardest_in_row(const Dtype* row, const Dtype* labels, int n, int i, Dtype threshold) {
-  typedef decltype(distance_key(Dtype(0))) Key;
-  const int kBlock = 64;
-  const Key kNone = std::numeric_limits<Key>::max();
-  const Dtype label_i = kLabels ? labels[i] : Dtype(0);
-  const auto valid = [&](int j) {  // `!(d < threshold)` as in hardnet_negative_valid, NaN included
-    return (j != i) & !(row[j] < threshold) & (!kLabels || labels[j] != label_i);
-  };
+// MIN without anchor swap (the default) mines each row by itself, on the squared scale: with
+// x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps, D = sqrt(x) is correctly rounded and so non-decreasing in x. Every
+// comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
+// exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
+
+// x of hardnet_distance, the same operations in the same order.
+template <typename Dtype>
+inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
+  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
+  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
+}
+
+// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
+template <typename Dtype>
+Dtype squared_threshold(Dtype threshold) {
+  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
+  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
+  Dtype x = threshold * threshold;  // within an ulp or two of the bound
+  while (std::sqrt(x) < threshold) x = std::nextafter(x, kInf);
+  while (x > Dtype(0) && std::sqrt(std::nextafter(x, Dtype(0))) >= threshold) x = std::nextafter(x, Dtype(0));
+  return x;
+}
+
+// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
+template <typename Dtype>
+Dtype largest_with_same_root(Dtype x_min) {
+  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
+  const Dtype root = std::sqrt(x_min);
+  Dtype x = x_min;
+  while (x < kInf && std::sqrt(std::nextafter(x, kInf)) == root) x = std::nextafter(x, kInf);
+  return x;
+}
+
+// Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
+// with D < threshold read as x < x_threshold.
+template <typename Dtype>
+struct SquaredRow {
+  const Dtype* dots;       // a_i.p_j, j = 0..n-1
+  Dtype sq_norm_a;         // |a_i|^2
+  const Dtype* sq_norm_p;  // |p_j|^2
+  const Dtype* labels;     // or null
+  int i;
+  Dtype eps, x_threshold;
+
+  Dtype x(int j) const { return squared_distance(sq_norm_a, sq_norm_p[j], dots[j], eps); }
+  bool valid(int j, Dtype x_j) const {
+    return j != i && !(x_j < x_threshold) && (labels == nullptr || labels[j] != labels[i]);
+  }
+};
+
+// What a block of columns holds: the smallest x among its valid entries (infinity if none) and their number.
+template <typename Dtype>
+struct BlockMinimum {
+  Dtype x_min;
+  int count;
+};
+
+// Columns [start, end) of a row, one at a time; also the tails of the vector versions.
+template <typename Dtype>
+BlockMinimum<Dtype> block_minimum_scalar(const SquaredRow<Dtype>& row, int start, int end) {
+  BlockMinimum<Dtype> block = {std::numeric_limits<Dtype>::infinity(), 0};
+  for (int j = start; j < end; ++j) {
+    const Dtype x = row.x(j);
+    if (!row.valid(j, x)) continue;
+    ++block.count;
+    if (x < block.x_min) block.x_min = x;
+  }
+  return block;
+}
+
+// The lowest valid column of [start, end) whose x is at most x_bound, or -1.
+template <typename Dtype>
+int first_at_most_scalar(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
+  for (int j = start; j < end; ++j) {
+    const Dtype x = row.x(j);
+    if (row.valid(j, x) && x <= x_bound) return j;
+  }
+  return -1;
+}
+
+template <typename Dtype>
+BlockMinimum<Dtype> block_minimum(const SquaredRow<Dtype>& row, int start, int end) {
+  return block_minimum_scalar(row, start, end);
+}
+template <typename Dtype>
+int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
+  return first_at_most_scalar(row, start, end, x_bound);
+}
+
+#if defined(__SSE2__)
+// Float rows four columns at a time. GCC does not vectorize a float minimum without -ffinite-math-only, so it is
+// spelled out; each lane does the scalar version's operations in the same order, so the results are the same.
+struct SquaredLanes {
+  __m128 x;        // x of columns j..j+3
+  __m128 invalid;  // all ones where the column is not a valid negative
+};
+
+// kDiagonal: whether columns j..j+3 may hold column i (the positive, never a negative): checked only then.
+template <bool kDiagonal>
+inline SquaredLanes squared_lanes(const SquaredRow<float>& row, int j) {
+  const __m128 sq = _mm_sub_ps(_mm_add_ps(_mm_set1_ps(row.sq_norm_a), _mm_loadu_ps(row.sq_norm_p + j)),
+                               _mm_mul_ps(_mm_set1_ps(2.0f), _mm_loadu_ps(row.dots + j)));
+  SquaredLanes lanes;
+  lanes.x = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(sq, _mm_setzero_ps()), sq), _mm_set1_ps(row.eps));
+  lanes.invalid = _mm_cmplt_ps(lanes.x, _mm_set1_ps(row.x_threshold));
+  if (kDiagonal) {
+    const __m128i column = _mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3));
+    lanes.invalid = _mm_or_ps(lanes.invalid, _mm_castsi128_ps(_mm_cmpeq_epi32(column, _mm_set1_epi32(row.i))));
+  }
+  if (row.labels != nullptr) {
+    lanes.invalid = _mm_or_ps(lanes.invalid, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), _mm_set1_ps(row.labels[row.i])));
+  }
+  return lanes;
+}
+
+template <bool kDiagonal>
+int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid) {
+  int j = start;
+  for (; j + 4 <= end; j += 4) {
+    const SquaredLanes lanes = squared_lanes<kDiagonal>(row, j);
+    // An invalid lane is ORed to all ones, a NaN, and _mm_min_ps(a, b) returns b when a is NaN: it is skipped.
+    *x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), *x_min);
+    *minus_invalid = _mm_add_epi32(*minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
+  }
+  return j;
+}
+
+template <>
+BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end) {
+  __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
+  __m128i minus_invalid = _mm_setzero_si128();
+  const int j = start <= row.i && row.i < end ? block_minimum_lanes<true>(row, start, end, &x_min, &minus_invalid)
+                                             : block_minimum_lanes<false>(row, start, end, &x_min, &minus_invalid);
+  float mins[4];
+  std::int32_t invalid[4];
+  _mm_storeu_ps(mins, x_min);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(invalid), minus_invalid);
+  BlockMinimum<float> block = block_minimum_scalar(row, j, end);
+  block.count += (j - start) + invalid[0] + invalid[1] + invalid[2] + invalid[3];
+  for (float m : mins) block.x_min = m < block.x_min ? m : block.x_min;
+  return block;
+}
+
+template <>
+int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float x_bound) {
+  int j = start;
+  for (; j + 4 <= end; j += 4) {
+    const SquaredLanes lanes = squared_lanes<true>(row, j);
+    const int hits = _mm_movemask_ps(_mm_andnot_ps(lanes.invalid, _mm_cmple_ps(lanes.x, _mm_set1_ps(x_bound))));
+    if (hits != 0) return j + __builtin_ctz(hits);
+  }
+  return first_at_most_scalar(row, j, end, x_bound);
+}
+#endif
+
+// Row i's hardest negative. The row is scanned in blocks, keeping each block's minimum (block_min, one per block);
+// the chosen column is then the lowest valid one whose x has the row's minimum square root (hardnet_harder's
+// order on D), searched only in the blocks that can hold one.
+template <typename Dtype>
+RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min) {
   RowMining<Dtype> found;
-  Key best = kNone;
-  int best_block = 0;
-  for (int start = 0; start < n; start += kBlock) {
-    const int end = start + kBlock < n ? start + kBlock : n;
-    Key block_best = kNone;
-    for (int j = start; j < end; ++j) {
-      const bool is_valid = valid(j);
-      const Key key = distance_key(row[j]) | (static_cast<Key>(is_valid) - 1);  // invalid: all ones = kNone
-      block_best = key < block_best ? key : block_best;
-      found.count += is_valid;
-    }
-    if (block_best < best) {
-      best = block_best;
-      best_block = start;
-    }
+  Dtype x_min = std::numeric_limits<Dtype>::infinity();
+  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
+    const BlockMinimum<Dtype> block = block_minimum(row, start, std::min(start + kHardnetRowBlock, n));
+    block_min[b] = block.x_min;
+    found.count += block.count;
+    if (block.x_min < x_min) x_min = block.x_min;
   }
   if (found.count == 0) return found;
-  for (int j = best_block; j < n; ++j) {
-    if (valid(j) && distance_key(row[j]) == best) {
+  const Dtype x_max = largest_with_same_root(x_min);
+  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
+    if (!(block_min[b] <= x_max)) continue;
+    const int j = first_at_most(row, start, std::min(start + kHardnetRowBlock, n), x_max);
+    if (j >= 0) {
       found.chosen = j;
-      found.candidate = {row[j], true, false};
+      found.candidate = {std::sqrt(x_min), true, false};
       return found;
     }
   }
-  // Not reached for distances (non-negative or NaN): a valid column of that block has key `best`.
-  return found;
+  return found;  // not reached: the block holding x_min has a valid column with x <= x_max
 }
 
 // Any reduction, anchor swap or not: candidates from the whole distance matrix (every row must be computed).
@@ -171,11 +297,22 @@ RowMining<Dtype> mine_row(const Dtype* dist, const Dtype* labels, const Dtype* u
   return found;
 }
 
-// target_row += coeff * (a - p) over dim values.
+// The gradient of one distance d(a, p) with coefficient c: a_diff += c (a - p) and p_diff -= c (a - p), over dim
+// values, in one pass over a and p (either target may be null).
 template <typename Dtype>
-void add_scaled_difference(int dim, Dtype coeff, const Dtype* a, const Dtype* p, Dtype* target_row) {
-  if (target_row == nullptr || coeff == Dtype(0)) return;
-  for (int k = 0; k < dim; ++k) target_row[k] += coeff * (a[k] - p[k]);
+void add_distance_gradient(int dim, Dtype coeff, const Dtype* a, const Dtype* p, Dtype* a_diff, Dtype* p_diff) {
+  if (coeff == Dtype(0)) return;
+  if (a_diff != nullptr && p_diff != nullptr) {
+    for (int k = 0; k < dim; ++k) {
+      const Dtype step = coeff * (a[k] - p[k]);
+      a_diff[k] += step;
+      p_diff[k] -= step;
+    }
+  } else if (a_diff != nullptr) {
+    for (int k = 0; k < dim; ++k) a_diff[k] += coeff * (a[k] - p[k]);
+  } else if (p_diff != nullptr) {
+    for (int k = 0; k < dim; ++k) p_diff[k] -= coeff * (a[k] - p[k]);
+  }
 }
 
 }  // namespace
@@ -189,11 +326,11 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   const Dtype margin = static_cast<Dtype>(options.margin);
   const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
   const HardNetLossType type = options.loss_type;
-  // MIN without anchor swap mines each row from that row alone: then it is turned into distances and mined right
-  // away, while it is in cache. Every other reduction reads the whole matrix, computed first.
+  // MIN without anchor swap mines each row from its dot products alone, on the squared scale, while the row is in
+  // cache; `dist` keeps the dot products then. Every other reduction reads the whole distance matrix, computed first.
   const bool row_by_row = options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap;
 
-  // D = A * P^T, then element-wise into distances.
+  // A * P^T, then element-wise into distances.
   Dtype* sq_norm_a = scratch;
   Dtype* sq_norm_p = scratch + nn;
   squared_norms(n, dim, anchor, sq_norm_a);
@@ -202,20 +339,23 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   if (!row_by_row) {
     for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
   }
+  const Dtype x_threshold = squared_threshold(threshold);
+  Dtype* block_min = scratch + 2 * nn;  // row_by_row: one per block of a row
 
   Dtype loss_sum = Dtype(0);
   int valid_rows = 0;
   for (int i = 0; i < n; ++i) {
-    Dtype* row = mining.dist + i * nn;
+    const Dtype* row = mining.dist + i * nn;
     RowMining<Dtype> found;
+    Dtype pos;
     if (row_by_row) {
-      dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, row);
-      found = labels == nullptr ? hardest_in_row<Dtype, false>(row, labels, n, i, threshold)
-                                : hardest_in_row<Dtype, true>(row, labels, n, i, threshold);
+      pos = std::sqrt(squared_distance(sq_norm_a[i], sq_norm_p[i], row[i], eps));
+      const SquaredRow<Dtype> squared = {row, sq_norm_a[i], sq_norm_p, labels, i, eps, x_threshold};
+      found = hardest_in_row(squared, n, block_min);
     } else {
-      found = mine_row(mining.dist, labels, uniforms, n, i, row[i], options);
+      pos = row[i];
+      found = mine_row(mining.dist, labels, uniforms, n, i, pos, options);
     }
-    const Dtype pos = row[i];
     const Dtype neg = found.candidate.value;
     mining.pos_dist[i] = pos;
     mining.neg_count[i] = found.count;
@@ -265,20 +405,15 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
       Dtype* dp_i = positive_diff ? positive_diff + i * static_cast<std::size_t>(dim) : nullptr;
       // dD_ij/da_i = (a_i - p_j) / D_ij, dD_ij/dp_j = -(a_i - p_j) / D_ij.
       const Dtype pos_coeff = hardnet_safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
-      add_scaled_difference(dim, pos_coeff, a_i, p_i, da_i);
-      add_scaled_difference(dim, -pos_coeff, a_i, p_i, dp_i);
+      add_distance_gradient(dim, pos_coeff, a_i, p_i, da_i, dp_i);
       const int j = mining.neg_index[i];
       const Dtype neg_coeff = hardnet_safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
-      const Dtype* a_j = anchor + j * static_cast<std::size_t>(dim);
-      const Dtype* p_j = positive + j * static_cast<std::size_t>(dim);
+      const std::size_t row_j = j * static_cast<std::size_t>(dim);
       if (mining.neg_swapped[i]) {  // value D_ji = d(a_j, p_i)
-        add_scaled_difference(dim, neg_coeff, a_j, p_i, anchor_diff ? anchor_diff + j * static_cast<std::size_t>(dim)
-                                                                    : nullptr);
-        add_scaled_difference(dim, -neg_coeff, a_j, p_i, dp_i);
+        add_distance_gradient(dim, neg_coeff, anchor + row_j, p_i, anchor_diff ? anchor_diff + row_j : nullptr, dp_i);
       } else {  // value D_ij = d(a_i, p_j)
-        add_scaled_difference(dim, neg_coeff, a_i, p_j, da_i);
-        add_scaled_difference(dim, -neg_coeff, a_i, p_j,
-                              positive_diff ? positive_diff + j * static_cast<std::size_t>(dim) : nullptr);
+        add_distance_gradient(dim, neg_coeff, a_i, positive + row_j, da_i,
+                              positive_diff ? positive_diff + row_j : nullptr);
       }
     }
     return;
