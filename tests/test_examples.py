@@ -371,3 +371,23 @@ def test_summary_and_markdown_table_over_seeds():
     assert rows[0]["fpr95"]["std"] == pytest.approx(np.std([0.01, 0.03], ddof=1))
     table = markdown_table(rows, {"fpr95": "FPR95", "roc_auc": "AUC"}, percent=("fpr95",))
     assert table.splitlines()[2] == "| A | 1,2 | 100 | 2.00 ± 1.41 % | 0.5000 ± 0.0000 | 15 ± 7 |"
+
+
+def test_driver_arguments_fill_quick_and_cache_defaults(monkeypatch, tmp_path):
+    from caffe_mining.examples.driver import RunLengths, example_parser, resolve_arguments
+    from caffe_mining.examples.experiment import Variant
+
+    monkeypatch.setenv("CAFFE_MINING_CACHE", str(tmp_path))
+    monkeypatch.delenv("CAFFE_MINING_DATA", raising=False)
+    lengths = RunLengths(iterations=100, snapshot_every=10, quick_iterations=20, quick_snapshot_every=5)
+    variants = [Variant("a", "A", "ContrastiveLoss", ""), Variant("b", "B", "ContrastiveLoss", "")]
+    parser = example_parser("doc", "ex", variants, lengths, base_lr=0.1)
+    full = resolve_arguments(parser.parse_args([]), "ex", lengths)
+    assert (full.seeds, full.iterations, full.snapshot_every, full.variants) == ([1, 2, 3], 100, 10, ["a", "b"])
+    assert (full.out, full.results, full.data_dir) == (tmp_path / "runs" / "ex", tmp_path / "runs" / "ex" / "results",
+                                                       tmp_path / "data" / "ex")
+    quick = resolve_arguments(parser.parse_args(["--quick", "--iterations", "7"]), "ex", lengths, data_name="ex-tiny")
+    assert (quick.seeds, quick.iterations, quick.snapshot_every) == ([1], 7, 5)
+    assert (quick.out, quick.data_dir) == (tmp_path / "runs" / "ex-quick", tmp_path / "data" / "ex-tiny")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--variants", "c"])

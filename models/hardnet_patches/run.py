@@ -16,8 +16,6 @@ $CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,10 +29,10 @@ except ImportError:
     sys.path.insert(0, str(HERE.parents[1] / "python"))
 
 from caffe_mining.examples import metrics, plots  # noqa: E402
-from caffe_mining.examples.caffe_run import cache_dir, data_dir, find_caffe_binary, import_pycaffe  # noqa: E402
+from caffe_mining.examples.driver import (RunLengths, example_parser, resolve_arguments, start,  # noqa: E402
+                                          train_or_reload, write_results)
 from caffe_mining.examples.embedding import DeployNet  # noqa: E402
-from caffe_mining.examples.experiment import (Variant, markdown_table, summarise, train_and_evaluate,  # noqa: E402
-                                              write_json)
+from caffe_mining.examples.experiment import Variant, markdown_table, summarise  # noqa: E402
 from caffe_mining.examples.patches import PatchSet, build_patch_data  # noqa: E402
 
 VARIANTS = [
@@ -51,36 +49,17 @@ TINY_PHOTOS = {"train_photos": ("camera", "brick"), "heldout_photos": ("astronau
                "heldout_max_keypoints": 40}
 
 
+LENGTHS = RunLengths(iterations=1000, snapshot_every=100, quick_iterations=200, quick_snapshot_every=50)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 200 iterations, snapshots every 50")
-    parser.add_argument("--tiny", action="store_true", help="3 photos and few keypoints (for smoke tests)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; --quick: 1)")
-    parser.add_argument("--iterations", type=int, help="max_iter (default 1000; --quick: 200)")
-    parser.add_argument("--snapshot-every", type=int, help="iterations between evaluated snapshots "
-                        "(default 100; --quick: 50)")
-    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
-                        default=[v.name for v in VARIANTS])
-    parser.add_argument("--base-lr", type=float, help="the solver's base_lr (default: solver.prototxt's, 0.1)")
+    parser = example_parser(__doc__, "hardnet_patches", VARIANTS, LENGTHS, base_lr=0.1)
+    parser.add_argument("--tiny", action="store_true", help="3 photos and few keypoints (for smoke tests; data in "
+                        "hardnet_patches-tiny)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of keypoints' warps and pair order")
-    parser.add_argument("--data-dir", type=Path, help="default $CAFFE_MINING_DATA/hardnet_patches[-tiny] or "
-                        "~/.cache/caffe-mining/data/hardnet_patches[-tiny]")
-    parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
-                        "hardnet_patches[-quick])")
-    parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
-                        "(default <out>/results)")
-    parser.add_argument("--caffe", help="the caffe binary (default $CAFFE_MINING_CAFFE_BIN, then the build)")
-    parser.add_argument("--replot", action="store_true", help="no training: redraw the figures from "
-                        "<results>/results.json and the snapshots it names")
     args = parser.parse_args(argv)
-    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    args.iterations = args.iterations or (200 if args.quick else 1000)
-    args.snapshot_every = args.snapshot_every or (50 if args.quick else 100)
-    args.data_dir = (args.data_dir or data_dir("hardnet_patches-tiny" if args.tiny else "hardnet_patches")).resolve()
-    args.out = (args.out or cache_dir() / "runs" /
-                ("hardnet_patches-quick" if args.quick else "hardnet_patches")).resolve()
-    args.results = (args.results or args.out / "results").resolve()
-    return args
+    return resolve_arguments(args, "hardnet_patches", LENGTHS,
+                             data_name="hardnet_patches-tiny" if args.tiny else "hardnet_patches")
 
 
 class HeldoutPairs:
@@ -131,9 +110,7 @@ def raw_pixel_descriptors(patches: np.ndarray) -> np.ndarray:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    caffe_bin = find_caffe_binary(args.caffe)
-    import_pycaffe()  # fail early, before any training, when pycaffe is missing
-    print(f"caffe: {caffe_bin}\nruns: {args.out}\nresults: {args.results}")
+    caffe_bin = start(args)
     data = build_patch_data(args.data_dir, data_seed=args.data_seed, **(TINY_PHOTOS if args.tiny else {}))
     print(f"data: {data.meta['n_train_pairs']} training pairs of {data.meta['n_train_keypoints']} keypoints, "
           f"{data.meta['n_heldout_pairs']} held-out pairs of {data.meta['n_heldout_keypoints']} keypoints")
@@ -146,8 +123,6 @@ def main(argv=None) -> int:
     variants = [v for v in VARIANTS if v.name in args.variants]
     overrides = {"max_iter": args.iterations, "snapshot": args.snapshot_every,
                  "test_interval": args.snapshot_every, "display": max(1, min(25, args.snapshot_every // 2))}
-    if args.base_lr:
-        overrides["base_lr"] = args.base_lr
 
     def describe(weights):
         net = DeployNet(deploy, weights)
@@ -156,15 +131,8 @@ def main(argv=None) -> int:
     def evaluate(weights):
         return pairs.evaluate(*describe(weights))
 
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    if args.replot:
-        stored = json.loads((args.results / "results.json").read_text())
-        runs, settings = [run for run in stored["runs"] if run["variant"] in args.variants], stored["settings"]
-    else:
-        runs = [train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt", variant,
-                                   seed, args.out / f"{variant.name}-seed{seed}",
-                                   {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
-                for seed in args.seeds for variant in variants]
+    runs, settings = train_or_reload(args, caffe_bin, HERE, variants,
+                                     {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
     summary = summarise(runs, variants, list(METRICS))
     table = markdown_table(summary, TABLE_COLUMNS, percent=PERCENT)
     labels = {v.name: v.label for v in variants}
@@ -195,13 +163,8 @@ def main(argv=None) -> int:
                             for label, (reference, target) in descriptors.items()}, classes,
                            results / "projection.png", markers=crossed, legend_title="keypoint id",
                            title="10 held-out keypoints: reference patch (dot) and its warps (crosses), PCA")
-    write_json({"example": "hardnet_patches", "settings": settings,
-                "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},
-               results / "results.json")
-    (results / "results.md").write_text(table + "\n")
-    print("\nraw pixels: " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
-    print(table)
-    print(f"\nfigures and results.json in {results}; total {time.monotonic() - started:.0f} s")
+    write_results("hardnet_patches", args, {"settings": settings, "data": data.meta, "raw_pixels": raw,
+                                            "summary": summary, "runs": runs}, table, raw, started)
     return 0
 
 

@@ -14,8 +14,6 @@ $CAFFE_MINING_BUILD_DIR/caffe-build/tools/caffe) and its pycaffe (PYTHONPATH, or
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,11 +25,11 @@ except ImportError:
     sys.path.insert(0, str(HERE.parents[1] / "python"))
 
 from caffe_mining.examples import metrics, plots  # noqa: E402
-from caffe_mining.examples.caffe_run import cache_dir, data_dir, find_caffe_binary, import_pycaffe  # noqa: E402
 from caffe_mining.examples.digits import build_digits_data  # noqa: E402
+from caffe_mining.examples.driver import (RunLengths, example_parser, resolve_arguments, start,  # noqa: E402
+                                          train_or_reload, write_results)
 from caffe_mining.examples.embedding import DeployNet  # noqa: E402
-from caffe_mining.examples.experiment import (Variant, markdown_table, summarise, train_and_evaluate,  # noqa: E402
-                                              write_json)
+from caffe_mining.examples.experiment import Variant, markdown_table, summarise  # noqa: E402
 
 VARIANTS = [
     Variant("contrastive", "ContrastiveLoss (baseline)", "ContrastiveLoss", "contrastive_loss_param { margin: 1 }"),
@@ -46,37 +44,16 @@ PERCENT = ("fpr95", "nn_accuracy")
 TABLE_COLUMNS = {"roc_auc": "ROC AUC", "fpr95": "FPR95", "nn_accuracy": "1-NN accuracy"}
 
 
+LENGTHS = RunLengths(iterations=5000, snapshot_every=500, quick_iterations=2000, quick_snapshot_every=250)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2000 iterations, snapshots every 250")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; --quick: 1)")
-    parser.add_argument("--iterations", type=int, help="max_iter (default 5000; --quick: 2000)")
-    parser.add_argument("--snapshot-every", type=int, help="iterations between evaluated snapshots "
-                        "(default 500; --quick: 250)")
-    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
-                        default=[v.name for v in VARIANTS])
+    parser = example_parser(__doc__, "siamese_digits", VARIANTS, LENGTHS, base_lr=0.01)
     parser.add_argument("--train-pairs", type=int, default=50000, help="training pairs in the database")
     parser.add_argument("--similar-fraction", type=float, default=None,
                         help="share of similar training pairs (default: random pairs, about 10 %% similar)")
-    parser.add_argument("--base-lr", type=float, help="the solver's base_lr (default: solver.prototxt's, 0.01)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split and the pairs")
-    parser.add_argument("--data-dir", type=Path, default=data_dir("siamese_digits"),
-                        help="default $CAFFE_MINING_DATA/siamese_digits or ~/.cache/caffe-mining/data/siamese_digits")
-    parser.add_argument("--out", type=Path, help="runs folder (default ~/.cache/caffe-mining/runs/"
-                        "siamese_digits[-quick])")
-    parser.add_argument("--results", type=Path, help="where results.json, results.md and the PNGs go "
-                        "(default <out>/results)")
-    parser.add_argument("--caffe", help="the caffe binary (default $CAFFE_MINING_CAFFE_BIN, then the build)")
-    parser.add_argument("--replot", action="store_true", help="no training: redraw the figures from "
-                        "<results>/results.json and the snapshots it names")
-    args = parser.parse_args(argv)
-    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    args.iterations = args.iterations or (2000 if args.quick else 5000)
-    args.snapshot_every = args.snapshot_every or (250 if args.quick else 500)
-    args.out = (args.out or cache_dir() / "runs" /
-                ("siamese_digits-quick" if args.quick else "siamese_digits")).resolve()
-    args.results = (args.results or args.out / "results").resolve()
-    return args
+    return resolve_arguments(parser.parse_args(argv), "siamese_digits", LENGTHS)
 
 
 def embedding_metrics(embedding, labels) -> dict:
@@ -91,9 +68,7 @@ def embedding_metrics(embedding, labels) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    caffe_bin = find_caffe_binary(args.caffe)
-    import_pycaffe()  # fail early, before any training, when pycaffe is missing
-    print(f"caffe: {caffe_bin}\nruns: {args.out}\nresults: {args.results}")
+    caffe_bin = start(args)
     data = build_digits_data(args.data_dir, data_seed=args.data_seed, n_train_pairs=args.train_pairs,
                              similar_fraction=args.similar_fraction)
     print(f"data: {data.meta['n_train_samples']} training / {data.meta['n_heldout_samples']} held-out digits, "
@@ -106,21 +81,12 @@ def main(argv=None) -> int:
     overrides = {"max_iter": args.iterations, "snapshot": args.snapshot_every,
                  "test_interval": min(500, args.snapshot_every),
                  "display": max(1, min(100, args.snapshot_every // 2))}
-    if args.base_lr:
-        overrides["base_lr"] = args.base_lr
 
     def evaluate(weights):
         return embedding_metrics(DeployNet(deploy, weights)(data.heldout_images), data.heldout_labels)
 
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    if args.replot:
-        stored = json.loads((args.results / "results.json").read_text())
-        runs, settings = [run for run in stored["runs"] if run["variant"] in args.variants], stored["settings"]
-    else:
-        runs = [train_and_evaluate(caffe_bin, HERE / "train_val.prototxt", HERE / "solver.prototxt", variant,
-                                   seed, args.out / f"{variant.name}-seed{seed}",
-                                   {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
-                for seed in args.seeds for variant in variants]
+    runs, settings = train_or_reload(args, caffe_bin, HERE, variants,
+                                     {"TRAIN": data.train_list, "TEST": data.heldout_list}, evaluate, overrides)
     summary = summarise(runs, variants, list(METRICS))
     table = markdown_table(summary, TABLE_COLUMNS, percent=PERCENT)
     labels = {v.name: v.label for v in variants}
@@ -138,13 +104,8 @@ def main(argv=None) -> int:
     plots.plot_projections(projections, data.heldout_labels, results / "projection.png", legend_title="digit",
                            title=f"held-out digits, PCA of the embeddings (seed {shown_seed}, "
                                  f"iteration {shown_iteration})")
-    write_json({"example": "siamese_digits", "settings": settings,
-                "data": data.meta, "raw_pixels": raw, "summary": summary, "runs": runs},
-               results / "results.json")
-    (results / "results.md").write_text(table + "\n")
-    print("\nraw pixels: " + ", ".join(f"{k} {v:.4f}" for k, v in raw.items()))
-    print(table)
-    print(f"\nfigures and results.json in {results}; total {time.monotonic() - started:.0f} s")
+    write_results("siamese_digits", args, {"settings": settings, "data": data.meta, "raw_pixels": raw,
+                                           "summary": summary, "runs": runs}, table, raw, started)
     return 0
 
 
