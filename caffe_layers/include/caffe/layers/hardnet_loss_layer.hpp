@@ -120,11 +120,8 @@ class HardNetLossLayer : public LossLayer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  /// The core's per-row buffers, on the host or on the device.
-  caffe_mining::HardNetMining<Dtype> MiningCpu();
-#ifndef CPU_ONLY
-  caffe_mining::HardNetMining<Dtype> MiningGpu();
-#endif
+  /// The core's per-row buffers, on the host or (on_gpu) on the device.
+  caffe_mining::HardNetMining<Dtype> Mining(bool on_gpu);
   /// Fills uniforms_ (host) with the next N draws (RANDOM only).
   void DrawUniforms(int num);
 

@@ -75,19 +75,27 @@ void HardNetLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       static_cast<int>(caffe_mining::hardnet_scratch_count(num, options_))));
 }
 
+namespace {
+// One side of a blob, for the core's plain pointers.
+template <typename T>
+T* MutableData(Blob<T>* blob, bool on_gpu) {
+  return on_gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
+}
+}  // namespace
+
 template <typename Dtype>
-caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::MiningCpu() {
+caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::Mining(bool on_gpu) {
   caffe_mining::HardNetMining<Dtype> mining;
-  mining.dist = dist_.mutable_cpu_data();
-  mining.pos_dist = pos_dist_.mutable_cpu_data();
-  mining.neg_dist = neg_dist_.mutable_cpu_data();
-  mining.neg_index = neg_index_.mutable_cpu_data();
-  mining.neg_swapped = neg_swapped_.mutable_cpu_data();
-  mining.neg_count = neg_count_.mutable_cpu_data();
-  mining.row_loss = row_loss_.mutable_cpu_data();
-  mining.dloss_dpos = dloss_dpos_.mutable_cpu_data();
-  mining.dloss_dneg = dloss_dneg_.mutable_cpu_data();
-  mining.valid_rows = valid_rows_.mutable_cpu_data();
+  mining.dist = MutableData(&dist_, on_gpu);
+  mining.pos_dist = MutableData(&pos_dist_, on_gpu);
+  mining.neg_dist = MutableData(&neg_dist_, on_gpu);
+  mining.neg_index = MutableData(&neg_index_, on_gpu);
+  mining.neg_swapped = MutableData(&neg_swapped_, on_gpu);
+  mining.neg_count = MutableData(&neg_count_, on_gpu);
+  mining.row_loss = MutableData(&row_loss_, on_gpu);
+  mining.dloss_dpos = MutableData(&dloss_dpos_, on_gpu);
+  mining.dloss_dneg = MutableData(&dloss_dneg_, on_gpu);
+  mining.valid_rows = MutableData(&valid_rows_, on_gpu);
   return mining;
 }
 
@@ -110,7 +118,7 @@ void HardNetLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   if (random) DrawUniforms(num);
   caffe_mining::hardnet_forward_cpu(num, dim, bottom[0]->cpu_data(),
       bottom[1]->cpu_data(), bottom.size() > 2 ? bottom[2]->cpu_data() : NULL,
-      random ? uniforms_.cpu_data() : NULL, options_, MiningCpu(),
+      random ? uniforms_.cpu_data() : NULL, options_, Mining(false),
       scratch_.mutable_cpu_data(), top[0]->mutable_cpu_data());
   if (top.size() > 1) {
     const int* neg_index = neg_index_.cpu_data();
@@ -135,7 +143,7 @@ void HardNetLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const int dim = bottom[0]->count(1);
   caffe_mining::hardnet_backward_cpu(num, dim, bottom[0]->cpu_data(),
       bottom[1]->cpu_data(), bottom.size() > 2 ? bottom[2]->cpu_data() : NULL,
-      options_, MiningCpu(), top[0]->cpu_diff()[0],
+      options_, Mining(false), top[0]->cpu_diff()[0],
       scratch_.mutable_cpu_data(),
       propagate_down[0] ? bottom[0]->mutable_cpu_diff() : NULL,
       propagate_down[1] ? bottom[1]->mutable_cpu_diff() : NULL);

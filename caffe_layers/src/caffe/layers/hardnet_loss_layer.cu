@@ -5,22 +5,6 @@
 
 namespace caffe {
 
-template <typename Dtype>
-caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::MiningGpu() {
-  caffe_mining::HardNetMining<Dtype> mining;
-  mining.dist = dist_.mutable_gpu_data();
-  mining.pos_dist = pos_dist_.mutable_gpu_data();
-  mining.neg_dist = neg_dist_.mutable_gpu_data();
-  mining.neg_index = neg_index_.mutable_gpu_data();
-  mining.neg_swapped = neg_swapped_.mutable_gpu_data();
-  mining.neg_count = neg_count_.mutable_gpu_data();
-  mining.row_loss = row_loss_.mutable_gpu_data();
-  mining.dloss_dpos = dloss_dpos_.mutable_gpu_data();
-  mining.dloss_dneg = dloss_dneg_.mutable_gpu_data();
-  mining.valid_rows = valid_rows_.mutable_gpu_data();
-  return mining;
-}
-
 // top[1] row i = (chosen negative j or -1, 1 if swapped).
 template <typename Dtype>
 __global__ void HardNetChoiceForward(const int num, const int* neg_index,
@@ -43,7 +27,7 @@ void HardNetLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   caffe_mining::hardnet_forward_gpu(Caffe::cublas_handle(), 0, num, dim,
       bottom[0]->gpu_data(), bottom[1]->gpu_data(),
       bottom.size() > 2 ? bottom[2]->gpu_data() : NULL,
-      random ? uniforms_.gpu_data() : NULL, options_, MiningGpu(),
+      random ? uniforms_.gpu_data() : NULL, options_, Mining(true),
       scratch_.mutable_gpu_data(), top[0]->mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
   if (top.size() > 1) {
@@ -67,7 +51,7 @@ void HardNetLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   const int dim = bottom[0]->count(1);
   caffe_mining::hardnet_backward_gpu(Caffe::cublas_handle(), 0, num, dim,
       bottom[0]->gpu_data(), bottom[1]->gpu_data(),
-      bottom.size() > 2 ? bottom[2]->gpu_data() : NULL, options_, MiningGpu(),
+      bottom.size() > 2 ? bottom[2]->gpu_data() : NULL, options_, Mining(true),
       top[0]->cpu_diff()[0], scratch_.mutable_gpu_data(),
       propagate_down[0] ? bottom[0]->mutable_gpu_diff() : NULL,
       propagate_down[1] ? bottom[1]->mutable_gpu_diff() : NULL);
