@@ -107,3 +107,25 @@ def test_min_decisions_follow_the_rule_in_the_features_dtype(dtype, n, with_labe
     positive = rng.integers(0, 12, size=(n, 1)) / 8.0
     labels = rng.integers(0, 3, size=n).astype(np.float64) if with_labels else None
     check_against_rule(anchor, positive, labels, 0.008, dtype)
+
+
+@pytest.mark.parametrize("n", [63, 64, 65, 150])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_min_matches_the_reference_in_float64_across_blocks(n, with_labels):
+    """General descriptors (8-D) over more than one block of 64 columns, duplicates included: decisions, distances
+    and gradients against the NumPy reference."""
+    from caffe_mining import reference
+
+    rng = np.random.default_rng(n)
+    anchor = rng.normal(size=(n, 8)) / np.sqrt(8)
+    positive = anchor + 0.3 * rng.normal(size=(n, 8)) / np.sqrt(8)
+    positive[n // 2] = anchor[3]  # a duplicate: never a negative of row 3
+    labels = rng.integers(0, 20, size=n).astype(np.float64) if with_labels else None
+    got = caffe_mining.hardnet_loss(anchor, positive, labels, batch_reduce="MIN", anchor_swap=False)
+    ref = reference.hardnet_loss(anchor, positive, labels, batch_reduce="MIN", anchor_swap=False)
+    assert got.neg_index.tolist() == ref.neg_index.tolist()
+    assert got.neg_count.tolist() == ref.neg_count.tolist()
+    np.testing.assert_allclose(got.neg_dist, ref.neg_dist, rtol=1e-12)
+    np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-12)
+    np.testing.assert_allclose(got.grad_anchor, ref.grad_anchor, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=1e-10, atol=1e-14)
