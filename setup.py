@@ -1,18 +1,27 @@
-"""Builds the Python package caffe_mining and its extension caffe_mining._core (no Caffe needed).
+"""Builds the Python package caffe_mining and its extensions (no Caffe needed).
 
-The extension compiles the Caffe-free core's CPU sources (caffe_layers/src/caffe/mining/*.cpp, the same files
-libcaffe compiles for the MiningContrastiveLoss and HardNetLoss layers) with the module file
-python/caffe_mining/_core.cpp, and links OpenBLAS for cblas (Debian: libopenblas-dev).
+- caffe_mining._core: the Caffe-free core's CPU sources (caffe_layers/src/caffe/mining/*.cpp, the same files
+  libcaffe compiles for the MiningContrastiveLoss and HardNetLoss layers) with python/caffe_mining/_core.cpp;
+  links OpenBLAS for cblas (Debian: libopenblas-dev).
+- caffe_mining._core_cuda: the core's CUDA sources (caffe_layers/src/caffe/mining/*.cu) with
+  python/caffe_mining/_core_cuda.cpp, compiled with nvcc and linked with the CUDA runtime (static) and cuBLAS.
+  Built where nvcc is found (PATH, CUDA_HOME or /usr/local/cuda). Environment:
+    CAFFE_MINING_CUDA=auto|1|0   auto (default): build it where nvcc exists; 1: required; 0: skip it
+    CAFFE_MINING_CUDA_ARCHS      SM versions, space-separated (default "80 90"; PTX of the last one is embedded)
 
     pip install .        # or, for development: pip install -e .
 """
+import os
+import shutil
+import subprocess
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
 core_sources = sorted(glob("caffe_layers/src/caffe/mining/*.cpp"))
-if not core_sources:
+core_cuda_sources = sorted(glob("caffe_layers/src/caffe/mining/*.cu"))
+if not core_sources or not core_cuda_sources:
     raise SystemExit("setup.py: no core sources in caffe_layers/src/caffe/mining/; run it from the repository root")
 
 extension = Pybind11Extension(
@@ -23,6 +32,92 @@ extension = Pybind11Extension(
     cxx_std=17,
 )
 
+
+def find_nvcc():
+    """Path of nvcc, or None."""
+    candidates = [shutil.which("nvcc")]
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root:
+            candidates.append(os.path.join(root, "bin", "nvcc"))
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def find_cuda_library(roots, name):
+    """(folder, linker flag) of lib<name>: the development link if present, else the versioned file."""
+    for root in roots:
+        for folder in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+            path = os.path.join(root, folder)
+            if os.path.exists(os.path.join(path, f"lib{name}.so")):
+                return path, f"-l{name}"
+            versioned = sorted(glob(os.path.join(path, f"lib{name}.so.*")))
+            if versioned:
+                return path, "-l:" + os.path.basename(versioned[0])
+    raise RuntimeError(f"setup.py: lib{name} not found under {roots}")
+
+
+def cuda_extension(nvcc):
+    root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    cudart_dir, cudart_flag = find_cuda_library([root], "cudart")
+    if os.path.exists(f"{cudart_dir}/libcudart_static.a"):  # no runtime dependency on libcudart
+        cudart_flag = "-l:libcudart_static.a"
+    # cuBLAS ships in the toolkit, or as the nvidia-cublas wheel beside nvcc's (pip-installed toolkits).
+    cublas_dir, cublas_flag = find_cuda_library([root, os.path.join(root, "..", "cublas")], "cublas")
+    include_dirs = ["caffe_layers/include", "python/caffe_mining",
+                    *[d for d in (f"{root}/include", f"{root}/targets/x86_64-linux/include") if os.path.isdir(d)]]
+    ext = Pybind11Extension(
+        "caffe_mining._core_cuda",
+        ["python/caffe_mining/_core_cuda.cpp"],
+        include_dirs=include_dirs,
+        library_dirs=[cudart_dir, cublas_dir],
+        runtime_library_dirs=sorted({cudart_dir, cublas_dir}),
+        extra_link_args=[cudart_flag, cublas_flag, "-ldl", "-lrt", "-lpthread"],
+        cxx_std=17,
+    )
+    ext.cuda_sources = [*core_cuda_sources, "python/caffe_mining/_core_cuda_kernels.cu"]
+    ext.nvcc = nvcc
+    ext.cuda_include_dirs = ["caffe_layers/include", "python/caffe_mining"]
+    return ext
+
+
+class BuildExt(build_ext):
+    """build_ext that first compiles an extension's cuda_sources with nvcc into objects it links."""
+
+    def build_extension(self, ext):
+        sources = getattr(ext, "cuda_sources", None)
+        if sources:
+            archs = os.environ.get("CAFFE_MINING_CUDA_ARCHS", "80 90").split()
+            flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", *[f"-I{d}" for d in ext.cuda_include_dirs]]
+            for arch in archs:
+                flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+            flags += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
+            objects = []
+            for source in sources:
+                obj = os.path.join(self.build_temp, "cuda", source.replace("/", "_") + ".o")
+                os.makedirs(os.path.dirname(obj), exist_ok=True)
+                if self.force or not os.path.exists(obj) or newer_than_object(source, obj):
+                    print(f"nvcc {source}", flush=True)
+                    subprocess.check_call([ext.nvcc, *flags, "-c", source, "-o", obj])
+                objects.append(obj)
+            ext.extra_objects = objects
+        super().build_extension(ext)
+
+
+def newer_than_object(source, obj):
+    """Whether the source or any header of the core or the bindings changed after obj was built."""
+    inputs = [source, *glob("caffe_layers/include/caffe_mining/*.hpp"), *glob("python/caffe_mining/*.hpp")]
+    return max(os.path.getmtime(p) for p in inputs) > os.path.getmtime(obj)
+
+
+extensions = [extension]
+cuda_mode = os.environ.get("CAFFE_MINING_CUDA", "auto")
+if cuda_mode not in ("auto", "0", "1"):
+    raise SystemExit(f"setup.py: CAFFE_MINING_CUDA must be auto, 0 or 1. Got: {cuda_mode!r}")
+nvcc = find_nvcc() if cuda_mode != "0" else None
+if nvcc:
+    extensions.append(cuda_extension(nvcc))
+elif cuda_mode == "1":
+    raise SystemExit("setup.py: CAFFE_MINING_CUDA=1 but no nvcc found (PATH, CUDA_HOME, /usr/local/cuda)")
+
 setup(
     name="caffe-mining",
     version="0.1.0",
@@ -30,9 +125,9 @@ setup(
                 "gradient check",
     package_dir={"": "python"},
     packages=find_packages("python"),
-    package_data={"caffe_mining": ["_core.pyi", "py.typed"]},
-    ext_modules=[extension],
-    cmdclass={"build_ext": build_ext},
+    package_data={"caffe_mining": ["_core.pyi", "_core_cuda.pyi", "py.typed"]},
+    ext_modules=extensions,
+    cmdclass={"build_ext": BuildExt},
     python_requires=">=3.8",
     install_requires=["numpy"],
     extras_require={"test": ["pytest", "hypothesis"]},

@@ -1,4 +1,8 @@
-"""Shared fixtures of the Python tests.
+"""Shared fixtures and hooks of the Python tests.
+
+GPU tests (marker ``gpu``, in tests/gpu/) run only where caffe_mining._core_cuda is built and a GPU answers.
+Elsewhere they are skipped, never passed, and the summary says so on its own line ("N GPU tests did not run:
+why"); with CAFFE_MINING_REQUIRE_GPU=1 (set by scripts/device_check.sh) they fail instead.
 
 pycaffe comes from PYTHONPATH (the superbuild's <build>/caffe-src/python). Tests that need it use the ``caffe``
 or ``caffe_with_layers`` fixture: without pycaffe they are skipped for convenience on a developer machine, but
@@ -15,6 +19,48 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 REQUIRE_CAFFE = os.environ.get("CAFFE_MINING_REQUIRE_CAFFE") == "1"
+REQUIRE_GPU = os.environ.get("CAFFE_MINING_REQUIRE_GPU") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs the CUDA core on a GPU (skipped and counted where none answers)")
+    config.addinivalue_line("markers", "memcheck: small GPU tests that scripts/device_check.sh reruns under "
+                                       "compute-sanitizer --tool memcheck")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    from caffe_mining import device
+    reason = device.unavailable_reason()
+    if reason is None:
+        return
+    if REQUIRE_GPU:
+        mark = pytest.mark.usefixtures("_gpu_required_but_missing")
+    else:
+        mark = pytest.mark.skip(reason=f"GPU test did not run: {reason}")
+    for item in gpu_items:
+        item.add_marker(mark)
+    config.stash[_GPU_NOT_RUN] = (len(gpu_items), reason)
+
+
+_GPU_NOT_RUN = pytest.StashKey()
+
+
+@pytest.fixture
+def _gpu_required_but_missing():
+    from caffe_mining import device
+    pytest.fail(f"CAFFE_MINING_REQUIRE_GPU=1 but the GPU tests cannot run: {device.unavailable_reason()}",
+                pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    not_run = config.stash.get(_GPU_NOT_RUN, None)
+    if not_run and not REQUIRE_GPU:
+        count, reason = not_run
+        terminalreporter.write_line(f"{count} GPU tests did not run (skipped, not passed): {reason}",
+                                    yellow=True, bold=True)
 
 
 def _unavailable(reason: str):

@@ -25,10 +25,15 @@
 
 #include "caffe_mining/contrastive_mining.hpp"
 #include "caffe_mining/hardnet.hpp"
+#include "_binding_checks.hpp"
 
 namespace py = pybind11;
+namespace checks = caffe_mining_bindings;
 
 namespace {
+
+using checks::FeatureShape;
+using checks::Shape;
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
@@ -43,63 +48,24 @@ py::array as_array(const py::object& x, const char* name) {
   return converted;
 }
 
-/// N and D of a feature array: (N, D) or (N, D, 1, 1).
-struct FeatureShape {
-  int n;
-  int dim;
-};
+Shape shape_of(const py::array& x) { return Shape(x.shape(), x.shape() + x.ndim()); }
 
-FeatureShape feature_shape(const py::array& x, const char* name) {
-  const bool caffe_4d = x.ndim() == 4 && x.shape(2) == 1 && x.shape(3) == 1;
-  if (x.ndim() != 2 && !caffe_4d) {
-    std::ostringstream msg;
-    msg << name << " must have shape (N, D) or (N, D, 1, 1). Got: (";
-    for (py::ssize_t k = 0; k < x.ndim(); ++k) msg << (k ? ", " : "") << x.shape(k);
-    msg << (x.ndim() == 1 ? ",)" : ")");
-    throw py::value_error(msg.str());
-  }
-  if (x.shape(0) < 1 || x.shape(1) < 1) {
-    throw py::value_error(std::string(name) + " must have N >= 1 rows and D >= 1 columns. Got: (" +
-                          std::to_string(x.shape(0)) + ", " + std::to_string(x.shape(1)) + ")");
-  }
-  if (x.shape(0) > INT_MAX || x.shape(1) > INT_MAX || x.shape(0) * x.shape(1) > INT_MAX) {
-    throw py::value_error(std::string(name) + " is too large for the core's int sizes");
-  }
-  return {static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1))};
-}
+FeatureShape feature_shape(const py::array& x, const char* name) { return checks::feature_shape(shape_of(x), name); }
 
 std::string dtype_name(const py::array& x) { return py::str(x.dtype()).cast<std::string>(); }
 
-/// Whether the features are float32 (true) or float64 (false); anything else is a TypeError.
-bool is_float32(const py::array& x, const char* name) {
-  if (x.dtype().is(py::dtype::of<float>())) return true;
-  if (x.dtype().is(py::dtype::of<double>())) return false;
-  throw py::type_error(std::string(name) + " must be float32 or float64. Got: " + dtype_name(x));
-}
+bool is_float32(const py::array& x, const char* name) { return checks::is_float32(dtype_name(x), name); }
 
-/// The second feature array: same dtype and shape as the first.
 void check_same(const py::array& first, const char* first_name, const py::array& second, const char* second_name) {
-  if (!first.dtype().is(second.dtype())) {
-    throw py::type_error(std::string(second_name) + " must have the dtype of " + first_name + " (" +
-                         dtype_name(first) + "). Got: " + dtype_name(second));
-  }
-  bool same = first.ndim() == second.ndim();
-  for (py::ssize_t k = 0; same && k < first.ndim(); ++k) same = first.shape(k) == second.shape(k);
-  if (!same) {
-    throw py::value_error(std::string(second_name) + " must have the shape of " + first_name + " (" +
-                          py::str(first.attr("shape")).cast<std::string>() + "). Got: " +
-                          py::str(second.attr("shape")).cast<std::string>());
-  }
+  checks::check_same(dtype_name(first), shape_of(first), first_name, dtype_name(second), shape_of(second),
+                     second_name);
 }
 
 template <typename T>
 void check_finite_values(const CArray<T>& x, const char* name, int dim) {
   const T* data = x.data();
   for (py::ssize_t k = 0; k < x.size(); ++k) {
-    if (!std::isfinite(data[k])) {
-      throw py::value_error(std::string(name) + " holds a non-finite value (" + std::to_string(data[k]) + ") at row " +
-                            std::to_string(k / dim) + "; pass check_finite=False to compute anyway");
-    }
+    if (!std::isfinite(data[k])) checks::throw_non_finite(name, data[k], k / dim);
   }
 }
 
@@ -108,14 +74,8 @@ template <typename T>
 CArray<T> per_row_values(const py::object& values, const char* name, int n) {
   // ensure() gives a null handle when not convertible; None would become a NaN scalar.
   CArray<T> converted = values.is_none() ? CArray<T>() : CArray<T>::ensure(values);
-  if (values.is_none() || !converted) {
-    throw py::type_error(std::string(name) + " must be an array of real numbers. Got: " +
-                         py::repr(values).cast<std::string>());
-  }
-  if (converted.size() != n) {
-    throw py::value_error(std::string(name) + " must hold N = " + std::to_string(n) + " values. Got: " +
-                          std::to_string(converted.size()));
-  }
+  if (values.is_none() || !converted) checks::throw_not_real_array(name, values);
+  checks::check_row_count(name, converted.size(), n);
   return converted;
 }
 
@@ -141,10 +101,7 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
     check_finite_values(feat_p, "feat_p", dim);
   }
   const int invalid = caffe_mining::find_invalid_label_cpu(sim.data(), n);
-  if (invalid >= 0) {
-    throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(invalid) +
-                          "] = " + std::to_string(sim.data()[invalid]));
-  }
+  if (invalid >= 0) checks::throw_invalid_sim(invalid, sim.data()[invalid]);
 
   const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
   std::vector<T> diff(static_cast<size_t>(n) * dim), dist_sq(n);
@@ -184,13 +141,7 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
                                   bool backward, bool check_finite) {
   const py::array feat = as_array(feat_in, "feat");
   const py::array feat_p = as_array(feat_p_in, "feat_p");
-  if (mining_ratio < 1) {
-    throw py::value_error("mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio));
-  }
-  if (!std::isfinite(margin)) throw py::value_error("margin must be finite. Got: " + std::to_string(margin));
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
+  checks::check_contrastive_options(mining_ratio, margin, loss_weight);
   feature_shape(feat, "feat");
   const bool single = is_float32(feat, "feat");
   check_same(feat, "feat", feat_p, "feat_p");
@@ -205,32 +156,13 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
 // ---------------------------------------------------------------------------------------------------------------
 // HardNetLoss
 
-caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "MIN") return caffe_mining::HardNetBatchReduce::kMin;
-  if (name == "AVERAGE") return caffe_mining::HardNetBatchReduce::kAverage;
-  if (name == "RANDOM") return caffe_mining::HardNetBatchReduce::kRandom;
-  throw py::value_error("batch_reduce must be one of MIN, AVERAGE, RANDOM. Got: '" + name + "'");
-}
-
-caffe_mining::HardNetLossType parse_loss_type(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "TRIPLET_MARGIN") return caffe_mining::HardNetLossType::kTripletMargin;
-  if (name == "SOFTMAX") return caffe_mining::HardNetLossType::kSoftmax;
-  if (name == "CONTRASTIVE") return caffe_mining::HardNetLossType::kContrastive;
-  throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
-}
-
 template <typename T>
 py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, const py::object& labels_in,
                   const caffe_mining::HardNetOptions& options, const py::object& uniforms_in, double loss_weight,
                   bool backward, bool check_finite) {
   const FeatureShape shape = feature_shape(anchor_in, "anchor");
   const int n = shape.n, dim = shape.dim;
-  if (n < 2) {
-    throw py::value_error("HardNetLoss needs N >= 2 pairs (a negative comes from another row). Got: N = " +
-                          std::to_string(n));
-  }
+  checks::check_hardnet_rows(n);
   const CArray<T> anchor = CArray<T>::ensure(anchor_in);
   const CArray<T> positive = CArray<T>::ensure(positive_in);
   if (check_finite) {
@@ -246,22 +178,16 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
     const CArray<double> as_given = per_row_values<double>(labels_in, "labels", n);
     for (int i = 0; i < n; ++i) {
       if (!std::isfinite(as_given.data()[i]) || static_cast<double>(labels.data()[i]) != as_given.data()[i]) {
-        throw py::value_error("labels must be finite and exactly representable in the features' dtype. Got: "
-                              "labels[" + std::to_string(i) + "] = " + std::to_string(as_given.data()[i]));
+        checks::throw_bad_label(i, as_given.data()[i]);
       }
     }
   }
   if (has_uniforms) {
-    if (uniforms_in.is_none()) {
-      throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
-    }
+    if (uniforms_in.is_none()) checks::throw_missing_uniforms();
     uniforms = per_row_values<T>(uniforms_in, "uniforms", n);
     for (int i = 0; i < n; ++i) {
       const T u = uniforms.data()[i];
-      if (!(u >= T(0) && u < T(1))) {
-        throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(i) + "] = " +
-                              std::to_string(u));
-      }
+      if (!(u >= T(0) && u < T(1))) checks::throw_bad_uniform(i, u);
     }
   }
 
@@ -321,23 +247,8 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
                        bool backward, bool check_finite) {
   const py::array anchor = as_array(anchor_in, "anchor");
   const py::array positive = as_array(positive_in, "positive");
-  caffe_mining::HardNetOptions options;
-  if (!(margin >= 0) || !std::isfinite(margin)) {
-    throw py::value_error("margin must be finite and >= 0. Got: " + std::to_string(margin));
-  }
-  if (!(eps > 0) || !std::isfinite(eps)) throw py::value_error("eps must be finite and > 0. Got: " + std::to_string(eps));
-  if (!(duplicate_threshold >= 0) || !std::isfinite(duplicate_threshold)) {
-    throw py::value_error("duplicate_threshold must be finite and >= 0. Got: " + std::to_string(duplicate_threshold));
-  }
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = parse_batch_reduce(batch_reduce);
-  options.loss_type = parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
+  const caffe_mining::HardNetOptions options =
+      checks::hardnet_options(margin, anchor_swap, batch_reduce, loss_type, eps, duplicate_threshold, loss_weight);
   feature_shape(anchor, "anchor");
   const bool single = is_float32(anchor, "anchor");
   check_same(anchor, "anchor", positive, "positive");

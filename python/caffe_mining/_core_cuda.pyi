@@ -1,0 +1,54 @@
+"""Typed signatures of the compiled module caffe_mining._core_cuda (see _core_cuda.cpp for the argument rules).
+
+Same functions as caffe_mining._core on device arrays (objects with __cuda_array_interface__); the arrays they
+return are DeviceArray objects.
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+class DeviceArray:
+    @property
+    def __cuda_array_interface__(self) -> Dict[str, Any]: ...
+    @property
+    def shape(self) -> Tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    def get(self) -> np.ndarray: ...
+    def __len__(self) -> int: ...
+
+def device_count() -> int: ...
+def to_device(host: np.ndarray, device: int = 0) -> DeviceArray: ...
+def mining_contrastive_loss(
+    feat: Any,
+    feat_p: Any,
+    sim: Any,
+    *,
+    margin: float = 1.0,
+    legacy_version: bool = False,
+    mining_ratio: int = 1,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[DeviceArray], Optional[DeviceArray], DeviceArray, DeviceArray]: ...
+def hardnet_loss(
+    anchor: Any,
+    positive: Any,
+    labels: Optional[Any] = None,
+    *,
+    margin: float = 1.0,
+    anchor_swap: bool = False,
+    batch_reduce: str = "MIN",
+    loss_type: str = "TRIPLET_MARGIN",
+    eps: float = 1e-6,
+    duplicate_threshold: float = 0.008,
+    uniforms: Optional[Any] = None,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[DeviceArray], Optional[DeviceArray], DeviceArray, DeviceArray, DeviceArray, DeviceArray,
+           DeviceArray]: ...
