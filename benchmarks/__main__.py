@@ -4,6 +4,8 @@ Examples (from the repository root, with the project's venv and pycaffe on PYTHO
   python -m benchmarks run                      # full sizes; table on stdout, results/ gets .md, .json, .png
   python -m benchmarks run --smoke              # smallest size of each suite only (what CI's smoke test runs)
   python -m benchmarks run --update-readme      # also rewrites the results section of benchmarks/README.md
+  python -m benchmarks run --device gpu         # the GPU suite (benchmarks/gpu.py): needs a GPU, CuPy and the
+                                                # CUDA bindings; refuses with status 2 and says why without them
   python -m benchmarks setup-torch              # installs torch into its own folder for the PyTorch comparison
   python -m benchmarks build-times              # Caffe build from scratch (ccache off) and a one-file rebuild
 """
@@ -31,10 +33,14 @@ def parse_args(argv):
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="time both suites, measure memory, write table, JSON and plot")
+    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                     help="cpu: the CPU suites (default); gpu: the GPU suite (benchmarks/gpu.py)")
     run.add_argument("--smoke", action="store_true", help="smallest size of each suite, 3 rounds")
     run.add_argument("--suite", choices=("hardnet", "contrastive", "all"), default="all")
     run.add_argument("--hardnet-sizes", type=int, nargs="+", default=[128, 512, 1024, 4096])
     run.add_argument("--contrastive-sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    run.add_argument("--gpu-hardnet-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    run.add_argument("--gpu-contrastive-sizes", type=int, nargs="+", default=[65536, 1 << 20])
     run.add_argument("--ratios", type=int, nargs="+", default=[1, 2, 4], help="mining ratios")
     run.add_argument("--dim", type=int, default=128)
     run.add_argument("--rounds", type=int, default=11, help="timed rounds (each: one sample per implementation)")
@@ -56,6 +62,7 @@ def parse_args(argv):
     if args.command == "run" and args.smoke:
         args.hardnet_sizes = args.hardnet_sizes[:1] if "--hardnet-sizes" in argv else [128]
         args.contrastive_sizes = args.contrastive_sizes[:1] if "--contrastive-sizes" in argv else [1024]
+        args.gpu_hardnet_sizes, args.gpu_contrastive_sizes = args.gpu_hardnet_sizes[:1], args.gpu_contrastive_sizes[:1]
         args.rounds, args.warmup = min(args.rounds, 3), min(args.warmup, 1)
     return args
 
@@ -66,6 +73,10 @@ def main(argv=None) -> int:
     for name in THREAD_VARIABLES:
         os.environ[name] = str(_threads_from_argv(argv))
     args = parse_args(argv)
+    if args.command == "run" and args.device == "gpu":
+        from benchmarks.gpu import run
+
+        return run(args)
     if args.command == "run":
         from benchmarks.run import run
 

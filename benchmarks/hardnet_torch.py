@@ -66,12 +66,13 @@ def hardnet_loss(torch, anchor, positive, margin: float = 1.0):
 
 
 class TorchHardNet:
-    """Forward and backward of hardnet_loss on fixed float32 inputs (leaf tensors, gradients cleared each call)."""
+    """Forward and backward of hardnet_loss on fixed float32 inputs (leaf tensors, gradients cleared each call),
+    on the CPU or on a CUDA device (the loss's value read back ends each call)."""
 
-    def __init__(self, torch, anchor, positive):
+    def __init__(self, torch, anchor, positive, device: str = "cpu"):
         self.torch = torch
-        self.anchor = torch.from_numpy(anchor).requires_grad_(True)
-        self.positive = torch.from_numpy(positive).requires_grad_(True)
+        self.anchor = torch.from_numpy(anchor).to(device).requires_grad_(True)
+        self.positive = torch.from_numpy(positive).to(device).requires_grad_(True)
 
     def __call__(self) -> float:
         self.anchor.grad = None
