@@ -14,6 +14,7 @@
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -90,14 +91,18 @@ class BuildExt(build_ext):
             for arch in archs:
                 flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
             flags += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
-            objects = []
-            for source in sources:
-                obj = os.path.join(self.build_temp, "cuda", source.replace("/", "_") + ".o")
+            objects = [os.path.join(self.build_temp, "cuda", source.replace("/", "_") + ".o") for source in sources]
+            stale = [(source, obj) for source, obj in zip(sources, objects)
+                     if self.force or not os.path.exists(obj) or newer_than_object(source, obj)]
+
+            def compile_one(job):
+                source, obj = job
                 os.makedirs(os.path.dirname(obj), exist_ok=True)
-                if self.force or not os.path.exists(obj) or newer_than_object(source, obj):
-                    print(f"nvcc {source}", flush=True)
-                    subprocess.check_call([ext.nvcc, *flags, "-c", source, "-o", obj])
-                objects.append(obj)
+                print(f"nvcc {source}", flush=True)
+                subprocess.check_call([ext.nvcc, *flags, "-c", source, "-o", obj])
+
+            with ThreadPoolExecutor(max_workers=max(1, min(len(stale), os.cpu_count() or 1))) as pool:
+                list(pool.map(compile_one, stale))  # list(): re-raises a failed compile
             ext.extra_objects = objects
         super().build_extension(ext)
 
