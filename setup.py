@@ -43,6 +43,20 @@ def find_nvcc():
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
+def cuda_roots(nvcc):
+    """Folders that may hold CUDA's headers and libraries: nvcc's toolkit, /usr/local/cuda, and the nvidia-* wheels
+    (pip-installed toolkits put cuBLAS beside, not inside, nvcc's folder)."""
+    roots = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    try:
+        import nvidia  # the namespace package of the nvidia-* wheels
+
+        for base in nvidia.__path__:
+            roots += sorted(glob(os.path.join(base, "*"))) + sorted(glob(os.path.join(base, "*", "*")))
+    except ImportError:
+        pass
+    return [r for r in dict.fromkeys(roots) if os.path.isdir(r)]
+
+
 def find_cuda_library(roots, name):
     """(folder, linker flag) of lib<name>: the development link if present, else the versioned file."""
     for root in roots:
@@ -56,15 +70,22 @@ def find_cuda_library(roots, name):
     raise RuntimeError(f"setup.py: lib{name} not found under {roots}")
 
 
+def find_cuda_include(roots, header):
+    for root in roots:
+        for folder in ("include", "targets/x86_64-linux/include", "targets/sbsa-linux/include"):
+            if os.path.exists(os.path.join(root, folder, header)):
+                return os.path.join(root, folder)
+    raise RuntimeError(f"setup.py: {header} not found under {roots}")
+
+
 def cuda_extension(nvcc):
-    root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    cudart_dir, cudart_flag = find_cuda_library([root], "cudart")
+    roots = cuda_roots(nvcc)
+    cudart_dir, cudart_flag = find_cuda_library(roots, "cudart")
     if os.path.exists(f"{cudart_dir}/libcudart_static.a"):  # no runtime dependency on libcudart
         cudart_flag = "-l:libcudart_static.a"
-    # cuBLAS ships in the toolkit, or as the nvidia-cublas wheel beside nvcc's (pip-installed toolkits).
-    cublas_dir, cublas_flag = find_cuda_library([root, os.path.join(root, "..", "cublas")], "cublas")
+    cublas_dir, cublas_flag = find_cuda_library(roots, "cublas")
     include_dirs = ["caffe_layers/include", "python/caffe_mining",
-                    *[d for d in (f"{root}/include", f"{root}/targets/x86_64-linux/include") if os.path.isdir(d)]]
+                    *dict.fromkeys([find_cuda_include(roots, "cuda_runtime.h"), find_cuda_include(roots, "cublas_v2.h")])]
     ext = Pybind11Extension(
         "caffe_mining._core_cuda",
         ["python/caffe_mining/_core_cuda.cpp"],

@@ -77,11 +77,14 @@ class DeviceBuffer {
   DeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
     if (bytes_ > 0) check_cuda(cudaMalloc(&ptr_, bytes_), "cudaMalloc");
   }
+  // Never throws (a destructor): at interpreter exit the runtime may be unloading; errors are ignored then.
   ~DeviceBuffer() {
-    if (ptr_) {
-      DeviceGuard guard(device_);
-      cudaFree(ptr_);
-    }
+    if (!ptr_) return;
+    int previous = 0;
+    if (cudaGetDevice(&previous) != cudaSuccess) return;
+    if (previous != device_) cudaSetDevice(device_);
+    cudaFree(ptr_);
+    if (previous != device_) cudaSetDevice(previous);
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
