@@ -51,7 +51,7 @@ step() {
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit} s)"
   start=$SECONDS
-  timeout -k 5 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  timeout -k 5 "$limit" bash -c '"$@"' step "$@" > "$LOGS/$name.log" 2>&1  # bash -c: steps are functions
   status=$?
   [ "$status" -eq 124 ] && status="timeout"
   printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" >> "$STEPS"
@@ -133,6 +133,8 @@ benchmark() {
   "$PY" -m benchmarks run --device gpu --out "$WORK/bench"
 }
 
+export REPO WORK LOGS PY
+export -f environment unpack build_bindings gpu_tests memcheck gtests caffe_train caffe_time benchmark
 step environment 60 environment
 if step unpack 90 unpack; then
   export LD_LIBRARY_PATH

@@ -36,23 +36,19 @@ def pytest_collection_modifyitems(config, items):
     reason = device.unavailable_reason()
     if reason is None:
         return
-    if REQUIRE_GPU:
-        mark = pytest.mark.usefixtures("_gpu_required_but_missing")
-    else:
-        mark = pytest.mark.skip(reason=f"GPU test did not run: {reason}")
-    for item in gpu_items:
-        item.add_marker(mark)
     config.stash[_GPU_NOT_RUN] = (len(gpu_items), reason)
+    if not REQUIRE_GPU:  # (with it, pytest_runtest_setup fails each one instead)
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=f"GPU test did not run: {reason}"))
 
 
 _GPU_NOT_RUN = pytest.StashKey()
 
 
-@pytest.fixture
-def _gpu_required_but_missing():
-    from caffe_mining import device
-    pytest.fail(f"CAFFE_MINING_REQUIRE_GPU=1 but the GPU tests cannot run: {device.unavailable_reason()}",
-                pytrace=False)
+def pytest_runtest_setup(item):
+    not_run = item.config.stash.get(_GPU_NOT_RUN, None)
+    if REQUIRE_GPU and not_run and item.get_closest_marker("gpu"):
+        pytest.fail(f"CAFFE_MINING_REQUIRE_GPU=1 but the GPU tests cannot run: {not_run[1]}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, config):
