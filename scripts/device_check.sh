@@ -75,10 +75,14 @@ unpack() {
   for deb in "$REPO"/device_payload/debs/*.deb; do dpkg -x "$deb" "$WORK/prefix" || return 1; done
   "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
     "$REPO/device_payload/caffe.tar.xz" "$WORK" || return 1
-  local openblas
-  openblas=$(dirname "$(find "$WORK/prefix" -name 'libopenblas.so.0' | head -1)")
-  ln -sf libopenblas.so.0 "$openblas/libopenblas.so"
-  echo "$openblas" > "$WORK/openblas_dir"
+  # Python gets only OpenBLAS and its Fortran runtime (for caffe_mining._core), in a folder of their own: the
+  # other Debian libraries must not shadow the system's own under its Python, CuPy and PyTorch.
+  local lib
+  mkdir -p "$WORK/pylibs"
+  for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+    ln -sf "$(find "$WORK/prefix" -name "$lib" | head -1)" "$WORK/pylibs/$lib" || return 1
+  done
+  ln -sf libopenblas.so.0 "$WORK/pylibs/libopenblas.so"
   {
     find "$WORK/prefix" "$WORK/caffe/lib" -name '*.so*' -printf '%h\n' | sort -u
     # CUDA's own libraries (cuBLAS, cuRAND): the toolkit's folder, else the pip wheels'.
@@ -90,56 +94,55 @@ unpack() {
     | grep "not found"
 }
 
+# Python with OpenBLAS beside it; the Caffe binaries with every library of the payload.
+py() { LD_LIBRARY_PATH="$WORK/pylibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PY" "$@"; }
+caffe_bin() { LD_LIBRARY_PATH=$(cat "$WORK/library_path") "$WORK/caffe/bin/$1" "${@:2}"; }
+
 build_bindings() {
-  local openblas
-  openblas=$(cat "$WORK/openblas_dir")
-  CAFFE_MINING_CUDA=1 CAFFE_MINING_CUDA_ARCHS=90 "$PY" setup.py build_ext --inplace --parallel "$(nproc)" \
-    -I "$WORK/caffe/include/openblas" -L "$openblas" -R "$openblas" &&
-  "$PY" -c "from caffe_mining import _core, _core_cuda; print('devices', _core_cuda.device_count())"
+  CAFFE_MINING_CUDA=1 CAFFE_MINING_CUDA_ARCHS=90 py setup.py build_ext --inplace --parallel "$(nproc)" \
+    -I "$WORK/caffe/include/openblas" -L "$WORK/pylibs" -R "$WORK/pylibs" &&
+  py -c "from caffe_mining import _core, _core_cuda; print('devices', _core_cuda.device_count())"
 }
 
 gpu_tests() {
-  CAFFE_MINING_REQUIRE_GPU=1 "$PY" -m pytest -q -p no:cacheprovider -rfE tests/gpu --junitxml="$LOGS/gpu_tests.xml"
+  CAFFE_MINING_REQUIRE_GPU=1 py -m pytest -q -p no:cacheprovider -rfE tests/gpu --junitxml="$LOGS/gpu_tests.xml"
 }
 
 memcheck() {
   local sanitizer
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  CAFFE_MINING_REQUIRE_GPU=1 "$sanitizer" --tool memcheck --error-exitcode 99 \
-    "$PY" -m pytest -q -p no:cacheprovider -m memcheck tests/gpu
+  CAFFE_MINING_REQUIRE_GPU=1 LD_LIBRARY_PATH="$WORK/pylibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    "$sanitizer" --tool memcheck --error-exitcode 99 "$PY" -m pytest -q -p no:cacheprovider -m memcheck tests/gpu
 }
 
 gtests() {
-  (cd "$WORK/caffe" && bin/test.testbin --gtest_filter='*' 0)
+  (cd "$WORK/caffe" && caffe_bin test.testbin --gtest_filter='*' 0)
 }
 
 caffe_train() {
   local model=$1
   echo "$WORK/caffe/data/$model/pairs.h5" > "models/$model/pairs_h5_list.txt"
-  "$WORK/caffe/bin/caffe" train --solver="models/$model/solver.prototxt" -gpu 0
+  caffe_bin caffe train --solver="models/$model/solver.prototxt" -gpu 0
 }
 
 caffe_time() {
   local net status=0
-  "$PY" -m benchmarks.caffe_time_nets --out "$WORK/nets" > "$WORK/nets.txt" || return 1
+  py -m benchmarks.caffe_time_nets --out "$WORK/nets" > "$WORK/nets.txt" || return 1
   while read -r net; do
     echo "### $(basename "$net")"
-    "$WORK/caffe/bin/caffe" time --model="$net" -gpu 0 --iterations=10 2>&1 || status=1
+    caffe_bin caffe time --model="$net" -gpu 0 --iterations=10 2>&1 || status=1
   done < "$WORK/nets.txt"
   return $status
 }
 
 benchmark() {
-  "$PY" -m benchmarks run --device gpu --out "$WORK/bench"
+  py -m benchmarks run --device gpu --out "$WORK/bench"
 }
 
 export REPO WORK LOGS PY
-export -f environment unpack build_bindings gpu_tests memcheck gtests caffe_train caffe_time benchmark
+export -f environment unpack py caffe_bin build_bindings gpu_tests memcheck gtests caffe_train caffe_time benchmark
 step environment 60 environment
-if step unpack 90 unpack; then
-  export LD_LIBRARY_PATH
-  LD_LIBRARY_PATH=$(cat "$WORK/library_path")
-fi
+step unpack 90 unpack
 step build_bindings 150 build_bindings
 step gpu_tests 150 gpu_tests
 step gtests 120 gtests
