@@ -1,7 +1,7 @@
 """A stand-in for caffe_mining._core_cuda that runs the CPU core, so that the GPU tests' own logic (input
 builders, exactness claims against the reference, message comparisons) runs without a GPU.
 
-tests/gpu/conftest.py installs it when CAFFE_MINING_GPU_STANDIN is "cpu" (it should then pass: the GPU tests
+tests/gpu/gpu_support.py installs it when CAFFE_MINING_GPU_STANDIN is "cpu" (it should then pass: the GPU tests
 compare the CPU core with itself and the reference) or "planted" (a wrong pick and a slightly wrong gradient are
 planted in every result: the GPU tests must catch them). tests/test_gpu_suite_on_cpu.py runs both. It proves
 nothing about the CUDA code.

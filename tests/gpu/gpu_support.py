@@ -8,16 +8,31 @@ no two competing values are within rounding of each other, or are exactly equal 
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
-from caffe_mining import _core_cuda, functional
+from caffe_mining import functional
 from caffe_mining.results import ContrastiveResult, HardNetResult
+
+# CAFFE_MINING_GPU_STANDIN=cpu|planted swaps caffe_mining._core_cuda for cpu_standin (see there). Here, not in a
+# conftest.py: a second conftest module would shadow tests/conftest.py for `from conftest import ...`.
+if os.environ.get("CAFFE_MINING_GPU_STANDIN"):
+    import caffe_mining
+    import cpu_standin
+
+    sys.modules["caffe_mining._core_cuda"] = cpu_standin
+    caffe_mining._core_cuda = cpu_standin
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 
 def to_device(x):
-    """A NumPy array (or None) as a _core_cuda.DeviceArray (no CuPy or PyTorch needed)."""
+    """A NumPy array (or None) as a _core_cuda.DeviceArray (no CuPy or PyTorch needed). Imported here, not at the
+    top: where it is not built the GPU tests must still be collected (and skipped)."""
+    from caffe_mining import _core_cuda
+
     return None if x is None else _core_cuda.to_device(np.ascontiguousarray(x))
 
 
