@@ -72,7 +72,19 @@ cupy.__version__, 'pybind11', pybind11.__version__)"
 # The payload: Debian libraries into a prefix (never over /), the Caffe binaries and data, the library path.
 unpack() {
   local deb
-  for deb in "$REPO"/device_payload/debs/*.deb; do dpkg -x "$deb" "$WORK/prefix" || return 1; done
+  for deb in "$REPO"/device_payload/debs/*.deb; do
+    if command -v dpkg > /dev/null; then
+      dpkg -x "$deb" "$WORK/prefix" || return 1
+    else  # a .deb is an ar archive holding data.tar.xz: unpacked the same way without dpkg
+      "$PY" -c "import io, sys, tarfile
+raw = open(sys.argv[1], 'rb').read(); at = 8
+while at < len(raw):
+    name, size = raw[at:at + 16].strip().decode(), int(raw[at + 48:at + 58]); at += 60
+    if name.startswith('data.tar'):
+        tarfile.open(fileobj=io.BytesIO(raw[at:at + size])).extractall(sys.argv[2])
+    at += size + size % 2" "$deb" "$WORK/prefix" || return 1
+    fi
+  done
   "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
     "$REPO/device_payload/caffe.tar.xz" "$WORK" || return 1
   # Python gets only OpenBLAS and its Fortran runtime (for caffe_mining._core), in a folder of their own: the
