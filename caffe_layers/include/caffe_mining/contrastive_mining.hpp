@@ -16,6 +16,10 @@
 //
 // Loss (K = num_picked pairs, P = set of picked pairs):
 //   E = 1/(2K) * sum_{i in P} cost_i,  E = 0 when K = 0.
+// Non-finite input: when any pair's dist_sq is NaN or inf (a NaN or inf feature, or an overflowing difference),
+// E = NaN and the backward writes NaN into every gradient element, whether or not that pair is picked: a
+// diverged batch never shows a finite loss. (Its cost is NaN too, so it also ranks hardest of its kind.)
+// dist_sq is a sum of squares in squared_norm's fixed order, so identical pairs have identical costs.
 // Mining: K is split between the kinds by split_picked_pairs (alternately the hardest remaining similar
 // pair, then the hardest remaining dissimilar pair, starting with similar; when one kind runs out the other
 // fills the rest); within a kind the pairs are ranked by cost, larger first, equal costs by lower index
@@ -28,7 +32,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include <string>
+
 #include "caffe_mining/host_device.hpp"
+#include "caffe_mining/option_checks.hpp"
 
 // cudaStream_t is `struct CUstream_st*`; naming it this way keeps this header free of CUDA headers so
 // that plain C++ code (the CPU build, the Python module) can include it.
@@ -55,7 +62,7 @@ CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
  */
 template <typename Dtype>
 CM_HOST_DEVICE Dtype contrastive_cost(Dtype dist_sq, bool similar, Dtype margin, bool legacy) {
-  if (similar) return dist_sq;
+  if (similar || dist_sq != dist_sq) return dist_sq;  // a NaN distance stays NaN (the hinge would hide it)
   if (legacy) {
     const Dtype mdist = margin - dist_sq;
     return mdist > Dtype(0) ? mdist : Dtype(0);
@@ -82,6 +89,14 @@ CM_HOST_DEVICE Dtype contrastive_diff_factor(Dtype dist_sq, bool similar, Dtype 
   const Dtype dist = cm_sqrt(dist_sq);
   const Dtype mdist = margin - dist;
   return mdist > Dtype(0) ? -alpha * mdist / (dist + contrastive_distance_guard<Dtype>()) : Dtype(0);
+}
+
+/// Why (margin, mining_ratio) cannot be used in Dtype, or "" when they can: a finite margin (any sign, as Caffe's
+/// ContrastiveLoss) as given and once rounded to Dtype, and mining_ratio >= 1.
+template <typename Dtype>
+std::string contrastive_options_problem(double margin, int mining_ratio) {
+  if (mining_ratio < 1) return "mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio);
+  return option_finite_problem<Dtype>("margin", margin);
 }
 
 /// K = floor(n / mining_ratio), the number of pairs the loss keeps. Requires mining_ratio >= 1.

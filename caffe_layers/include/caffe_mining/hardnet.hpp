@@ -20,6 +20,10 @@
 //     AVERAGE  (1/count_i) sum_j l(pos_i, c_ij)        (over valid candidates)
 //     RANDOM   l(pos_i, c_ik), k = the floor(u_i * count_i)-th valid candidate in increasing j (u_i in [0,1) given)
 //   loss = mean of the row losses over the R non-empty rows; 0 when R = 0 (then all gradients are 0 as well).
+//   Non-finite input: when a feature is NaN or +-inf, or the features are so large that a squared distance could
+//   overflow (2 (max_i |a_i|^2 + max_j |p_j|^2) is not finite), the loss is NaN, no row is mined (every row empty,
+//   valid_rows = -1) and the backward writes NaN into every gradient element: a diverged batch never looks like
+//   one without negatives.
 //
 // Divergences from the authors' PyTorch code (loss_HardNet / distance_matrix_vector in DagnyT/hardnet):
 //   - the squared distance is clamped at 0 before eps is added: rounding in |a|^2+|p|^2-2a.p can go negative,
@@ -36,10 +40,13 @@
 #ifndef CAFFE_MINING_HARDNET_HPP_
 #define CAFFE_MINING_HARDNET_HPP_
 
+#include <climits>
 #include <cmath>
 #include <cstddef>
+#include <string>
 
 #include "caffe_mining/host_device.hpp"
+#include "caffe_mining/option_checks.hpp"
 
 // cudaStream_t is `CUstream_st*` and cublasHandle_t is `cublasContext*`: naming them so keeps this header free of
 // CUDA headers, so plain C++ (the CPU build, the Python module) can include it.
@@ -78,8 +85,32 @@ struct HardNetMining {
   Dtype* row_loss;     ///< [n] loss of row i (0 for an empty row)
   Dtype* dloss_dpos;   ///< [n] d row_loss_i / d pos_i (AVERAGE: already averaged over the candidates)
   Dtype* dloss_dneg;   ///< [n] d row_loss_i / d neg_dist_i (MIN and RANDOM; 0 for AVERAGE)
-  int* valid_rows;     ///< [1] R, the number of non-empty rows
+  int* valid_rows;     ///< [1] R, the number of non-empty rows; -1 when the input is not finite (loss NaN)
 };
+
+/// Why `options` cannot be used in Dtype, or "" when they can: margin >= 0, eps > 0, duplicate_threshold >= 0, all
+/// finite as given and once rounded to Dtype, and known enum values.
+template <typename Dtype>
+std::string hardnet_options_problem(const HardNetOptions& options) {
+  std::string problem = option_range_problem<Dtype>("margin", options.margin, 0.0, false);
+  if (problem.empty()) problem = option_range_problem<Dtype>("eps", options.eps, 0.0, true);
+  if (problem.empty()) {
+    problem = option_range_problem<Dtype>("duplicate_threshold", options.duplicate_threshold, 0.0, false);
+  }
+  const int reduce = static_cast<int>(options.batch_reduce), type = static_cast<int>(options.loss_type);
+  if (problem.empty() && (reduce < 0 || reduce > 2)) problem = "batch_reduce must be MIN, AVERAGE or RANDOM";
+  if (problem.empty() && (type < 0 || type > 2)) problem = "loss_type must be TRIPLET_MARGIN, SOFTMAX or CONTRASTIVE";
+  return problem;
+}
+
+/// Index of the first label that is not finite (NaN labels would match nothing, silently), or -1.
+template <typename Dtype>
+int hardnet_find_invalid_label(const Dtype* labels, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(labels[i])) return i;
+  }
+  return -1;
+}
 
 /// Columns per block when the CPU path mines a row by itself (MIN without anchor swap).
 constexpr int kHardnetRowBlock = 64;
@@ -91,6 +122,14 @@ inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   const std::size_t rows = static_cast<std::size_t>(n);
   if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows;
   return 2 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
+}
+
+/// The largest n whose buffers (the n x n matrix and the scratch) each hold at most INT_MAX elements, the limit of
+/// a Caffe blob: 46340 (n * n <= INT_MAX), 46339 for AVERAGE (n * n + 2n).
+inline int hardnet_max_rows(const HardNetOptions& options) {
+  int n = 46340;  // floor(sqrt(INT_MAX))
+  while (static_cast<std::size_t>(n) * n > INT_MAX || hardnet_scratch_count(n, options) > INT_MAX) --n;
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
