@@ -10,7 +10,7 @@ The first run that changes the file saves the original beside it as caffe.proto.
 overwritten). When a field number or name we need is taken by something else in the target
 message (forks add fields), or a different HardNetLossParameter exists, nothing is written and
 the conflict is named. The "next available ID" comment of a message we add fields to is moved
-past our field numbers.
+past the highest number the message uses.
 
 Exit status: 0 patched (or already patched); 1 --check only: not patched yet; 2 refused
 (conflict) or bad input.
@@ -395,8 +395,12 @@ def field_conflicts(text, message, item):
 NEXT_ID = r"(//[^\n]*\b{name} next available\b[^\n]*?\bID:\s*)(\d+)((?:\s*\(last added:\s*)([\w.]+)\))?"
 
 
-def update_next_id(text, message_name, ours, inserted, changes):
-    """Keep the "MESSAGE next available ... ID: N (last added: X)" comment above our numbers."""
+def update_next_id(text, message_name, ours, changes):
+    """Keep the "MESSAGE next available ... ID: N (last added: X)" comment above our numbers.
+
+    When our numbers reach N, N becomes the highest number the message uses + 1 and X that field's
+    name: a fork's stale comment (SSD says 147 but uses up to 207) is not trusted.
+    """
     pattern = re.compile(NEXT_ID.format(name=re.escape(message_name)))
     match = pattern.search(text)
     if not match:
@@ -405,9 +409,9 @@ def update_next_id(text, message_name, ours, inserted, changes):
     if current > max(item.number for item in ours):
         return text
     message = top_level_message(parse_proto(text), message_name)
-    wanted = max(field.number for field in message.fields) + 1
-    last = max(inserted or ours, key=lambda item: item.number).name
-    new = match[1] + str(wanted) + (f" (last added: {last})" if match[3] else "")
+    highest = max(message.fields, key=lambda field: field.number)
+    wanted = highest.number + 1
+    new = match[1] + str(wanted) + (f" (last added: {highest.name})" if match[3] else "")
     changes.append(f"  {message_name} next available ID: {current} -> {wanted}")
     return text[:match.start()] + new + text[match.end():]
 
@@ -432,7 +436,7 @@ def apply_fields(text, addition, changes, conflicts):
             text = insert(text, line_start, block)
         for item in missing:
             changes.append(f"+ {addition.target}.{item.name} = {item.number}")
-    return update_next_id(text, addition.target, addition.items, missing, changes)
+    return update_next_id(text, addition.target, addition.items, changes)
 
 
 def patch_text(text, additions):

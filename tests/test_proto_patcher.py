@@ -291,6 +291,19 @@ def test_unusable_field_numbers_are_rejected(subset, number):
     assert exit_info.value.code == 2
 
 
+def test_stale_next_id_comment_gets_max_used_plus_one_and_the_real_last_field(subset):
+    """SSD's fork says "next available ID: 147" but uses 200..207: the patch must not claim 208 came from
+    hardnet_loss_param (149), nor trust 147."""
+    subset.write_text(subset.read_text().replace(
+        NEXT_ID_BEFORE, "// LayerParameter next available layer-specific ID: 147 (last added: clip_param)\n"))
+    add_to_message(subset, "LayerParameter", "".join(
+        f"optional ClipParameter ssd_param_{number} = {number};\n" for number in (203, 200, 207, 201)))
+    assert run(subset) == 0
+    text = subset.read_text()
+    assert "// LayerParameter next available layer-specific ID: 208 (last added: ssd_param_207)\n" in text
+    assert HARDNET_LINE in text
+
+
 def test_next_id_already_beyond_ours_is_left_as_is(subset):
     subset.write_text(subset.read_text().replace(NEXT_ID_BEFORE,
                       "// LayerParameter next available layer-specific ID: 160 (last added: fork_param)\n"))
