@@ -3,14 +3,15 @@
 
     python3 proto/patch_caffe_proto.py path/to/src/caffe/proto/caffe.proto
     python3 proto/patch_caffe_proto.py --check path/to/caffe.proto   # 0 patched, 1 not yet
-    python3 proto/patch_caffe_proto.py --hardnet-field-number 160 caffe.proto   # a fork uses 149
+    python3 proto/patch_caffe_proto.py --field-number hardnet_loss_param=160 caffe.proto  # a fork uses 149
 
 Idempotent: a file that already holds exactly our additions is left untouched (not rewritten).
 The first run that changes the file saves the original beside it as caffe.proto.orig (never
 overwritten). When a field number or name we need is taken by something else in the target
 message (forks add fields), or a different HardNetLossParameter exists, nothing is written and
-the conflict is named. The "next available ID" comment of a message we add fields to is moved
-past the highest number the message uses.
+the conflict is named; `--field-number NAME=N` moves any field of ours to another number. The
+"next available ID" comment of a message we add fields to is moved past the highest number the
+message uses.
 
 Exit status: 0 patched (or already patched); 1 --check only: not patched yet; 2 refused
 (conflict) or bad input.
@@ -29,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field as dataclass_field
 
 ADDITIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "additions")
-HARDNET_FIELD = "hardnet_loss_param"
+HARDNET_FIELD = "hardnet_loss_param"  # --hardnet-field-number, the deprecated alias
 EXIT_OK, EXIT_NOT_PATCHED, EXIT_REFUSED = 0, 1, 2
 MAX_FIELD_NUMBER = 536870911  # 2^29 - 1
 PROTOBUF_RESERVED_NUMBERS = range(19000, 20000)
@@ -374,8 +375,8 @@ def field_conflicts(text, message, item):
             problem = (f"`message {message.name}` already has a field named `{item.name}`: "
                        f"{existing.describe(text)}, not ours `{' '.join(item.code.split())}`")
             if normalized(re.sub(r"=\s*\w+", "= N", existing.code, count=1)) == \
-                    normalized(re.sub(r"=\s*\w+", "= N", item.code, count=1)) and item.name == HARDNET_FIELD:
-                problem += (f" (patched before with --hardnet-field-number {existing.number}? "
+                    normalized(re.sub(r"=\s*\w+", "= N", item.code, count=1)):
+                problem += (f" (patched before with --field-number {item.name}={existing.number}? "
                             f"pass the same option again)")
             problems.append(problem)
         elif existing.number == item.number:
@@ -468,11 +469,21 @@ def write_atomically(path, text, like):
 
 
 def field_number(value):
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if not 1 <= number <= MAX_FIELD_NUMBER or number in PROTOBUF_RESERVED_NUMBERS:
         raise argparse.ArgumentTypeError(f"{value} is not a usable field number "
                                          f"(1..{MAX_FIELD_NUMBER}, not 19000..19999)")
     return number
+
+
+def name_and_number(value):
+    name, equals, number = value.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_]\w*", name.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=N (e.g. {HARDNET_FIELD}=160). Got: {value!r}")
+    return name.strip(), field_number(number.strip())
 
 
 def parse_args(argv):
@@ -482,21 +493,33 @@ def parse_args(argv):
     parser.add_argument("proto", help="the caffe.proto to patch in place (src/caffe/proto/caffe.proto)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 0 if the file is already patched, 1 if not")
+    parser.add_argument("--field-number", type=name_and_number, action="append", default=[],
+                        metavar="NAME=N",
+                        help="give our field NAME (any field of proto/additions/*.fields, e.g. "
+                             f"{HARDNET_FIELD}=160 or mining_ratio=10) number N instead of the one written "
+                             "there; for forks that already use it. Repeatable")
     parser.add_argument("--hardnet-field-number", type=field_number, metavar="N",
-                        help=f"number of LayerParameter.{HARDNET_FIELD} (default: the one in "
-                             f"proto/additions/, 149); for forks that already use it")
+                        help=f"deprecated: the same as --field-number {HARDNET_FIELD}=N")
     parser.add_argument("--additions", default=ADDITIONS_DIR, metavar="DIR",
                         help="folder of additions files (default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    pairs = list(args.field_number)
+    if args.hardnet_field_number is not None:
+        pairs.append((HARDNET_FIELD, args.hardnet_field_number))
+    args.numbers = {}
+    for name, number in pairs:
+        if args.numbers.get(name, number) != number:
+            parser.error(f"field {name} is given two numbers: {args.numbers[name]} and {number}")
+        args.numbers[name] = number
+    return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     prog = "patch_caffe_proto"
     path = os.path.realpath(args.proto)  # patch a symlink's target, keep the link
-    numbers = {} if args.hardnet_field_number is None else {HARDNET_FIELD: args.hardnet_field_number}
     try:
-        additions = load_additions(args.additions, numbers)
+        additions = load_additions(args.additions, args.numbers)
         with open(path, "rb") as f:
             original = f.read()
         result = patch_text(original.decode("utf-8"), additions)

@@ -267,21 +267,60 @@ def test_missing_target_message_is_an_error(subset, capsys):
 
 # --- forks and next-ID comment -----------------------------------------------------------------
 
-def test_hardnet_field_number_option_for_forks(pristine, capsys):
+def test_field_number_option_for_forks(pristine, capsys):
     add_to_message(pristine, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
     assert run(pristine) == 2
-    assert run("--hardnet-field-number", 160, pristine) == 0
+    assert run("--field-number", "hardnet_loss_param=160", pristine) == 0
     text = pristine.read_text()
     assert message_body(text, "LayerParameter").endswith(
         "  optional HardNetLossParameter hardnet_loss_param = 160;\n")
     # The comment was stale (149 was the fork's): it now names a number above every field.
     assert "// LayerParameter next available layer-specific ID: 161 (last added: hardnet_loss_param)\n" in text
     once = pristine.read_bytes()
-    assert run("--hardnet-field-number", 160, pristine) == 0 and pristine.read_bytes() == once
+    assert run("--field-number", "hardnet_loss_param=160", pristine) == 0 and pristine.read_bytes() == once
+    assert run("--hardnet-field-number", 160, pristine) == 0  # the deprecated alias still works
+    assert pristine.read_bytes() == once
     capsys.readouterr()
     assert run(pristine) == 2  # forgetting the option is a conflict, with a hint
-    assert "--hardnet-field-number 160" in capsys.readouterr().err
+    assert "--field-number hardnet_loss_param=160" in capsys.readouterr().err
     assert pristine.read_bytes() == once
+
+
+def test_field_number_option_moves_any_field_of_ours(subset, capsys):
+    """Not only HardNet's: a fork whose ContrastiveLossParameter uses 3 moves mining_ratio (and, repeated,
+    hardnet_loss_param too); the hint names the field that conflicts."""
+    add_to_message(subset, "ContrastiveLossParameter", "optional float fork_weight = 3;\n")
+    add_to_message(subset, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
+    assert run(subset) == 2
+    assert run("--field-number", "mining_ratio=10", "--field-number", "hardnet_loss_param=170", subset) == 0
+    text = subset.read_text()
+    assert message_body(text, "ContrastiveLossParameter").endswith(
+        "  optional int32 mining_ratio = 10 [default = 1];\n")
+    assert "hardnet_loss_param = 170;" in text
+    capsys.readouterr()
+    assert run("--field-number", "hardnet_loss_param=170", subset) == 2
+    assert "--field-number mining_ratio=10" in capsys.readouterr().err
+
+
+def test_field_number_of_an_unknown_field_is_an_error(subset, capsys):
+    original = subset.read_bytes()
+    assert run("--field-number", "no_such_field=160", subset) == 2
+    assert "no field named no_such_field" in capsys.readouterr().err
+    assert subset.read_bytes() == original
+
+
+@pytest.mark.parametrize("value", ["hardnet_loss_param", "=160", "hardnet_loss_param=0", "hardnet_loss_param=x",
+                                   "hardnet_loss_param=19500"])
+def test_malformed_field_number_options_are_rejected(subset, value):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--field-number", value, subset)
+    assert exit_info.value.code == 2
+
+
+def test_one_field_two_numbers_is_rejected(subset):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--field-number", "hardnet_loss_param=160", "--hardnet-field-number", 161, subset)
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.parametrize("number", ["0", "19500", "536870912", "x"])
