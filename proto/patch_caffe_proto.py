@@ -11,10 +11,15 @@ overwritten). When a field number or name we need is taken by something else in 
 message (forks add fields), or a different HardNetLossParameter exists, nothing is written and
 the conflict is named; `--field-number NAME=N` moves any field of ours to another number. The
 "next available ID" comment of a message we add fields to is moved past the highest number the
-message uses.
+message uses. LF, CRLF and CR-only line endings are kept.
+
+The file is rewritten in place, so it keeps its owner, mode, links and inode. A file without a
+write permission bit for you is refused, root included (root could write a 0444 file, but a
+read-only caffe.proto says "do not edit"; chmod u+w it if you mean to). The backup needs a
+writable folder. Any failure restores the file and removes a backup made by this run.
 
 Exit status: 0 patched (or already patched); 1 --check only: not patched yet; 2 refused
-(conflict) or bad input.
+(conflict), bad input, or the file cannot be written (nothing changed).
 
 Additions files (proto/additions/): "//!" lines are notes for the reader, or directives
 "//! append-to: MESSAGE" (a .fields file: each field with the comment lines above it is appended
@@ -25,8 +30,8 @@ import argparse
 import difflib
 import os
 import re
+import stat
 import sys
-import tempfile
 from dataclasses import dataclass, field as dataclass_field
 
 ADDITIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "additions")
@@ -440,10 +445,19 @@ def apply_fields(text, addition, changes, conflicts):
     return update_next_id(text, addition.target, addition.items, changes)
 
 
+def newline_of(text):
+    """The file's line ending when it is CRLF or CR-only throughout, else "\n" (the file is read as is)."""
+    if "\r\n" in text and text.count("\r\n") == text.count("\n"):
+        return "\r\n"
+    if "\r" in text and "\n" not in text:
+        return "\r"
+    return "\n"
+
+
 def patch_text(text, additions):
     """PatchResult of applying additions (from load_additions) to the contents of a caffe.proto."""
-    crlf = "\r\n" in text and text.count("\r\n") == text.count("\n")
-    work = text.replace("\r\n", "\n") if crlf else text
+    newline = newline_of(text)
+    work = text.replace(newline, "\n")
     changes, conflicts = [], []
     for addition in additions:
         if isinstance(addition, MessageAddition):
@@ -452,20 +466,74 @@ def patch_text(text, additions):
             work = apply_fields(work, addition, changes, conflicts)
     if conflicts:
         return PatchResult(text, [], conflicts)
-    return PatchResult(work.replace("\n", "\r\n") if crlf else work, changes, [])
+    return PatchResult(work.replace("\n", newline), changes, [])
 
 
-def write_atomically(path, text, like):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, scratch = tempfile.mkstemp(prefix=".caffe.proto.", dir=folder)
+class WriteError(Exception):
+    """The file cannot be written; it was left (or put back) as it was."""
+
+
+def why_not_writable(path, st):
+    """Why this user may not rewrite the file, or None when it may.
+
+    Root passes every permission check, so os.access alone would let it patch a 0444 file; a file
+    with no write bit for anyone is taken as "do not edit" and refused for root too.
+    """
+    mode = f"mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}"
+    if os.geteuid() == 0 and not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is read-only ({mode}); make it writable (chmod u+w) if you mean to patch it"
+    if not os.access(path, os.W_OK):
+        if os.geteuid() == 0:
+            return f"it cannot be written ({mode}): immutable (lsattr) or on a read-only file system?"
+        return f"it is not writable for you ({mode})"
+    return None
+
+
+def rewrite(f, content):
+    f.seek(0)
+    f.write(content)
+    f.truncate()
+    f.flush()
+
+
+def write_patched(path, original, patched, backup):
+    """Save original as backup (unless one exists) and rewrite path in place with patched.
+
+    In place, not by rename: owner, group, mode, hard links and ACLs stay as they are, and a
+    read-only folder only matters for the backup. Returns whether the backup was made now. On any
+    failure the file holds original again, a backup made here is removed, and WriteError says why.
+    """
+    st = os.stat(path)
+    reason = why_not_writable(path, st)
+    if reason:
+        raise WriteError(f"cannot patch {path}: {reason}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(scratch, os.stat(like).st_mode & 0o7777)
-        os.replace(scratch, path)
-    except BaseException:
-        os.unlink(scratch)
-        raise
+        target = open(path, "r+b")  # an immutable file (chattr +i) or a read-only mount fails here
+    except OSError as error:
+        raise WriteError(f"cannot open {path} for writing ({error.strerror})") from None
+    with target:
+        made_backup = False
+        if not os.path.exists(backup):
+            try:
+                saved = open(backup, "xb")
+            except OSError as error:
+                raise WriteError(f"cannot save the original as {backup} ({error.strerror}); the folder must "
+                                 "be writable for the backup") from None
+            made_backup = True
+            try:
+                with saved:
+                    saved.write(original)
+            except OSError as error:
+                os.unlink(backup)
+                raise WriteError(f"cannot save the original as {backup} ({error.strerror})") from None
+        try:
+            rewrite(target, patched)
+        except OSError as error:
+            rewrite(target, original)  # should this fail too, the backup stays: it is the original's copy
+            if made_backup:
+                os.unlink(backup)
+            raise WriteError(f"cannot write {path} ({error.strerror}); it holds its original text again") from None
+    return made_backup
 
 
 def field_number(value):
@@ -539,13 +607,12 @@ def main(argv=None):
         print("\n".join(result.changes))
         return EXIT_NOT_PATCHED
     backup = path + ".orig"
-    if not os.path.exists(backup):
-        with open(backup, "wb") as f:
-            f.write(original)
-        saved = f"original saved as {backup}"
-    else:
-        saved = f"kept the existing backup {backup}"
-    write_atomically(path, result.text, path)
+    try:
+        made_backup = write_patched(path, original, result.text.encode("utf-8"), backup)
+    except (WriteError, OSError) as error:
+        print(f"{prog}: error: {error}; nothing changed", file=sys.stderr)
+        return EXIT_REFUSED
+    saved = f"original saved as {backup}" if made_backup else f"kept the existing backup {backup}"
     print(f"{prog}: patched {args.proto} ({saved}):")
     print("\n".join(result.changes))
     return EXIT_OK

@@ -7,10 +7,13 @@ then they fail.
 import difflib
 import importlib.util
 import os
+import pathlib
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -430,6 +433,170 @@ def test_crlf_file_stays_crlf(subset):
     assert data.count(b"\n") == data.count(b"\r\n")
     assert SEED_000_LINE.replace("\n", "\r\n").encode() in data
     assert run(subset) == 0 and subset.read_bytes() == data
+
+
+def test_cr_only_file_is_patched_and_stays_cr_only(subset):
+    """protoc takes old-Mac line endings; the patcher must read them as lines, not as one comment."""
+    subset.write_bytes(subset.read_bytes().replace(b"\n", b"\r"))
+    assert run(subset) == 0
+    data = subset.read_bytes()
+    assert b"\n" not in data
+    assert SEED_000_LINE.replace("\n", "\r").encode() in data
+    assert NEXT_ID_AFTER.replace("\n", "\r").encode() in data
+    assert run(subset) == 0 and subset.read_bytes() == data
+
+
+# --- the user's file: permissions, owner, failures -------------------------------------------
+
+def unchanged_and_no_backup(path, original):
+    assert path.read_bytes() == original
+    assert not backup_of(path).exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no scratch file either
+
+
+def test_read_only_file_is_refused_even_for_root(subset, capsys):
+    """Root may write a 0444 file; the patcher decides by the mode bits that nobody is meant to."""
+    original = subset.read_bytes()
+    subset.chmod(0o444)
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert "read-only" in error and "-r--r--r--" in error and "nothing changed" in error
+    unchanged_and_no_backup(subset, original)
+    assert stat.S_IMODE(os.stat(subset).st_mode) == 0o444
+    assert run("--check", subset) == 1  # --check writes nothing, so it still answers
+
+
+def test_patched_file_keeps_owner_group_mode_and_inode(subset):
+    if os.geteuid() != 0:
+        pytest.skip("giving the file another owner needs root")
+    os.chown(subset, 65534, 65534)
+    subset.chmod(0o664)
+    inode = os.stat(subset).st_ino
+    assert run(subset) == 0
+    after = os.stat(subset)
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode), after.st_ino) == (65534, 65534, 0o664, inode)
+    assert SEED_000_LINE in subset.read_text()
+
+
+def test_backup_that_cannot_be_written_changes_nothing(subset, monkeypatch, capsys):
+    """A writable caffe.proto in a read-only folder: the backup cannot be made, so nothing is patched."""
+    original = subset.read_bytes()
+    real_open = open
+
+    def read_only_folder(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".orig") and "x" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(patcher, "open", read_only_folder, raising=False)
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert "cannot save the original as" in error and "folder must be writable" in error
+    unchanged_and_no_backup(subset, original)
+
+
+def test_file_that_cannot_be_opened_for_writing_leaves_no_backup(subset, monkeypatch, capsys):
+    """What an immutable file (chattr +i) or a read-only mount does: open for writing fails."""
+    original = subset.read_bytes()
+    real_open = open
+
+    def immutable(path, mode="r", *args, **kwargs):
+        if str(path).endswith("caffe.proto") and "+" in mode:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(patcher, "open", immutable, raising=False)
+    assert run(subset) == 2
+    assert "Operation not permitted" in capsys.readouterr().err
+    unchanged_and_no_backup(subset, original)
+
+
+def test_failed_write_restores_the_file_and_removes_the_new_backup(subset, monkeypatch, capsys):
+    original = subset.read_bytes()
+    real_rewrite = patcher.rewrite
+
+    def disk_full_once(f, content):
+        if content != original:
+            f.seek(0)
+            f.write(content[:100])  # a partial write, then the error
+            raise OSError(28, "No space left on device")
+        real_rewrite(f, content)
+    monkeypatch.setattr(patcher, "rewrite", disk_full_once)
+    assert run(subset) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    unchanged_and_no_backup(subset, original)
+
+
+@pytest.fixture
+def immutable_file(subset):
+    if subprocess.run(["chattr", "+i", str(subset)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    yield subset
+    subprocess.run(["chattr", "-i", str(subset)], check=True)
+
+
+def test_immutable_file_gives_a_message_and_no_stray_backup(immutable_file):
+    original = immutable_file.read_bytes()
+    result = subprocess.run([sys.executable, PATCHER, str(immutable_file)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "immutable" in result.stderr
+    unchanged_and_no_backup(immutable_file, original)
+
+
+@pytest.fixture
+def foreign_user_copy():
+    """A tree and a copy of the patcher that user nobody can reach (pytest's tmp folders are root's 0700),
+    and a function running the patcher as nobody: the permission cases that root would pass through."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the patcher as another user")
+    root = tempfile.mkdtemp(prefix="patcher-as-nobody-")
+    os.chmod(root, 0o755)
+    tool = os.path.join(root, "tool")
+    shutil.copytree(os.path.dirname(PATCHER), tool)
+    folder = pathlib.Path(root) / "tree"
+    folder.mkdir()
+    shutil.copyfile(FIXTURE, folder / "caffe.proto")
+
+    def patch(*argv):
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               os.path.realpath(sys.executable), os.path.join(tool, "patch_caffe_proto.py"),
+                               *map(str, argv)], capture_output=True, text=True)
+    yield folder, patch
+    shutil.rmtree(root)
+
+
+def test_writable_file_in_a_read_only_folder_is_refused_cleanly(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    proto = folder / "caffe.proto"
+    proto.chmod(0o666)  # the file is writable for nobody, its root-owned 0755 folder is not
+    original = proto.read_bytes()
+    result = patch(proto)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "cannot save the original" in result.stderr
+    unchanged_and_no_backup(proto, original)
+    assert patch("--check", proto).returncode == 1
+
+
+def test_root_owned_file_patched_by_another_user_stays_root_owned(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    folder.chmod(0o777)
+    proto = folder / "caffe.proto"
+    proto.chmod(0o666)
+    result = patch(proto)
+    assert result.returncode == 0, result.stderr
+    after = os.stat(proto)
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o666)
+    assert SEED_000_LINE in proto.read_text()
+    assert backup_of(proto).read_bytes() == open(FIXTURE, "rb").read()
+
+
+def test_file_another_user_cannot_write_is_refused(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    folder.chmod(0o777)  # today's rename would replace it: the folder allows that, the file does not
+    proto = folder / "caffe.proto"
+    proto.chmod(0o644)
+    original = proto.read_bytes()
+    result = patch(proto)
+    assert result.returncode == 2 and "not writable" in result.stderr, result.stderr
+    unchanged_and_no_backup(proto, original)
 
 
 # --- the result compiles and has our defaults ------------------------------------------------
