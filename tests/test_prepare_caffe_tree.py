@@ -63,6 +63,17 @@ def test_mirror_has_overlay_patches_and_proto_additions(fake_caffe, tmp_path):
     assert "message HardNetLossParameter" in proto
 
 
+def test_patch_at_an_offset_leaves_no_backup_in_the_mirror(fake_caffe, tmp_path):
+    """A fork's io.cpp with the call a few lines lower: patch applies at an offset and must not add io.cpp.orig."""
+    io_cpp = fake_caffe / IO_CPP
+    io_cpp.write_text("// a fork's extra line\n" * 5 + io_cpp.read_text())
+    mirror = tmp_path / "mirror"
+    prepare(fake_caffe, mirror)
+    assert "SetTotalBytesLimit(kProtoReadBytesLimit);" in (mirror / IO_CPP).read_text()
+    assert [p.name for p in (mirror / "src/caffe/util").iterdir()] == ["io.cpp"]
+    assert not [p for p in mirror.rglob("*") if p.suffix in (".orig", ".rej")]
+
+
 def test_rerun_writes_nothing(fake_caffe, tmp_path):
     mirror = tmp_path / "mirror"
     prepare(fake_caffe, mirror)
