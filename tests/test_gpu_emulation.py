@@ -86,3 +86,26 @@ def test_hardnet_nonfinite_policy_steps(emulator, dtype):
     backward that is NaN everywhere."""
     mismatches, out = emulator("hardnet_gpu_emulation", "policy", dtype)
     assert mismatches == 0, out
+
+
+@pytest.mark.parametrize("dtype", ["float", "double"])
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_contrastive_radix_select_picks_as_the_cpu(emulator, dtype, seed):
+    """The device radix select (the kinds read from block-shared memory) picks the CPU's pairs, ties by index,
+    n across the 1-, 2- and 3-byte index widths."""
+    mismatches, out = emulator("contrastive_gpu_emulation", "select", dtype, seed)
+    assert mismatches == 0, out
+
+
+@pytest.mark.parametrize("dtype", ["float", "double"])
+def test_contrastive_backward_flag_protocol(emulator, dtype):
+    """The backward keeps its non-finite flag in the first gradient element and writes that element last: finite
+    batches give the CPU's gradients bit for bit (either buffer may be absent), a non-finite pair NaN everywhere."""
+    mismatches, out = emulator("contrastive_gpu_emulation", "backward", dtype, 1)
+    assert mismatches == 0, out
+
+
+@pytest.mark.parametrize("check,plant", [("select", "index_order"), ("backward", "slot_early")])
+def test_contrastive_comparison_catches_a_planted_bug(emulator, check, plant):
+    mismatches, _ = emulator("contrastive_gpu_emulation", check, "float", 1, plant)
+    assert mismatches > 0

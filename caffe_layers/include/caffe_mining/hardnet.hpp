@@ -324,8 +324,33 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 
 // ---------------------------------------------------------------------------------------------------------------
 // CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same contracts as the CPU functions with device
-// pointers (uniforms too), kernels queued on `stream`; the GEMMs run on whatever stream `cublas` is bound to (bind it
-// to `stream`, or pass the stream cublas uses). `loss` is a device pointer; loss_weight is a host value.
+// pointers (uniforms too); `loss` is a device pointer, loss_weight a host value. Everything, the GEMMs included, is
+// queued on `stream` with no host synchronisation: for the call, `cublas` is set to `stream` and to host pointer
+// mode (alpha and beta are host scalars), and its previous stream and pointer mode are restored before returning.
+//
+// What the GPU guarantees, and where it differs from the CPU by design:
+//   - Deterministic: the same inputs give the same bits on every run (no floating-point atomics; every sum has a
+//     fixed order).
+//   - Decisions as the CPU's rule, made by the same element functions (hardnet_gpu_steps.hpp; the CPU tests run
+//     those steps serially against the CPU core and find the same picks, counts and values bit for bit when they are
+//     fed the same dot products and norms). MIN without anchor swap mines on the squared distance as the CPU does
+//     (one square root per row; `dist` then keeps the dot products, as on the CPU).
+//   - Inputs differ in the last bits: the dot products come from cuBLAS (its own blocking, FMA) and the squared
+//     norms from a warp's tree sum with FMA, neither bit-equal to cblas on the CPU. So D, and a pick that sits
+//     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ;
+//     on each path a GEMM computes every entry with the same reduction, so identical rows give identical
+//     distances and their ties resolve by index as specified. SOFTMAX uses the device's expf/log1pf (within 2 ulp
+//     of glibc's), and the loss mean and AVERAGE's sums add in a tree order, so those values agree with the CPU's
+//     up to rounding: the GPU tests compare with the CPU at the relative tolerance of tests/gpu/gpu_support.py
+//     (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product exact (dyadic values).
+//   - MIN/RANDOM backward: each gradient element is summed in the CPU's order (rows increasing, a row's positive
+//     pair then its negative), every product rounded before it is added (no FMA), so given the same mining outputs
+//     and inputs the gradients are the CPU's bit for bit; AVERAGE goes through two GEMMs (rounding differs).
+//   - Non-finite inputs (a non-finite squared norm, or 2 (max|a|^2 + max|p|^2) overflowing): loss NaN, every row
+//     empty (neg_index -1, neg_count 0, valid_rows 0, row_loss 0) with pos_dist NaN, which tells the backward to
+//     write NaN into every gradient element. With AVERAGE and no valid row the gradients are +0 as on the CPU
+//     (the GEMMs, queued before the device knows, still run).
+//   - Needs IEEE square roots (the default; never build this file with -use_fast_math).
 
 template <typename Dtype>
 void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
