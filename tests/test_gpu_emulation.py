@@ -74,9 +74,11 @@ def test_hardnet_backward_comparison_catches_a_planted_bug(emulator, plant):
     assert mismatches > 0
 
 
-def test_hardnet_mining_comparison_catches_a_planted_bug(emulator):
-    """Taking the last instead of the first column among equal minima is seen."""
-    mismatches, _ = emulator("hardnet_gpu_emulation", "forward", "float", 1, "last_tie")
+@pytest.mark.parametrize("plant", ["last_tie", "tile_ij", "rank_up"])
+def test_hardnet_mining_comparison_catches_a_planted_bug(emulator, plant):
+    """The last instead of the first column among equal minima, a swap tile loaded untransposed, RANDOM one
+    candidate off: each is seen."""
+    mismatches, _ = emulator("hardnet_gpu_emulation", "forward", "float", 1, plant)
     assert mismatches > 0
 
 

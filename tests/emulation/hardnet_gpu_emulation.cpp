@@ -8,7 +8,8 @@
 // Prints "cases=<c> compared=<k> mismatches=<m>" last (and the first mismatches before); exit status 0.
 // plant (a deliberate bug, to show the comparison catches it): backward: order (a row's incoming terms in
 // decreasing i), own_last (own terms after the incoming ones), fma (fused multiply-add in the incoming terms);
-// forward: last_tie (the highest column among equal minima).
+// forward: last_tie (the highest column among equal minima), tile_ij (the swap tile loaded untransposed), rank_up
+// (RANDOM takes the next valid candidate).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -112,7 +113,7 @@ void emulate_squared_min_rows(int n, const Dtype* dots, const Dtype* sq_norm_a, 
   }
 }
 
-// ---- forward: mine_rows_kernel, a warp per row on D (the swap tile holds D_ji: the same values)
+// ---- forward: mine_rows_kernel, a block of kTileRows rows, a warp per row, D_ji from the block's swap tile
 
 template <typename Dtype>
 void emulate_mine_rows(int n, const Dtype* dist, const Dtype* labels, const Dtype* uniforms,
@@ -121,44 +122,81 @@ void emulate_mine_rows(int n, const Dtype* dist, const Dtype* labels, const Dtyp
   const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
   const bool swap = options.anchor_swap;
   const bool average = options.batch_reduce == HardNetBatchReduce::kAverage;
-  auto candidate = [&](int i, int j) {
+  Dtype tile[kWarp][kTileRows];
+  auto load_tile = [&](int i0, int j0) {  // load_swap_tile, thread by thread
+    for (int t = 0; t < kWarp * kTileRows; ++t) {
+      const TileCell cell = swap_tile_cell(t);
+      const int j = j0 + cell.column, i = i0 + cell.row;
+      const std::size_t source = g_plant == "tile_ij" ? static_cast<std::size_t>(i) * n + j
+                                                       : static_cast<std::size_t>(j) * n + i;
+      tile[cell.column][cell.row] = j < n && i < n ? dist[source] : Dtype(0);
+    }
+  };
+  auto candidate = [&](int i, int w, int lane, int j) {  // tile_candidate
     const Dtype d_ij = dist[static_cast<std::size_t>(i) * n + j];
     const bool valid_ij = hardnet_negative_valid(labels, i, j, d_ij, threshold);
     if (!swap) return hardnet_candidate_of(d_ij, valid_ij, d_ij, false, false);
-    const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
+    const Dtype d_ji = tile[lane][w];
     return hardnet_candidate_of(d_ij, valid_ij, d_ji, hardnet_negative_valid(labels, j, i, d_ji, threshold), true);
   };
-  for (int i = 0; i < n; ++i) {
-    const Dtype pos = dist[static_cast<std::size_t>(i) * n + i];
-    RowShare<Dtype> lanes[kWarp];
-    for (int lane = 0; lane < kWarp; ++lane) {
-      lanes[lane] = row_share_start<Dtype>();
-      for (int j = lane; j < n; j += kWarp) {
-        row_share_add(&lanes[lane], candidate(i, j), j, pos, options.loss_type, margin, average);
-      }
+  for (int i0 = 0; i0 < n; i0 += kTileRows) {
+    RowShare<Dtype> lanes[kTileRows][kWarp];
+    for (int w = 0; w < kTileRows; ++w) {
+      for (int lane = 0; lane < kWarp; ++lane) lanes[w][lane] = row_share_start<Dtype>();
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {  // __shfl_down_sync: lane l merges lane l + offset
-      RowShare<Dtype> before[kWarp];
-      for (int lane = 0; lane < kWarp; ++lane) before[lane] = lanes[lane];
-      for (int lane = 0; lane < offset; ++lane) row_share_merge(&lanes[lane], before[lane + offset]);
-    }
-    const int count = lanes[0].count;
-    int chosen = lanes[0].hardest;
-    if (options.batch_reduce == HardNetBatchReduce::kRandom) {
-      chosen = -1;
-      int rank = count > 0 ? hardnet_random_rank(uniforms[i], count) : 0;
-      for (int j0 = 0; j0 < n && count > 0 && chosen < 0; j0 += kWarp) {
-        unsigned int valid_mask = 0;
+    for (int j0 = 0; j0 < n; j0 += kWarp) {
+      if (swap) load_tile(i0, j0);
+      for (int w = 0; w < kTileRows && i0 + w < n; ++w) {
+        const int i = i0 + w;
+        const Dtype pos = dist[static_cast<std::size_t>(i) * n + i];
         for (int lane = 0; lane < kWarp && j0 + lane < n; ++lane) {
-          if (candidate(i, j0 + lane).valid) valid_mask |= 1u << lane;
+          row_share_add(&lanes[w][lane], candidate(i, w, lane, j0 + lane), j0 + lane, pos, options.loss_type,
+                        margin, average);
         }
-        const int hit_lane = rank_in_chunk(valid_mask, &rank);
-        if (hit_lane >= 0) chosen = j0 + hit_lane;
       }
     }
-    HardNetCandidate<Dtype> cand = {Dtype(0), false, false};
-    if (chosen >= 0) cand = hardnet_candidate(dist, labels, n, i, chosen, threshold, swap);
-    write_row(mining, i, pos, count, chosen, cand, lanes[0].loss_sum, lanes[0].dpos_sum, options);
+    int count[kTileRows], chosen[kTileRows], rank[kTileRows];
+    for (int w = 0; w < kTileRows && i0 + w < n; ++w) {
+      RowShare<Dtype>* share = lanes[w];
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) {  // __shfl_down_sync: lane l merges lane l + offset
+        RowShare<Dtype> before[kWarp];
+        for (int lane = 0; lane < kWarp; ++lane) before[lane] = share[lane];
+        for (int lane = 0; lane < offset; ++lane) row_share_merge(&share[lane], before[lane + offset]);
+      }
+      count[w] = share[0].count;
+      chosen[w] = share[0].hardest;
+      rank[w] = count[w] > 0 ? hardnet_random_rank(uniforms[i0 + w], count[w]) : 0;
+      if (g_plant == "rank_up" && rank[w] + 1 < count[w]) ++rank[w];
+    }
+    if (options.batch_reduce == HardNetBatchReduce::kRandom) {
+      bool done[kTileRows];
+      for (int w = 0; w < kTileRows; ++w) {
+        done[w] = i0 + w >= n || count[w] == 0;
+        if (i0 + w < n) chosen[w] = -1;
+      }
+      for (int j0 = 0; j0 < n; j0 += kWarp) {
+        if (swap) load_tile(i0, j0);
+        for (int w = 0; w < kTileRows; ++w) {
+          if (done[w]) continue;
+          unsigned int valid_mask = 0;
+          for (int lane = 0; lane < kWarp && j0 + lane < n; ++lane) {
+            if (candidate(i0 + w, w, lane, j0 + lane).valid) valid_mask |= 1u << lane;
+          }
+          const int hit_lane = rank_in_chunk(valid_mask, &rank[w]);
+          if (hit_lane >= 0) {
+            chosen[w] = j0 + hit_lane;
+            done[w] = true;
+          }
+        }
+      }
+    }
+    for (int w = 0; w < kTileRows && i0 + w < n; ++w) {
+      const int i = i0 + w;
+      HardNetCandidate<Dtype> cand = {Dtype(0), false, false};
+      if (chosen[w] >= 0) cand = hardnet_candidate(dist, labels, n, i, chosen[w], threshold, swap);
+      write_row(mining, i, dist[static_cast<std::size_t>(i) * n + i], count[w], chosen[w], cand,
+                lanes[w][0].loss_sum, lanes[w][0].dpos_sum, options);
+    }
   }
 }
 

@@ -67,6 +67,20 @@ CM_HOST_DEVICE void squared_minimum_merge(SquaredMinimum<Dtype>* s, const Square
 // ---- Forward, every other reduction: one warp per row on the distance matrix, lane-interleaved columns; with
 // ---- anchor swap, D_ji comes from a block-shared transposed tile (coalesced column reads).
 
+/// Rows per block of that kernel (a warp each); its 32 x kTileRows swap tile holds D_ji for the block's rows i and
+/// the 32 columns j of the current chunk.
+constexpr int kTileRows = 8;
+
+/// The tile cell that thread `thread` (0 .. 32 * kTileRows - 1) loads: tile[column][row] = D[j0 + column][i0 + row],
+/// consecutive threads on consecutive i (coalesced); the warp of row i0 + w reads tile[lane][w].
+struct TileCell {
+  int column, row;
+};
+CM_HOST_DEVICE TileCell swap_tile_cell(int thread) {
+  TileCell cell = {thread / kTileRows, thread % kTileRows};
+  return cell;
+}
+
 /// One lane's (then the warp's) share of a row for any reduction.
 template <typename Dtype>
 struct RowShare {

@@ -21,10 +21,12 @@ namespace caffe_mining {
 
 namespace {
 
+using hardnet_gpu::kTileRows;
 using hardnet_gpu::kWarp;
 
 constexpr int kThreads = 256;                 // threads per block; a power of two for the tree reductions
 constexpr int kWarpsPerBlock = kThreads / kWarp;
+static_assert(kWarpsPerBlock == kTileRows, "mine_rows_kernel: one warp per row of the swap tile");
 constexpr int kMaxBlocks = 65535;
 constexpr unsigned int kFullMask = 0xffffffffu;
 
@@ -206,9 +208,9 @@ struct SwapTile {
 
 template <typename Dtype>
 __device__ __forceinline__ void load_swap_tile(int n, const Dtype* dist, int i0, int j0, SwapTile<Dtype>* tile) {
-  const int c = threadIdx.x / kWarpsPerBlock, r = threadIdx.x % kWarpsPerBlock;
-  const int j = j0 + c, i = i0 + r;
-  tile->d_ji[c][r] = j < n && i < n ? dist[static_cast<std::size_t>(j) * n + i] : Dtype(0);
+  const hardnet_gpu::TileCell cell = hardnet_gpu::swap_tile_cell(threadIdx.x);
+  const int j = j0 + cell.column, i = i0 + cell.row;
+  tile->d_ji[cell.column][cell.row] = j < n && i < n ? dist[static_cast<std::size_t>(j) * n + i] : Dtype(0);
 }
 
 template <typename Dtype>
