@@ -337,9 +337,10 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 //     (one square root per row; `dist` then keeps the dot products, as on the CPU).
 //   - Inputs differ in the last bits: the dot products come from cuBLAS (its own blocking, FMA) and the squared
 //     norms from a warp's tree sum with FMA, neither bit-equal to cblas on the CPU. So D, and a pick that sits
-//     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ;
-//     on each path a GEMM computes every entry with the same reduction, so identical rows give identical
-//     distances and their ties resolve by index as specified. SOFTMAX uses the device's expf/log1pf (within 2 ulp
+//     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ.
+//     Within one path identical rows give identical distances, and their ties resolve by index as specified: the
+//     norms are summed alike for every row, and a GEMM of this shape (k = dim, no split of k) reduces every entry
+//     the same way, in OpenBLAS and in cuBLAS (which measures it, tests/gpu, but does not promise it). SOFTMAX uses the device's expf/log1pf (within 2 ulp
 //     of glibc's), and the loss mean and AVERAGE's sums add in a tree order, so those values agree with the CPU's
 //     up to rounding: the GPU tests compare with the CPU at the relative tolerance of tests/gpu/gpu_support.py
 //     (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product exact (dyadic values).
