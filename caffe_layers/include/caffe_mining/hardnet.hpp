@@ -340,10 +340,11 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 //     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ.
 //     Within one path identical rows give identical distances, and their ties resolve by index as specified: the
 //     norms are summed alike for every row, and a GEMM of this shape (k = dim, no split of k) reduces every entry
-//     the same way in OpenBLAS and, in practice, in cuBLAS (which does not promise it: a GPU test checks it). SOFTMAX uses the device's expf/log1pf (within 2 ulp
-//     of glibc's), and the loss mean and AVERAGE's sums add in a tree order, so those values agree with the CPU's
-//     up to rounding: the GPU tests compare with the CPU at the relative tolerance of tests/gpu/gpu_support.py
-//     (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product exact (dyadic values).
+//     the same way in OpenBLAS and, in practice, in cuBLAS (which does not promise it: a GPU test checks it).
+//   - Values up to rounding: SOFTMAX uses the device's expf/log1pf (within 2 ulp of glibc's), and the loss mean and
+//     AVERAGE's sums add in a tree order. The GPU tests compare with the CPU at the relative tolerance of
+//     tests/gpu/gpu_support.py (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product
+//     and sum exact (dyadic values of few bits).
 //   - MIN/RANDOM backward: each gradient element is summed in the CPU's order (rows increasing, a row's positive
 //     pair then its negative), every product rounded before it is added (no FMA), so given the same mining outputs
 //     and inputs the gradients are the CPU's bit for bit; AVERAGE goes through two GEMMs (rounding differs).
