@@ -281,6 +281,11 @@ void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bo
 // ---- CUDA twins: same arguments, device pointers, asynchronous on `stream`. Defined in the .cu, ----
 // ---- available only in CUDA builds.                                                             ----
 // Launch errors are left to the caller (cudaGetLastError; Caffe's CUDA_POST_KERNEL_CHECK).
+// Deterministic: no floating-point atomics, every sum in a fixed order, so a rerun gives the same bits.
+// dist_sq is a warp's tree sum (with FMA), not cblas's dot: it can differ from the CPU's in the last bits, and so
+// can a pick between pairs whose costs are equal on one path only; equal inputs give equal costs on each path.
+// Non-finite dist_sq in any pair: the loss is NaN and the backward writes NaN into every gradient element (the
+// backward keeps its flag in the first gradient buffer's element 0 until it writes that element last).
 
 /// Bytes of device workspace contrastive_forward_gpu needs for n pairs (256-byte aligned base).
 size_t contrastive_workspace_bytes_gpu(int n);
@@ -295,7 +300,8 @@ void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stre
  *
  * The whole selection runs on the device with no host synchronisation: a radix select over the
  * (hardness key, inverted index) bits finds, per kind, the K_kind-th hardest pair in O(n) per digit
- * pass; a pair is picked when it is at least as hard. Ties resolve exactly as on the CPU.
+ * pass; a pair is picked when it is at least as hard. Ties between equal costs resolve exactly as on
+ * the CPU (by index); costs themselves can differ from the CPU's in the last bits (see above).
  */
 template <typename Dtype>
 void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,

@@ -150,6 +150,42 @@ CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype do
   return hardnet_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
 }
 
+// Mining on the squared scale (MIN without anchor swap, both paths): with x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps,
+// D = sqrt(x) is correctly rounded (IEEE sqrt on the CPU and, without -use_fast_math, on the device) and so
+// non-decreasing in x. Every comparison the rule makes (D against the duplicate threshold, the row's smallest D) can
+// then be made on x with exact bounds, and the square root is taken for the row's minimum only.
+
+CM_HOST_DEVICE float hardnet_next_up(float x) { return nextafterf(x, INFINITY); }
+CM_HOST_DEVICE double hardnet_next_up(double x) { return nextafter(x, static_cast<double>(INFINITY)); }
+CM_HOST_DEVICE float hardnet_next_down(float x) { return nextafterf(x, 0.0f); }
+CM_HOST_DEVICE double hardnet_next_down(double x) { return nextafter(x, 0.0); }
+
+/// x of hardnet_distance (D = sqrt(x)), the same operations in the same order.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
+  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
+  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
+}
+
+/// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_squared_threshold(Dtype threshold) {
+  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
+  Dtype x = threshold * threshold;  // within an ulp or two of the bound
+  while (hardnet_sqrt(x) < threshold) x = hardnet_next_up(x);
+  while (x > Dtype(0) && hardnet_sqrt(hardnet_next_down(x)) >= threshold) x = hardnet_next_down(x);
+  return x;
+}
+
+/// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_largest_with_same_root(Dtype x_min) {
+  const Dtype root = hardnet_sqrt(x_min);
+  Dtype x = x_min;
+  while (x < Dtype(INFINITY) && hardnet_sqrt(hardnet_next_up(x)) == root) x = hardnet_next_up(x);
+  return x;
+}
+
 /// softplus(x) = log(1 + e^x) without overflow for large |x|.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype hardnet_softplus(Dtype x) {
@@ -227,25 +263,33 @@ struct HardNetCandidate {
   bool swapped;
 };
 
-/// Candidate j of row i from the distance matrix (n x n, row-major). With anchor_swap the smaller valid one of
-/// D_ij and D_ji; at equal value D_ij (not swapped).
+/// Candidate j of row i from its two values: D_ij (valid_ij) and, with anchor_swap, D_ji (valid_ji). The smaller
+/// valid one; at equal value D_ij (not swapped).
+template <typename Dtype>
+CM_HOST_DEVICE HardNetCandidate<Dtype> hardnet_candidate_of(Dtype d_ij, bool valid_ij, Dtype d_ji, bool valid_ji,
+                                                           bool anchor_swap) {
+  HardNetCandidate<Dtype> cand;
+  cand.value = d_ij;
+  cand.valid = valid_ij;
+  cand.swapped = false;
+  if (anchor_swap && valid_ji && (!valid_ij || d_ji < d_ij)) {
+    cand.value = d_ji;
+    cand.valid = true;
+    cand.swapped = true;
+  }
+  return cand;
+}
+
+/// Candidate j of row i from the distance matrix (n x n, row-major): hardnet_candidate_of D_ij and D_ji.
 template <typename Dtype>
 CM_HOST_DEVICE HardNetCandidate<Dtype> hardnet_candidate(const Dtype* dist, const Dtype* labels, int n, int i, int j,
                                                         Dtype duplicate_threshold, bool anchor_swap) {
-  HardNetCandidate<Dtype> cand;
   const Dtype d_ij = dist[static_cast<std::size_t>(i) * n + j];
-  cand.value = d_ij;
-  cand.valid = hardnet_negative_valid(labels, i, j, d_ij, duplicate_threshold);
-  cand.swapped = false;
-  if (anchor_swap) {
-    const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
-    if (hardnet_negative_valid(labels, j, i, d_ji, duplicate_threshold) && (!cand.valid || d_ji < d_ij)) {
-      cand.value = d_ji;
-      cand.valid = true;
-      cand.swapped = true;
-    }
-  }
-  return cand;
+  const bool valid_ij = hardnet_negative_valid(labels, i, j, d_ij, duplicate_threshold);
+  if (!anchor_swap) return hardnet_candidate_of(d_ij, valid_ij, d_ij, false, false);
+  const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
+  return hardnet_candidate_of(d_ij, valid_ij, d_ji, hardnet_negative_valid(labels, j, i, d_ji, duplicate_threshold),
+                              true);
 }
 
 /// MIN order: (value, j) lexicographic; index -1 means "none yet" and loses to any real candidate.
@@ -319,8 +363,35 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 
 // ---------------------------------------------------------------------------------------------------------------
 // CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same contracts as the CPU functions with device
-// pointers (uniforms too), kernels queued on `stream`; the GEMMs run on whatever stream `cublas` is bound to (bind it
-// to `stream`, or pass the stream cublas uses). `loss` is a device pointer; loss_weight is a host value.
+// pointers (uniforms too); `loss` is a device pointer, loss_weight a host value. Everything, the GEMMs included, is
+// queued on `stream` with no host synchronisation: for the call, `cublas` is set to `stream` and to host pointer
+// mode (alpha and beta are host scalars), and its previous stream and pointer mode are restored before returning.
+//
+// What the GPU guarantees, and where it differs from the CPU by design:
+//   - Deterministic: the same inputs give the same bits on every run (no floating-point atomics; every sum has a
+//     fixed order).
+//   - Decisions as the CPU's rule, made by the same element functions (hardnet_gpu_steps.hpp; the CPU tests run
+//     those steps serially against the CPU core and find the same picks, counts and values bit for bit when they are
+//     fed the same dot products and norms). MIN without anchor swap mines on the squared distance as the CPU does
+//     (one square root per row; `dist` then keeps the dot products, as on the CPU).
+//   - Inputs differ in the last bits: the dot products come from cuBLAS (its own blocking, FMA) and the squared
+//     norms from a warp's tree sum with FMA, neither bit-equal to cblas on the CPU. So D, and a pick that sits
+//     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ.
+//     Within one path identical rows give identical distances, and their ties resolve by index as specified: the
+//     norms are summed alike for every row, and a GEMM of this shape (k = dim, no split of k) reduces every entry
+//     the same way in OpenBLAS and, in practice, in cuBLAS (which does not promise it: a GPU test checks it).
+//   - Values up to rounding: SOFTMAX uses the device's expf/log1pf (within 2 ulp of glibc's), and the loss mean and
+//     AVERAGE's sums add in a tree order. The GPU tests compare with the CPU at the relative tolerance of
+//     tests/gpu/gpu_support.py (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product
+//     and sum exact (dyadic values of few bits).
+//   - MIN/RANDOM backward: each gradient element is summed in the CPU's order (rows increasing, a row's positive
+//     pair then its negative), every product rounded before it is added (no FMA), so given the same mining outputs
+//     and inputs the gradients are the CPU's bit for bit; AVERAGE goes through two GEMMs (rounding differs).
+//   - Non-finite inputs (a non-finite squared norm, or 2 (max|a|^2 + max|p|^2) overflowing): loss NaN, every row
+//     empty (neg_index -1, neg_count 0, row_loss 0, pos_dist NaN) and valid_rows -1, which tells the backward to
+//     write NaN into every gradient element, exactly as on the CPU. With AVERAGE and no valid row the gradients are +0 as on the CPU
+//     (the GEMMs, queued before the device knows, still run).
+//   - Needs IEEE square roots (the default; never build this file with -use_fast_math).
 
 template <typename Dtype>
 void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,

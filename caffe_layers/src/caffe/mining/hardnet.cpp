@@ -95,32 +95,19 @@ struct RowMining {
 // comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
 // exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
 
-// x of hardnet_distance, the same operations in the same order.
+// The squared-scale helpers (x of hardnet_distance, the threshold on x, the largest x with the same root) are the
+// header's, shared with the CUDA path.
 template <typename Dtype>
 inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
-  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
+  return hardnet_squared_distance(sq_norm_a, sq_norm_p, dot, eps);
 }
-
-// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
 template <typename Dtype>
 Dtype squared_threshold(Dtype threshold) {
-  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
-  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
-  Dtype x = threshold * threshold;  // within an ulp or two of the bound
-  while (std::sqrt(x) < threshold) x = std::nextafter(x, kInf);
-  while (x > Dtype(0) && std::sqrt(std::nextafter(x, Dtype(0))) >= threshold) x = std::nextafter(x, Dtype(0));
-  return x;
+  return hardnet_squared_threshold(threshold);
 }
-
-// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
 template <typename Dtype>
 Dtype largest_with_same_root(Dtype x_min) {
-  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
-  const Dtype root = std::sqrt(x_min);
-  Dtype x = x_min;
-  while (x < kInf && std::sqrt(std::nextafter(x, kInf)) == root) x = std::nextafter(x, kInf);
-  return x;
+  return hardnet_largest_with_same_root(x_min);
 }
 
 // Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
