@@ -19,14 +19,15 @@ def run_gpu_suite(standin, *args):
 
 
 def test_gpu_suite_passes_on_the_cpu_standin():
-    result = run_gpu_suite("cpu", "-k", "not large_batch")  # N = 4096 costs seconds on the CPU, tells nothing new
+    # N = 4096 costs seconds on the CPU and tells nothing new; identical float32 rows do not tie on the CPU core
+    # (OpenBLAS's sgemm gives copies different dot products), which that GPU test asks of the GPU only.
+    result = run_gpu_suite("cpu", "-k", "not large_batch and not identical_rows")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "GPU tests did not run" not in result.stdout
 
 
 # Tests of decisions and values; where the plant cannot apply (N = 1, or N = 2 for HardNet) they pass.
-PLANTED_SELECTION = ("every_option or (radix_select and 257) or (sizes_that and 65) or memcheck or random_takes "
-                     "or (non_finite and nan and MIN)")
+PLANTED_SELECTION = "every_option or (radix_select and 257) or (sizes_that and 65) or memcheck or random_takes"
 PLANT_CANNOT_APPLY = {"test_memcheck_contrastive[1]", "test_memcheck_hardnet[2]"}
 
 

@@ -1,25 +1,32 @@
-// Argument checks and their error messages, shared by the CPU bindings (_core.cpp) and the CUDA bindings
-// (_core_cuda.cpp), so that both raise the same exception with the same text for the same bad argument.
-// Header-only; every function throws a pybind11 exception (TypeError or ValueError) or returns.
+// Argument checks of the CUDA bindings (_core_cuda.cpp), written to raise what the CPU bindings (_core.cpp) raise
+// for the same bad argument: the same exception and the same text (tests/gpu compare them call by call). Shapes
+// are read from __cuda_array_interface__ here, so these helpers take shape vectors and dtype names; the option
+// rules themselves are the core's (caffe_mining/option_checks.hpp and the losses' *_options_problem).
+// TODO(lead): _core.cpp could use these helpers too, so that the two cannot drift.
 #ifndef CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 #define CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cctype>
 #include <climits>
-#include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "caffe_mining/hardnet.hpp"
+#include "caffe_mining/option_checks.hpp"
 
 namespace caffe_mining_bindings {
 
 namespace py = pybind11;
 
 using Shape = std::vector<py::ssize_t>;
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 /// A shape as Python prints a tuple: (3, 4), (3,), ().
 inline std::string shape_repr(const Shape& shape) {
@@ -28,6 +35,10 @@ inline std::string shape_repr(const Shape& shape) {
   for (size_t k = 0; k < shape.size(); ++k) out << (k ? ", " : "") << shape[k];
   out << (shape.size() == 1 ? ",)" : ")");
   return out.str();
+}
+
+inline void raise_if(const std::string& problem) {
+  if (!problem.empty()) throw py::value_error(problem);
 }
 
 /// N and D of a feature array: (N, D) or (N, D, 1, 1).
@@ -72,15 +83,26 @@ inline void check_same(const std::string& first_dtype, const Shape& first_shape,
 }
 
 [[noreturn]] inline void throw_non_finite(const char* name, double value, long long row) {
-  throw py::value_error(std::string(name) + " holds a non-finite value (" + std::to_string(value) + ") at row " +
-                        std::to_string(row) + "; pass check_finite=False to compute anyway");
+  throw py::value_error(std::string(name) + " holds a non-finite value (" + caffe_mining::format_value(value) +
+                        ") at row " + std::to_string(row) + "; pass check_finite=False to compute anyway");
 }
 
-[[noreturn]] inline void throw_not_real_array(const char* name, const py::object& values) {
-  throw py::type_error(std::string(name) + " must be an array of real numbers. Got: " +
-                       py::repr(values).cast<std::string>());
+/// N values (any shape) converted to T, as _core converts them.
+template <typename T>
+CArray<T> per_row_values(const py::object& values, const char* name, int n) {
+  CArray<T> converted = values.is_none() ? CArray<T>() : CArray<T>::ensure(values);
+  if (values.is_none() || !converted) {
+    throw py::type_error(std::string(name) + " must be an array of real numbers. Got: " +
+                         py::repr(values).cast<std::string>());
+  }
+  if (converted.size() != n) {
+    throw py::value_error(std::string(name) + " must hold N = " + std::to_string(n) + " values. Got: " +
+                          std::to_string(converted.size()));
+  }
+  return converted;
 }
 
+/// The row count of a device array of per-row values, with _core's message.
 inline void check_row_count(const char* name, py::ssize_t size, int n) {
   if (size != n) {
     throw py::value_error(std::string(name) + " must hold N = " + std::to_string(n) + " values. Got: " +
@@ -88,24 +110,63 @@ inline void check_row_count(const char* name, py::ssize_t size, int n) {
   }
 }
 
-// ---- MiningContrastiveLoss ----
-
-inline void check_contrastive_options(int mining_ratio, double margin, double loss_weight) {
-  if (mining_ratio < 1) {
-    throw py::value_error("mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio));
-  }
-  if (!std::isfinite(margin)) throw py::value_error("margin must be finite. Got: " + std::to_string(margin));
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
-}
-
 [[noreturn]] inline void throw_invalid_sim(int index, double value) {
   throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(index) + "] = " +
-                        std::to_string(value));
+                        caffe_mining::format_value(value));
 }
 
-// ---- HardNetLoss ----
+[[noreturn]] inline void throw_missing_uniforms() {
+  throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
+}
+
+[[noreturn]] inline void throw_bad_uniform(int index, double value) {
+  throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(index) + "] = " +
+                        caffe_mining::format_value(value));
+}
+
+/// Host uniforms checked in double (as _core does), then converted to T.
+template <typename T>
+CArray<T> host_uniforms(const py::object& uniforms_in, int n) {
+  const CArray<double> given = per_row_values<double>(uniforms_in, "uniforms", n);
+  for (int i = 0; i < n; ++i) {
+    const double u = given.data()[i];
+    if (!(u >= 0.0 && u < 1.0)) throw_bad_uniform(i, u);
+  }
+  return per_row_values<T>(uniforms_in, "uniforms", n);
+}
+
+/// Labels as dense class ids 0..k-1 (their rank among the distinct values), as _core makes them: integer and
+/// boolean labels exactly, real ones after a check that they are finite.
+template <typename T>
+CArray<T> dense_class_ids(const py::object& labels_in, int n) {
+  const py::array given = py::array::ensure(labels_in);
+  const std::string kind = given ? py::str(given.dtype().attr("kind")).cast<std::string>() : "";
+  std::vector<double> as_double;
+  std::vector<int64_t> as_int;
+  if (kind == "i" || kind == "u" || kind == "b") {
+    const CArray<int64_t> ids = per_row_values<int64_t>(labels_in, "labels", n);
+    as_int.assign(ids.data(), ids.data() + n);
+  } else {
+    const CArray<double> ids = per_row_values<double>(labels_in, "labels", n);
+    as_double.assign(ids.data(), ids.data() + n);
+    const int invalid = caffe_mining::hardnet_find_invalid_label(as_double.data(), n);
+    if (invalid >= 0) {
+      throw py::value_error("labels must be finite class ids. Got: labels[" + std::to_string(invalid) + "] = " +
+                            caffe_mining::format_value(as_double[invalid]));
+    }
+  }
+  CArray<T> dense(n);
+  auto assign = [&](auto& values) {
+    auto sorted = values;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    for (int i = 0; i < n; ++i) {
+      dense.mutable_data()[i] = T(std::lower_bound(sorted.begin(), sorted.end(), values[i]) - sorted.begin());
+    }
+  };
+  if (!as_int.empty()) assign(as_int); else if (!as_double.empty()) assign(as_double);
+  return dense;
+}
 
 inline caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
   for (auto& c : name) c = static_cast<char>(toupper(c));
@@ -123,50 +184,11 @@ inline caffe_mining::HardNetLossType parse_loss_type(std::string name) {
   throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
 }
 
-/// The checked options of hardnet_loss (loss_weight is checked too, though not an option of the core).
-inline caffe_mining::HardNetOptions hardnet_options(double margin, bool anchor_swap, const std::string& batch_reduce,
-                                                    const std::string& loss_type, double eps,
-                                                    double duplicate_threshold, double loss_weight) {
-  if (!(margin >= 0) || !std::isfinite(margin)) {
-    throw py::value_error("margin must be finite and >= 0. Got: " + std::to_string(margin));
-  }
-  if (!(eps > 0) || !std::isfinite(eps)) throw py::value_error("eps must be finite and > 0. Got: " + std::to_string(eps));
-  if (!(duplicate_threshold >= 0) || !std::isfinite(duplicate_threshold)) {
-    throw py::value_error("duplicate_threshold must be finite and >= 0. Got: " + std::to_string(duplicate_threshold));
-  }
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
-  caffe_mining::HardNetOptions options;
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = parse_batch_reduce(batch_reduce);
-  options.loss_type = parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
-  return options;
-}
-
 inline void check_hardnet_rows(int n) {
   if (n < 2) {
     throw py::value_error("HardNetLoss needs N >= 2 pairs (a negative comes from another row). Got: N = " +
                           std::to_string(n));
   }
-}
-
-[[noreturn]] inline void throw_bad_label(int index, double value) {
-  throw py::value_error("labels must be finite and exactly representable in the features' dtype. Got: "
-                        "labels[" + std::to_string(index) + "] = " + std::to_string(value));
-}
-
-[[noreturn]] inline void throw_missing_uniforms() {
-  throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
-}
-
-/// `value` is printed as the features' dtype prints it (std::to_string of float and of double agree).
-[[noreturn]] inline void throw_bad_uniform(int index, double value) {
-  throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(index) + "] = " +
-                        std::to_string(value));
 }
 
 }  // namespace caffe_mining_bindings

@@ -210,6 +210,7 @@ struct DeviceInput {
   const void* data = nullptr;
   Shape shape;
   std::string dtype;  // NumPy's name: float32, float64, int64...
+  std::string typestr;
   int device = 0;
   py::object stream = py::none();  // the producer's stream (interface version 3), or None
   py::ssize_t size() const {
@@ -225,6 +226,7 @@ DeviceInput read_device_array(const py::object& x, const char* name) {
   for (auto extent : cai["shape"].cast<py::tuple>()) in.shape.push_back(extent.cast<py::ssize_t>());
   const py::dtype dtype(cai["typestr"].cast<std::string>());
   in.dtype = py::str(dtype).cast<std::string>();
+  in.typestr = cai["typestr"].cast<std::string>();
   in.data = reinterpret_cast<const void*>(cai["data"].cast<py::tuple>()[0].cast<std::uintptr_t>());
   if (cai.contains("mask") && !cai["mask"].is_none()) {
     throw py::value_error(std::string(name) + ": masked device arrays are not supported");
@@ -282,42 +284,39 @@ void wait_for_producer(DeviceContext& ctx, const DeviceInput& in) {
   check_cuda(cudaStreamWaitEvent(ctx.stream, ctx.producer_done, 0), "cudaStreamWaitEvent");
 }
 
-/// N per-row values (sim, labels, uniforms) on the device in the features' dtype: a device array used in place,
-/// or host values converted as _core converts them and copied into `staging`.
-template <typename T>
-struct RowValues {
-  const T* data = nullptr;
-  bool from_host = false;
-  py::array_t<double> as_given;  // from_host only: the values before conversion to T (the label check reads them)
-};
+/// A device array's values copied into a new NumPy array (per-row values that the host converts or checks).
+py::array host_copy(DeviceContext& ctx, const DeviceInput& in) {
+  wait_for_producer(ctx, in);
+  py::array host(py::dtype(in.typestr), in.shape);
+  check_cuda(cudaMemcpyAsync(host.mutable_data(), in.data, host.nbytes(), cudaMemcpyDeviceToHost, ctx.stream),
+             "cudaMemcpyAsync to host");
+  check_cuda(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+  return host;
+}
 
-template <typename T>
-RowValues<T> row_values(DeviceContext& ctx, const py::object& values, const char* name, int n, T* staging) {
-  RowValues<T> rows;
+/// Per-row values (sim, uniforms) for the device in the features' dtype T: a C-contiguous device array of T is
+/// used in place (its values are then checked on the device); anything else is converted on the host as _core
+/// converts it (`convert`, which also checks) and copied into `staging`.
+template <typename T, typename Convert>
+const T* device_rows(DeviceContext& ctx, const py::object& values, const char* name, int n, T* staging,
+                     bool* on_device, Convert convert) {
+  py::object host = values;
   if (is_device_array(values)) {
     const DeviceInput in = read_device_array(values, name);
-    const std::string dtype = py::str(py::dtype::of<T>()).cast<std::string>();
-    if (in.dtype != dtype) {
-      throw py::type_error(std::string(name) + " on the device must have the features' dtype (" + dtype +
-                           "). Got: " + in.dtype + " (pass it as a NumPy array to have it converted)");
-    }
-    checks::check_row_count(name, in.size(), n);
     if (in.device != ctx.device) throw py::value_error(std::string(name) + " must be on the features' device");
-    wait_for_producer(ctx, in);
-    rows.data = static_cast<const T*>(in.data);
-    return rows;
+    if (in.dtype == py::str(py::dtype::of<T>()).cast<std::string>() && in.size() == n) {
+      wait_for_producer(ctx, in);
+      *on_device = true;
+      return static_cast<const T*>(in.data);
+    }
+    host = host_copy(ctx, in);
   }
-  using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
-  CArray converted = values.is_none() ? CArray() : CArray::ensure(values);
-  if (values.is_none() || !converted) checks::throw_not_real_array(name, values);
-  checks::check_row_count(name, converted.size(), n);
-  rows.from_host = true;
-  rows.as_given = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(values);
+  *on_device = false;
+  const checks::CArray<T> converted = convert(host);
   check_cuda(cudaMemcpyAsync(staging, converted.data(), sizeof(T) * n, cudaMemcpyHostToDevice, ctx.stream),
              "cudaMemcpyAsync to device");
   check_cuda(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");  // `converted` dies with this scope
-  rows.data = staging;
-  return rows;
+  return staging;
 }
 
 /// One value back from the device (for an error message).
@@ -396,17 +395,21 @@ py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const 
   };
   carve(static_cast<char*>(ctx.reserve(carve(nullptr))));
 
-  const RowValues<T> sim = row_values<T>(ctx, sim_in, "sim", n, p.sim);
+  checks::raise_if(caffe_mining::contrastive_options_problem<T>(margin, mining_ratio));
+  bool sim_on_device = false;
+  const T* sim_data = device_rows<T>(ctx, sim_in, "sim", n, p.sim, &sim_on_device, [&](const py::object& host) {
+    return checks::per_row_values<T>(host, "sim", n);
+  });
   const T* a = static_cast<const T*>(feat.data);
   const T* b = static_cast<const T*>(feat_p.data);
   if (check_finite) {
     check_finite_features(ctx, a, n, dim, "feat", p.flag);
     check_finite_features(ctx, b, n, dim, "feat_p", p.flag);
   }
-  caffe_mining::find_invalid_label_gpu(sim.data, n, p.first_invalid, ctx.stream);
+  caffe_mining::find_invalid_label_gpu(sim_data, n, p.first_invalid, ctx.stream);
   check_cuda(cudaGetLastError(), "find_invalid_label_gpu");
   const int invalid = value_at(ctx, p.first_invalid, 0);
-  if (invalid < n) checks::throw_invalid_sim(invalid, value_at(ctx, sim.data, invalid));
+  if (invalid < n) checks::throw_invalid_sim(invalid, value_at(ctx, sim_data, invalid));
 
   DeviceArray cost({static_cast<py::ssize_t>(n)}, typestr_of<T>(), feat.device);
   DeviceArray picked({static_cast<py::ssize_t>(n)}, "|b1", feat.device);
@@ -420,12 +423,12 @@ py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const 
     grad_feat = py::cast(std::move(ga));
     grad_feat_p = py::cast(std::move(gb));
   }
-  caffe_mining::contrastive_forward_gpu<T>(n, dim, a, b, sim.data, T(margin), legacy_version, num_picked, p.diff,
+  caffe_mining::contrastive_forward_gpu<T>(n, dim, a, b, sim_data, T(margin), legacy_version, num_picked, p.diff,
                                            p.dist_sq, static_cast<T*>(cost.data()), p.picked, p.workspace, p.loss,
                                            ctx.stream);
   check_cuda(cudaGetLastError(), "contrastive_forward_gpu");
   if (backward) {
-    caffe_mining::contrastive_backward_gpu<T>(n, dim, sim.data, T(margin), legacy_version, num_picked,
+    caffe_mining::contrastive_backward_gpu<T>(n, dim, sim_data, T(margin), legacy_version, num_picked,
                                               T(loss_weight), p.diff, p.dist_sq, p.picked, grad_a, grad_b,
                                               ctx.stream);
     check_cuda(cudaGetLastError(), "contrastive_backward_gpu");
@@ -441,7 +444,8 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
                                   bool backward, bool check_finite) {
   const DeviceInput feat = read_feature(feat_in, "feat", "feat");
   const DeviceInput feat_p = read_feature(feat_p_in, "feat_p", "feat");
-  checks::check_contrastive_options(mining_ratio, margin, loss_weight);
+  checks::raise_if(caffe_mining::contrastive_options_problem<double>(margin, mining_ratio));
+  checks::raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
   checks::feature_shape(feat.shape, "feat");
   const bool single = checks::is_float32(feat.dtype, "feat");
   checks::check_same(feat.dtype, feat.shape, "feat", feat_p.dtype, feat_p.shape, "feat_p");
@@ -510,30 +514,31 @@ py::tuple hardnet(const DeviceInput& anchor, const DeviceInput& positive, const 
     check_finite_features(ctx, a, n, dim, "anchor", p.flag);
     check_finite_features(ctx, pos, n, dim, "positive", p.flag);
   }
+  checks::raise_if(caffe_mining::hardnet_options_problem<T>(options));
   const T* labels = nullptr;
-  if (!labels_in.is_none()) {
-    const RowValues<T> given = row_values<T>(ctx, labels_in, "labels", n, p.labels);
-    if (given.from_host) {  // host values: exactly representable in T and finite, as _core checks them
-      std::vector<T> converted(rows);
-      check_cuda(cudaMemcpy(converted.data(), given.data, sizeof(T) * rows, cudaMemcpyDeviceToHost), "cudaMemcpy");
-      for (int i = 0; i < n; ++i) {
-        const double value = given.as_given.data()[i];
-        if (!std::isfinite(value) || static_cast<double>(converted[i]) != value) checks::throw_bad_label(i, value);
-      }
-    } else {  // a device array of the features' dtype: representable by construction
-      const unsigned long long first = first_non_finite(ctx, given.data, n, p.flag);
-      if (first != checks::kNoIndex) checks::throw_bad_label(static_cast<int>(first), value_at(ctx, given.data, first));
-    }
-    labels = given.data;
+  if (!labels_in.is_none()) {  // dense class ids, made on the host as _core makes them (N values go there and back)
+    const py::object given = is_device_array(labels_in) ? py::object(host_copy(ctx, read_device_array(labels_in,
+                                                                                                          "labels")))
+                                                        : labels_in;
+    const checks::CArray<T> dense = checks::dense_class_ids<T>(given, n);
+    check_cuda(cudaMemcpyAsync(p.labels, dense.data(), sizeof(T) * n, cudaMemcpyHostToDevice, ctx.stream),
+               "cudaMemcpyAsync to device");
+    check_cuda(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+    labels = p.labels;
   }
   const T* uniforms = nullptr;
   if (options.batch_reduce == caffe_mining::HardNetBatchReduce::kRandom) {
     if (uniforms_in.is_none()) checks::throw_missing_uniforms();
-    uniforms = row_values<T>(ctx, uniforms_in, "uniforms", n, p.uniforms).data;
-    checks::find_first_outside_unit_interval<T>(uniforms, n, p.flag, ctx.stream);
-    check_cuda(cudaGetLastError(), "uniforms check");
-    const unsigned long long first = value_at(ctx, p.flag, 0);
-    if (first != checks::kNoIndex) checks::throw_bad_uniform(static_cast<int>(first), value_at(ctx, uniforms, first));
+    bool on_device = false;
+    uniforms = device_rows<T>(ctx, uniforms_in, "uniforms", n, p.uniforms, &on_device, [&](const py::object& host) {
+      return checks::host_uniforms<T>(host, n);
+    });
+    if (on_device) {  // T to double is exact: the same check as _core's, made on the device
+      checks::find_first_outside_unit_interval<T>(uniforms, n, p.flag, ctx.stream);
+      check_cuda(cudaGetLastError(), "uniforms check");
+      const unsigned long long first = value_at(ctx, p.flag, 0);
+      if (first != checks::kNoIndex) checks::throw_bad_uniform(static_cast<int>(first), value_at(ctx, uniforms, first));
+    }
   }
 
   const Shape row_shape{static_cast<py::ssize_t>(n)};
@@ -585,8 +590,15 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
                        bool backward, bool check_finite) {
   const DeviceInput anchor = read_feature(anchor_in, "anchor", "anchor");
   const DeviceInput positive = read_feature(positive_in, "positive", "anchor");
-  const caffe_mining::HardNetOptions options =
-      checks::hardnet_options(margin, anchor_swap, batch_reduce, loss_type, eps, duplicate_threshold, loss_weight);
+  checks::raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
+  caffe_mining::HardNetOptions options;
+  options.margin = margin;
+  options.anchor_swap = anchor_swap;
+  options.batch_reduce = checks::parse_batch_reduce(batch_reduce);
+  options.loss_type = checks::parse_loss_type(loss_type);
+  options.eps = eps;
+  options.duplicate_threshold = duplicate_threshold;
+  checks::raise_if(caffe_mining::hardnet_options_problem<double>(options));
   checks::feature_shape(anchor.shape, "anchor");
   const bool single = checks::is_float32(anchor.dtype, "anchor");
   checks::check_same(anchor.dtype, anchor.shape, "anchor", positive.dtype, positive.shape, "positive");
