@@ -89,16 +89,21 @@ def gpu_architectures(path: Path, build: Path) -> list:
     return [f"sm_{arch}" for arch in configured.group(1).split()] if configured else []
 
 
-def shared_libraries(binaries) -> dict:
-    """soname -> resolved path of every library the binaries load (ldd), the system's own left out."""
-    found = {}
-    env = dict(os.environ)
+CUDA_LIBRARY = re.compile(r"^(libcuda\.|libcudart|libcublas|libcurand|libcufft|libcusolver|libcusparse|libnccl|libnvidia|libnvrtc|libnvJitLink)")
+
+
+def shared_libraries(binaries) -> tuple:
+    """(soname -> resolved path of every library the binaries load (ldd), the system's own left out; the sorted
+    sonames of the CUDA libraries they expect the GPU machine to have)."""
+    found, from_cuda = {}, set()
     for binary in binaries:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=env, check=True).stdout
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
         for name, path in re.findall(r"^\s*(\S+) => (\S+)", out, re.M):
-            if not SYSTEM_LIBRARY.match(name) and not name.startswith("libcaffe"):
+            if CUDA_LIBRARY.match(name):
+                from_cuda.add(name)
+            elif not SYSTEM_LIBRARY.match(name) and not name.startswith("libcaffe"):
                 found[name] = path
-    return found
+    return found, sorted(from_cuda)
 
 
 def owning_package(path: str) -> str:
@@ -196,7 +201,7 @@ def pack(build: Path) -> dict:
         with tarfile.open(PAYLOAD / "caffe.tar.xz", "w:xz", preset=6) as tar:
             tar.add(stage, arcname="caffe")
         log(f"compressed the binaries in {time.time() - started:.0f} s")
-    libraries = shared_libraries(sources.values())
+    libraries, from_cuda = shared_libraries(sources.values())
     packages = sorted({owning_package(path) for path in libraries.values()})
     debs = download_debs(packages, PAYLOAD / "debs")
     manifest = {
@@ -207,6 +212,7 @@ def pack(build: Path) -> dict:
         "gpu_architectures": gpu_architectures(library, build),
         "binary_sizes": sizes,
         "libraries": libraries,
+        "cuda_libraries_expected_there": from_cuda,
         "packages": packages,
         "debs": debs,
         "files": {},
@@ -253,6 +259,9 @@ def check() -> list:
     for package in manifest["packages"]:
         if not any(deb.startswith(f"{package}_") for deb in manifest["debs"]):
             problems.append(f"no .deb for {package}")
+    if any(name.startswith("libnccl") for name in manifest.get("cuda_libraries_expected_there", [])):
+        # Its image lists the nvidia-nccl wheel, whose folder device_check.sh puts on the library path.
+        print("note: libcaffe links NCCL: the GPU machine must provide it (-DWITH_NCCL=OFF builds without)")
     if "sm_90" not in manifest["gpu_architectures"]:
         problems.append(f"libcaffe has no sm_90 code: {manifest['gpu_architectures']}")
     if not re.search(r"^\s*/device_payload/?\s*$", (REPO / ".gitignore").read_text(), re.M):
@@ -277,6 +286,7 @@ def describe(manifest: dict) -> None:
     debs = sum(e["bytes"] for n, e in manifest["files"].items() if n.startswith("debs/"))
     print(f"{'debs/ (' + str(len(manifest['debs'])) + ' packages)':24s} {debs / 2**20:8.1f} MiB")
     print(f"GPU architectures of libcaffe: {' '.join(manifest['gpu_architectures']) or 'unknown'}")
+    print(f"CUDA libraries the GPU machine must have: {' '.join(manifest.get('cuda_libraries_expected_there', []))}")
 
 
 def main(argv=None) -> int:
