@@ -222,7 +222,9 @@ def test_identical_pairs_tie_whatever_blas_kernel(coretype):
 @pytest.mark.parametrize("mode", [dict(), dict(anchor_swap=True), dict(batch_reduce="AVERAGE")])
 def test_hardnet_identical_rows_tie_to_the_lowest_column(rng, dtype, mode):
     """Rows 1..n-1 of the positives are identical: every anchor's distances to them are equal, so MIN takes the
-    lowest valid column; their norms must agree to the bit wherever the row sits."""
+    lowest valid column; their norms must agree to the bit wherever the row sits (cblas_ddot's did not: dim 33 in
+    float64 picked column 4). At this small N OpenBLAS's GEMM gives the identical columns equal dot products; at
+    larger N its float32 tiles need not (hardnet.hpp, CUDA section)."""
     for dim in (3, 5, 7, 9, 17, 33):
         anchor = rng.normal(size=(7, dim)).astype(dtype)
         positive = np.tile(rng.normal(size=dim), (7, 1)).astype(dtype)

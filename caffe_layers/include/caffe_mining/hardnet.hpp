@@ -377,9 +377,12 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 //   - Inputs differ in the last bits: the dot products come from cuBLAS (its own blocking, FMA) and the squared
 //     norms from a warp's tree sum with FMA, neither bit-equal to cblas on the CPU. So D, and a pick that sits
 //     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ.
-//     Within one path identical rows give identical distances, and their ties resolve by index as specified: the
-//     norms are summed alike for every row, and a GEMM of this shape (k = dim, no split of k) reduces every entry
-//     the same way in OpenBLAS and, in practice, in cuBLAS (which does not promise it: a GPU test checks it).
+//     Ties resolve by index among exactly equal distances on both paths. The squared norms are summed in one fixed
+//     order (identical rows, identical norms), but the dot products are the GEMM's: OpenBLAS's float32 SGEMM rounds
+//     identical columns differently where they fall in different tiles (seen: copies of one positive at columns 3,
+//     5, 9, 17 of N = 40, D = 32 gave column 9 a smaller a.p), and cuBLAS promises nothing either (a GPU test
+//     checks it). So identical positives at different columns need not tie in HardNet; the contrastive loss, which
+//     sums its own squared distances, always ties them.
 //   - Values up to rounding: SOFTMAX uses the device's expf/log1pf (within 2 ulp of glibc's), and the loss mean and
 //     AVERAGE's sums add in a tree order. The GPU tests compare with the CPU at the relative tolerance of
 //     tests/gpu/gpu_support.py (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product
