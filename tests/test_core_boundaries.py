@@ -1,8 +1,8 @@
 """The core (bindings) at the exact boundaries of the headers' rules, where random inputs never land: a hinge at
 exactly zero, a distance exactly equal to the duplicate threshold (in the general path, in the row-by-row path's
 4-lane groups and in its scalar tail), exact ties with anchor swap, a NaN among several pairs of one kind, empty
-and non-empty rows in one batch, and descriptors whose rounded squared distance goes negative. Each case kills a
-mutant of tests/mutation that the rest of the suite let through (the mutant ids are named in the docstrings)."""
+and non-empty rows in one batch, and descriptors whose rounded squared distance goes negative. They kill mutants of
+tests/mutation that the rest of the tests let through (the mutants' ids are named in the docstrings)."""
 import itertools
 
 import numpy as np
@@ -37,8 +37,9 @@ def test_legacy_dissimilar_pair_exactly_at_the_hinge_gets_no_gradient(dtype, mar
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_among_several_similar_pairs_is_mined_as_the_hardest(dtype):
-    """Four similar pairs, the NaN one the mildest by its finite neighbours' standard, and K = 2 (one similar
-    pick): the NaN pair must win the similar pick, so the loss is NaN (mutants hardness_key_nan_easiest_*)."""
+    """Four similar pairs, one of them NaN (at index 1, then 3), and K = 2, so one similar pick: a NaN cost ranks
+    hardest, so the NaN pair wins it over the finite ones and the loss is NaN (mutants hardness_key_nan_easiest_*;
+    with K = 1 and the NaN pair alone of its kind, any ranking picks it)."""
     a = np.array([[0.4, 0.0], [np.nan, 0.0], [0.9, 0.0], [0.7, 0.0],
                   [0.1, 0.0], [0.2, 0.0], [0.3, 0.0], [0.5, 0.0]], dtype)
     b = np.zeros_like(a)

@@ -47,7 +47,7 @@ ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------
     Mutant("similar_cost_not_squared", CONTRASTIVE_HPP,
-           "  if (similar) return dist_sq;", "  if (similar) return cm_sqrt(dist_sq);",
+           ") return dist_sq;", ") return cm_sqrt(dist_sq);",
            "similar pair costs d^2"),
     Mutant("legacy_cost_unclamped", CONTRASTIVE_HPP,
            "    return mdist > Dtype(0) ? mdist : Dtype(0);\n  }", "    return mdist;\n  }",
@@ -233,9 +233,9 @@ MUTANTS = (
            "options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap;",
            "options.batch_reduce == HardNetBatchReduce::kMin;",
            "anchor swap also mines D_ji (MIN)"),
-    Mutant("squared_threshold_one_above", HARDNET_CPP,
-           "while (std::sqrt(x) < threshold) x = std::nextafter(x, kInf);",
-           "while (std::sqrt(x) <= threshold) x = std::nextafter(x, kInf);",
+    Mutant("squared_threshold_naive", HARDNET_CPP,
+           "  Dtype x = threshold * threshold;  // within an ulp or two of the bound",
+           "  return threshold * threshold;\n  Dtype x = threshold;",
            "row-by-row: D >= threshold read exactly as x >= the smallest x of root >= threshold", kill_first=ROUNDING),
     Mutant("squared_threshold_not_lowered", HARDNET_CPP,
            "  while (x > Dtype(0) && std::sqrt(std::nextafter(x, Dtype(0))) >= threshold)"
