@@ -200,33 +200,35 @@ def row_loss(loss_type, pos, neg, margin=1.0):
     return max(margin - neg, 0.0) + pos
 
 
-# 1-D values with eps = 9/16: D = 3/4 for |a - p| = 0 and D = 5/4 for |a - p| = 1, both exact in any dtype.
+# 1-D values with eps = 9/16: D = 5/4 for |a - p| = 1 and D = 37/16 for |a - p| = 35/16, exact in any dtype
+# ((37/16)^2 - (35/16)^2 = 9/16), so margin 17/16 puts TRIPLET_MARGIN's hinge, and margin 37/16 CONTRASTIVE's,
+# exactly at its kink, with a_0 != p_0 so that the positive's gradient term does not vanish by itself.
 KINK_EPS = 9.0 / 16.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_reduce", BATCH_REDUCES)
-@pytest.mark.parametrize("loss_type, margin", [("TRIPLET_MARGIN", 0.5), ("CONTRASTIVE", 1.25)])
+@pytest.mark.parametrize("loss_type, margin", [("TRIPLET_MARGIN", 17 / 16), ("CONTRASTIVE", 37 / 16)])
 def test_hinge_exactly_at_its_kink_has_zero_gradient(dtype, batch_reduce, loss_type, margin):
-    """margin + pos - neg = 0 (TRIPLET_MARGIN) or margin - neg = 0 (CONTRASTIVE) exactly: the row loss is its
-    kink's value and the hinge's derivative is 0 there (mutants triplet_dpos_at_kink, triplet_dneg_at_kink,
-    contrastive_dneg_at_kink)."""
+    """margin + pos - neg = 0 (TRIPLET_MARGIN) or margin - neg = 0 (CONTRASTIVE) exactly: the hinge's derivative
+    is 0 there (mutants triplet_dpos_at_kink, triplet_dneg_at_kink, contrastive_dneg_at_kink)."""
     a = np.array([[0.0], [4.0]], dtype)
-    p = np.array([[0.0], [1.0]], dtype)  # D_00 = 3/4, D_01 = 5/4; row 1 (D_11 = sqrt(9 + eps), D_10 = sqrt(16 + eps))
+    p = np.array([[1.0], [35 / 16]], dtype)  # row 0: D_00 = 5/4, D_01 = 37/16; row 1: D_11 ~ 1.96, D_10 ~ 3.09
     got = caffe_mining.hardnet_loss(a, p, margin=margin, loss_type=loss_type, batch_reduce=batch_reduce,
                                     eps=KINK_EPS, uniforms=[0.0, 0.0])
-    assert got.pos_dist[0] == 0.75 and got.neg_dist[0] == 1.25 and got.neg_index[0] == 1
+    assert got.pos_dist[0] == 1.25 and got.neg_dist[0] == 37 / 16 and got.neg_index[0] == 1
     ref = reference.hardnet_loss(a.astype(np.float64), p.astype(np.float64), margin=margin, loss_type=loss_type,
                                  batch_reduce=batch_reduce, eps=KINK_EPS, uniforms=[0.0, 0.0])
-    # Row 0 sits exactly on its kink; row 1's hinge is inactive (TRIPLET_MARGIN: 0.5 + 3.09 - 4.07 < 0).
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     assert got.loss == pytest.approx(ref.loss, rel=rtol, abs=1e-7)
     np.testing.assert_allclose(got.grad_anchor, ref.grad_anchor, rtol=rtol, atol=1e-7)
     np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=rtol, atol=1e-7)
-    # By hand: a_0 enters D_00 (gradient (a_0 - p_0)/D_00 = 0) and D_01 (its hinge's kink: 0).
-    assert got.grad_anchor[0, 0] == 0.0
+    # By hand (R = 2): a_0 enters D_00 and D_01 only. TRIPLET_MARGIN: both rows' hinges give 0 (row 0 at its kink,
+    # row 1 inactive: 17/16 + 1.96 - 3.09 < 0). CONTRASTIVE: D_00's term 1/2 (a_0 - p_0)/D_00 = -0.4, D_01's 0.
     if loss_type == "TRIPLET_MARGIN":
         assert got.loss == 0.0 and not got.grad_anchor.any() and not got.grad_positive.any()
+    else:
+        assert got.grad_anchor[0, 0] == pytest.approx(-0.4, rel=rtol)
 
 
 @pytest.mark.parametrize("batch_reduce, anchor_swap", [("MIN", False), ("MIN", True), ("AVERAGE", False)])
