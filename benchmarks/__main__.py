@@ -5,6 +5,7 @@ Examples (from the repository root, with the project's venv and pycaffe on PYTHO
   python -m benchmarks run --smoke              # smallest size of each suite only (what CI's smoke test runs)
   python -m benchmarks run --update-readme      # also rewrites the results section of benchmarks/README.md
   python -m benchmarks setup-torch              # installs torch into its own folder for the PyTorch comparison
+  python -m benchmarks setup-torch --refresh-constraints   # the same at the newest torch, re-pinned
   python -m benchmarks build-times              # Caffe build from scratch (ccache off) and a one-file rebuild
 """
 from __future__ import annotations
@@ -48,7 +49,10 @@ def parse_args(argv):
     run.add_argument("--out", default="benchmarks/results", help="folder for results.md/.json/.png")
     run.add_argument("--update-readme", action="store_true", help="rewrite benchmarks/README.md's results section")
 
-    commands.add_parser("setup-torch", help="pip install torch into a folder of its own (not a project dependency)")
+    torch = commands.add_parser("setup-torch", help="pip install torch into a folder of its own (not a project "
+                                "dependency), at the versions of benchmarks/torch-constraints.txt")
+    torch.add_argument("--refresh-constraints", action="store_true",
+                       help="first re-pin torch-constraints.txt to the newest torch (a pip dry run)")
 
     build = commands.add_parser("build-times", help="time a Caffe build from scratch and a one-file rebuild")
     build.add_argument("--work", default=None, help="scratch folder (default: a new one under /tmp)")
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     if args.command == "setup-torch":
         from benchmarks.setup_torch import install
 
-        return install()
+        return install(refresh=args.refresh_constraints)
     from benchmarks.build_times import main as build_times
 
     return build_times(args)

@@ -3,17 +3,23 @@
 
     python3 proto/patch_caffe_proto.py path/to/src/caffe/proto/caffe.proto
     python3 proto/patch_caffe_proto.py --check path/to/caffe.proto   # 0 patched, 1 not yet
-    python3 proto/patch_caffe_proto.py --hardnet-field-number 160 caffe.proto   # a fork uses 149
+    python3 proto/patch_caffe_proto.py --field-number hardnet_loss_param=160 caffe.proto  # a fork uses 149
 
 Idempotent: a file that already holds exactly our additions is left untouched (not rewritten).
 The first run that changes the file saves the original beside it as caffe.proto.orig (never
 overwritten). When a field number or name we need is taken by something else in the target
 message (forks add fields), or a different HardNetLossParameter exists, nothing is written and
-the conflict is named. The "next available ID" comment of a message we add fields to is moved
-past our field numbers.
+the conflict is named; `--field-number NAME=N` moves any field of ours to another number. The
+"next available ID" comment of a message we add fields to is moved past the highest number the
+message uses. LF, CRLF and CR-only line endings are kept.
+
+The file is rewritten in place, so it keeps its owner, mode, links and inode. A file without a
+write permission bit for you is refused, root included (root could write a 0444 file, but a
+read-only caffe.proto says "do not edit"; chmod u+w it if you mean to). The backup needs a
+writable folder. Any failure restores the file and removes a backup made by this run.
 
 Exit status: 0 patched (or already patched); 1 --check only: not patched yet; 2 refused
-(conflict) or bad input.
+(conflict), bad input, or the file cannot be written (nothing changed).
 
 Additions files (proto/additions/): "//!" lines are notes for the reader, or directives
 "//! append-to: MESSAGE" (a .fields file: each field with the comment lines above it is appended
@@ -24,12 +30,12 @@ import argparse
 import difflib
 import os
 import re
+import stat
 import sys
-import tempfile
 from dataclasses import dataclass, field as dataclass_field
 
 ADDITIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "additions")
-HARDNET_FIELD = "hardnet_loss_param"
+HARDNET_FIELD = "hardnet_loss_param"  # --hardnet-field-number, the deprecated alias
 EXIT_OK, EXIT_NOT_PATCHED, EXIT_REFUSED = 0, 1, 2
 MAX_FIELD_NUMBER = 536870911  # 2^29 - 1
 PROTOBUF_RESERVED_NUMBERS = range(19000, 20000)
@@ -374,8 +380,8 @@ def field_conflicts(text, message, item):
             problem = (f"`message {message.name}` already has a field named `{item.name}`: "
                        f"{existing.describe(text)}, not ours `{' '.join(item.code.split())}`")
             if normalized(re.sub(r"=\s*\w+", "= N", existing.code, count=1)) == \
-                    normalized(re.sub(r"=\s*\w+", "= N", item.code, count=1)) and item.name == HARDNET_FIELD:
-                problem += (f" (patched before with --hardnet-field-number {existing.number}? "
+                    normalized(re.sub(r"=\s*\w+", "= N", item.code, count=1)):
+                problem += (f" (patched before with --field-number {item.name}={existing.number}? "
                             f"pass the same option again)")
             problems.append(problem)
         elif existing.number == item.number:
@@ -395,8 +401,12 @@ def field_conflicts(text, message, item):
 NEXT_ID = r"(//[^\n]*\b{name} next available\b[^\n]*?\bID:\s*)(\d+)((?:\s*\(last added:\s*)([\w.]+)\))?"
 
 
-def update_next_id(text, message_name, ours, inserted, changes):
-    """Keep the "MESSAGE next available ... ID: N (last added: X)" comment above our numbers."""
+def update_next_id(text, message_name, ours, changes):
+    """Keep the "MESSAGE next available ... ID: N (last added: X)" comment above our numbers.
+
+    When our numbers reach N, N becomes the highest number the message uses + 1 and X that field's
+    name: a fork's stale comment (SSD says 147 but uses up to 207) is not trusted.
+    """
     pattern = re.compile(NEXT_ID.format(name=re.escape(message_name)))
     match = pattern.search(text)
     if not match:
@@ -405,9 +415,9 @@ def update_next_id(text, message_name, ours, inserted, changes):
     if current > max(item.number for item in ours):
         return text
     message = top_level_message(parse_proto(text), message_name)
-    wanted = max(field.number for field in message.fields) + 1
-    last = max(inserted or ours, key=lambda item: item.number).name
-    new = match[1] + str(wanted) + (f" (last added: {last})" if match[3] else "")
+    highest = max(message.fields, key=lambda field: field.number)
+    wanted = highest.number + 1
+    new = match[1] + str(wanted) + (f" (last added: {highest.name})" if match[3] else "")
     changes.append(f"  {message_name} next available ID: {current} -> {wanted}")
     return text[:match.start()] + new + text[match.end():]
 
@@ -432,13 +442,22 @@ def apply_fields(text, addition, changes, conflicts):
             text = insert(text, line_start, block)
         for item in missing:
             changes.append(f"+ {addition.target}.{item.name} = {item.number}")
-    return update_next_id(text, addition.target, addition.items, missing, changes)
+    return update_next_id(text, addition.target, addition.items, changes)
+
+
+def newline_of(text):
+    """The file's line ending when it is CRLF or CR-only throughout, else "\n" (the file is read as is)."""
+    if "\r\n" in text and text.count("\r\n") == text.count("\n"):
+        return "\r\n"
+    if "\r" in text and "\n" not in text:
+        return "\r"
+    return "\n"
 
 
 def patch_text(text, additions):
     """PatchResult of applying additions (from load_additions) to the contents of a caffe.proto."""
-    crlf = "\r\n" in text and text.count("\r\n") == text.count("\n")
-    work = text.replace("\r\n", "\n") if crlf else text
+    newline = newline_of(text)
+    work = text.replace(newline, "\n")
     changes, conflicts = [], []
     for addition in additions:
         if isinstance(addition, MessageAddition):
@@ -447,28 +466,92 @@ def patch_text(text, additions):
             work = apply_fields(work, addition, changes, conflicts)
     if conflicts:
         return PatchResult(text, [], conflicts)
-    return PatchResult(work.replace("\n", "\r\n") if crlf else work, changes, [])
+    return PatchResult(work.replace("\n", newline), changes, [])
 
 
-def write_atomically(path, text, like):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, scratch = tempfile.mkstemp(prefix=".caffe.proto.", dir=folder)
+class WriteError(Exception):
+    """The file cannot be written; it was left (or put back) as it was."""
+
+
+def why_not_writable(path, st):
+    """Why this user may not rewrite the file, or None when it may.
+
+    Root passes every permission check, so os.access alone would let it patch a 0444 file; a file
+    with no write bit for anyone is taken as "do not edit" and refused for root too.
+    """
+    mode = f"mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}"
+    if os.geteuid() == 0 and not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is read-only ({mode}); make it writable (chmod u+w) if you mean to patch it"
+    if not os.access(path, os.W_OK):
+        if os.geteuid() == 0:
+            return f"it cannot be written ({mode}): immutable (lsattr) or on a read-only file system?"
+        return f"it is not writable for you ({mode})"
+    return None
+
+
+def rewrite(f, content):
+    f.seek(0)
+    f.write(content)
+    f.truncate()
+    f.flush()
+
+
+def write_patched(path, original, patched, backup):
+    """Save original as backup (unless one exists) and rewrite path in place with patched.
+
+    In place, not by rename: owner, group, mode, hard links and ACLs stay as they are, and a
+    read-only folder only matters for the backup. Returns whether the backup was made now. On any
+    failure the file holds original again, a backup made here is removed, and WriteError says why.
+    """
+    st = os.stat(path)
+    reason = why_not_writable(path, st)
+    if reason:
+        raise WriteError(f"cannot patch {path}: {reason}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(scratch, os.stat(like).st_mode & 0o7777)
-        os.replace(scratch, path)
-    except BaseException:
-        os.unlink(scratch)
-        raise
+        target = open(path, "r+b")  # an immutable file (chattr +i) or a read-only mount fails here
+    except OSError as error:
+        raise WriteError(f"cannot open {path} for writing ({error.strerror})") from None
+    with target:
+        made_backup = False
+        if not os.path.exists(backup):
+            try:
+                saved = open(backup, "xb")
+            except OSError as error:
+                raise WriteError(f"cannot save the original as {backup} ({error.strerror}); the folder must "
+                                 "be writable for the backup") from None
+            made_backup = True
+            try:
+                with saved:
+                    saved.write(original)
+            except OSError as error:
+                os.unlink(backup)
+                raise WriteError(f"cannot save the original as {backup} ({error.strerror})") from None
+        try:
+            rewrite(target, patched)
+        except OSError as error:
+            rewrite(target, original)  # should this fail too, the backup stays: it is the original's copy
+            if made_backup:
+                os.unlink(backup)
+            raise WriteError(f"cannot write {path} ({error.strerror}); it holds its original text again") from None
+    return made_backup
 
 
 def field_number(value):
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if not 1 <= number <= MAX_FIELD_NUMBER or number in PROTOBUF_RESERVED_NUMBERS:
         raise argparse.ArgumentTypeError(f"{value} is not a usable field number "
                                          f"(1..{MAX_FIELD_NUMBER}, not 19000..19999)")
     return number
+
+
+def name_and_number(value):
+    name, equals, number = value.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_]\w*", name.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=N (e.g. {HARDNET_FIELD}=160). Got: {value!r}")
+    return name.strip(), field_number(number.strip())
 
 
 def parse_args(argv):
@@ -478,21 +561,33 @@ def parse_args(argv):
     parser.add_argument("proto", help="the caffe.proto to patch in place (src/caffe/proto/caffe.proto)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 0 if the file is already patched, 1 if not")
+    parser.add_argument("--field-number", type=name_and_number, action="append", default=[],
+                        metavar="NAME=N",
+                        help="give our field NAME (any field of proto/additions/*.fields, e.g. "
+                             f"{HARDNET_FIELD}=160 or mining_ratio=10) number N instead of the one written "
+                             "there; for forks that already use it. Repeatable")
     parser.add_argument("--hardnet-field-number", type=field_number, metavar="N",
-                        help=f"number of LayerParameter.{HARDNET_FIELD} (default: the one in "
-                             f"proto/additions/, 149); for forks that already use it")
+                        help=f"deprecated: the same as --field-number {HARDNET_FIELD}=N")
     parser.add_argument("--additions", default=ADDITIONS_DIR, metavar="DIR",
                         help="folder of additions files (default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    pairs = list(args.field_number)
+    if args.hardnet_field_number is not None:
+        pairs.append((HARDNET_FIELD, args.hardnet_field_number))
+    args.numbers = {}
+    for name, number in pairs:
+        if args.numbers.get(name, number) != number:
+            parser.error(f"field {name} is given two numbers: {args.numbers[name]} and {number}")
+        args.numbers[name] = number
+    return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     prog = "patch_caffe_proto"
     path = os.path.realpath(args.proto)  # patch a symlink's target, keep the link
-    numbers = {} if args.hardnet_field_number is None else {HARDNET_FIELD: args.hardnet_field_number}
     try:
-        additions = load_additions(args.additions, numbers)
+        additions = load_additions(args.additions, args.numbers)
         with open(path, "rb") as f:
             original = f.read()
         result = patch_text(original.decode("utf-8"), additions)
@@ -512,13 +607,12 @@ def main(argv=None):
         print("\n".join(result.changes))
         return EXIT_NOT_PATCHED
     backup = path + ".orig"
-    if not os.path.exists(backup):
-        with open(backup, "wb") as f:
-            f.write(original)
-        saved = f"original saved as {backup}"
-    else:
-        saved = f"kept the existing backup {backup}"
-    write_atomically(path, result.text, path)
+    try:
+        made_backup = write_patched(path, original, result.text.encode("utf-8"), backup)
+    except (WriteError, OSError) as error:
+        print(f"{prog}: error: {error}; nothing changed", file=sys.stderr)
+        return EXIT_REFUSED
+    saved = f"original saved as {backup}" if made_backup else f"kept the existing backup {backup}"
     print(f"{prog}: patched {args.proto} ({saved}):")
     print("\n".join(result.changes))
     return EXIT_OK

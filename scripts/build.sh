@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds Caffe with our layers (CPU by default; --cuda for the CUDA build) into the cache, and installs the
-# caffe_mining Python package into the virtual environment. Prints nothing new when all is up to date.
+# caffe_mining Python package into the virtual environment. Installs what is missing first (install-deps.sh:
+# seconds when all is there), so it works alone on a fresh machine. Prints nothing new when all is up to date.
 #   scripts/build.sh [--cuda] [extra cmake -D options...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
 
 variant=cpu
 cmake_options=()

@@ -10,7 +10,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 example_args=(--quick)
 [ "${1:-}" = "--full" ] && example_args=()
 
-bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
 bash "$CAFFE_MINING_REPO/scripts/build.sh"
 source "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}/caffe-paths.sh"
 export PYTHONPATH="$PYCAFFE_DIR${PYTHONPATH:+:$PYTHONPATH}"

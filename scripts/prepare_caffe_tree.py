@@ -53,7 +53,8 @@ def write_if_changed(path, content, mode=None):
 def apply_compat_patch(tree, patch):
     """Apply one compatibility patch; a tree that already has the fix (a fork, a newer Caffe) is fine as it is."""
     def run_patch(*flags):
-        return subprocess.run(["patch", "-p1", "--batch", "-s", *flags, "-i", patch],
+        # A hunk that applies at an offset or with fuzz would leave FILE.orig, which the mirror would pick up.
+        return subprocess.run(["patch", "-p1", "--batch", "-s", "--no-backup-if-mismatch", *flags, "-i", patch],
                               cwd=tree, capture_output=True, text=True)
     if run_patch("--dry-run").returncode == 0:
         run_patch()

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds Caffe with our layers (CPU), and runs every test
+# The test command: builds Caffe with our layers (CPU; build.sh installs what is missing first) and runs every test
 # (the layers' gtests and the Python suite) with CTest. Where nvcc exists it also compiles and links the
 # CUDA build, and where a GPU answers it runs the gtests on it too.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-bash "$CAFFE_MINING_REPO/scripts/install-deps.sh"
 bash "$CAFFE_MINING_REPO/scripts/build.sh"
 ctest --test-dir "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}" --verbose
 

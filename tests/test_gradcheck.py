@@ -272,6 +272,27 @@ def test_cli_bad_usage_exits_2(args, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("target", ["caffe", "python"])
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "HardNetLoss", "--n", "1"], "HardNetLoss needs N >= 2 pairs"),
+    (["--layer", "HardNetLoss", "--param", "eps=0"], "eps"),
+])
+def test_cli_pycaffe_target_rejects_what_the_layer_would_abort_on(target, args, message):
+    """Before building a net (Caffe's CHECK aborts with exit 134): the same exit 2 and message as the core target,
+    with or without pycaffe on the path."""
+    core = cli("--target", "core", *args)
+    assert core.returncode == 2 and message in core.stderr
+    result = cli("--target", target, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == core.stderr
+
+
+def test_cli_missing_prototxt_says_so():
+    result = cli("--target", "caffe", "--prototxt", "/nonexistent/net.prototxt", "--layer-name", "loss")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "gradcheck: error: --prototxt /nonexistent/net.prototxt: no such file\n"
+
+
 def test_cli_without_pycaffe_says_so(tmp_path):
     (tmp_path / "caffe").mkdir()  # a "caffe" that fails to import shadows any real one
     (tmp_path / "caffe" / "__init__.py").write_text("raise ImportError('no pycaffe in this test')\n")

@@ -63,6 +63,17 @@ def test_mirror_has_overlay_patches_and_proto_additions(fake_caffe, tmp_path):
     assert "message HardNetLossParameter" in proto
 
 
+def test_patch_at_an_offset_leaves_no_backup_in_the_mirror(fake_caffe, tmp_path):
+    """A fork's io.cpp with the call a few lines lower: patch applies at an offset and must not add io.cpp.orig."""
+    io_cpp = fake_caffe / IO_CPP
+    io_cpp.write_text("// a fork's extra line\n" * 5 + io_cpp.read_text())
+    mirror = tmp_path / "mirror"
+    prepare(fake_caffe, mirror)
+    assert "SetTotalBytesLimit(kProtoReadBytesLimit);" in (mirror / IO_CPP).read_text()
+    assert [p.name for p in (mirror / "src/caffe/util").iterdir()] == ["io.cpp"]
+    assert not [p for p in mirror.rglob("*") if p.suffix in (".orig", ".rej")]
+
+
 def test_rerun_writes_nothing(fake_caffe, tmp_path):
     mirror = tmp_path / "mirror"
     prepare(fake_caffe, mirror)
@@ -96,3 +107,33 @@ def test_tree_where_a_patch_does_not_apply_gets_a_warning(fake_caffe, tmp_path):
     (fake_caffe / IO_CPP).write_text("// a fork's io.cpp, rewritten\n")
     log = prepare(fake_caffe, tmp_path / "mirror")
     assert "warning: protobuf-3.21-set-total-bytes-limit.patch does not apply" in log
+
+
+def readme_by_hand_commands():
+    """The README's "Into your own Caffe tree, by hand" commands, without the build line."""
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("### Into your own Caffe tree, by hand"):]
+    block = section[section.index("```sh\n") + 6:section.index("```\n", section.index("```sh\n") + 6)]
+    lines = [line for line in block.splitlines() if "make -j" not in line]
+    assert any("patches/" in line for line in lines), "the README's by-hand steps must apply patches/"
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+def test_readme_by_hand_steps_give_the_tree_the_superbuild_builds(fake_caffe, tmp_path, offset):
+    """Run as the README says (from the clone, on the user's own tree): overlay, proto and compatibility fixes,
+    the same result as the superbuild's mirror, and no io.cpp.orig; a second run changes nothing."""
+    io_cpp = fake_caffe / IO_CPP
+    io_cpp.write_text("// a fork's extra line\n" * offset + io_cpp.read_text())
+    mirror = tmp_path / "mirror"
+    prepare(fake_caffe, mirror)
+    script = readme_by_hand_commands().replace("/path/to/caffe", str(fake_caffe))
+    for _ in range(2):
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (fake_caffe / IO_CPP).read_bytes() == (mirror / IO_CPP).read_bytes()
+        assert "SetTotalBytesLimit(kProtoReadBytesLimit);" in (fake_caffe / IO_CPP).read_text()
+        proto = "src/caffe/proto/caffe.proto"
+        assert (fake_caffe / proto).read_bytes() == (mirror / proto).read_bytes()
+        assert (fake_caffe / OVERLAY_FILE).read_bytes() == (mirror / OVERLAY_FILE).read_bytes()
+        assert not list(fake_caffe.rglob("*.rej")) and not (fake_caffe / (IO_CPP + ".orig")).exists()

@@ -7,10 +7,13 @@ then they fail.
 import difflib
 import importlib.util
 import os
+import pathlib
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -267,21 +270,60 @@ def test_missing_target_message_is_an_error(subset, capsys):
 
 # --- forks and next-ID comment -----------------------------------------------------------------
 
-def test_hardnet_field_number_option_for_forks(pristine, capsys):
+def test_field_number_option_for_forks(pristine, capsys):
     add_to_message(pristine, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
     assert run(pristine) == 2
-    assert run("--hardnet-field-number", 160, pristine) == 0
+    assert run("--field-number", "hardnet_loss_param=160", pristine) == 0
     text = pristine.read_text()
     assert message_body(text, "LayerParameter").endswith(
         "  optional HardNetLossParameter hardnet_loss_param = 160;\n")
     # The comment was stale (149 was the fork's): it now names a number above every field.
     assert "// LayerParameter next available layer-specific ID: 161 (last added: hardnet_loss_param)\n" in text
     once = pristine.read_bytes()
-    assert run("--hardnet-field-number", 160, pristine) == 0 and pristine.read_bytes() == once
+    assert run("--field-number", "hardnet_loss_param=160", pristine) == 0 and pristine.read_bytes() == once
+    assert run("--hardnet-field-number", 160, pristine) == 0  # the deprecated alias still works
+    assert pristine.read_bytes() == once
     capsys.readouterr()
     assert run(pristine) == 2  # forgetting the option is a conflict, with a hint
-    assert "--hardnet-field-number 160" in capsys.readouterr().err
+    assert "--field-number hardnet_loss_param=160" in capsys.readouterr().err
     assert pristine.read_bytes() == once
+
+
+def test_field_number_option_moves_any_field_of_ours(subset, capsys):
+    """Not only HardNet's: a fork whose ContrastiveLossParameter uses 3 moves mining_ratio (and, repeated,
+    hardnet_loss_param too); the hint names the field that conflicts."""
+    add_to_message(subset, "ContrastiveLossParameter", "optional float fork_weight = 3;\n")
+    add_to_message(subset, "LayerParameter", "optional ClipParameter fork_param = 149;\n")
+    assert run(subset) == 2
+    assert run("--field-number", "mining_ratio=10", "--field-number", "hardnet_loss_param=170", subset) == 0
+    text = subset.read_text()
+    assert message_body(text, "ContrastiveLossParameter").endswith(
+        "  optional int32 mining_ratio = 10 [default = 1];\n")
+    assert "hardnet_loss_param = 170;" in text
+    capsys.readouterr()
+    assert run("--field-number", "hardnet_loss_param=170", subset) == 2
+    assert "--field-number mining_ratio=10" in capsys.readouterr().err
+
+
+def test_field_number_of_an_unknown_field_is_an_error(subset, capsys):
+    original = subset.read_bytes()
+    assert run("--field-number", "no_such_field=160", subset) == 2
+    assert "no field named no_such_field" in capsys.readouterr().err
+    assert subset.read_bytes() == original
+
+
+@pytest.mark.parametrize("value", ["hardnet_loss_param", "=160", "hardnet_loss_param=0", "hardnet_loss_param=x",
+                                   "hardnet_loss_param=19500"])
+def test_malformed_field_number_options_are_rejected(subset, value):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--field-number", value, subset)
+    assert exit_info.value.code == 2
+
+
+def test_one_field_two_numbers_is_rejected(subset):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--field-number", "hardnet_loss_param=160", "--hardnet-field-number", 161, subset)
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.parametrize("number", ["0", "19500", "536870912", "x"])
@@ -289,6 +331,19 @@ def test_unusable_field_numbers_are_rejected(subset, number):
     with pytest.raises(SystemExit) as exit_info:
         run("--hardnet-field-number", number, subset)
     assert exit_info.value.code == 2
+
+
+def test_stale_next_id_comment_gets_max_used_plus_one_and_the_real_last_field(subset):
+    """SSD's fork says "next available ID: 147" but uses 200..207: the patch must not claim 208 came from
+    hardnet_loss_param (149), nor trust 147."""
+    subset.write_text(subset.read_text().replace(
+        NEXT_ID_BEFORE, "// LayerParameter next available layer-specific ID: 147 (last added: clip_param)\n"))
+    add_to_message(subset, "LayerParameter", "".join(
+        f"optional ClipParameter ssd_param_{number} = {number};\n" for number in (203, 200, 207, 201)))
+    assert run(subset) == 0
+    text = subset.read_text()
+    assert "// LayerParameter next available layer-specific ID: 208 (last added: ssd_param_207)\n" in text
+    assert HARDNET_LINE in text
 
 
 def test_next_id_already_beyond_ours_is_left_as_is(subset):
@@ -378,6 +433,170 @@ def test_crlf_file_stays_crlf(subset):
     assert data.count(b"\n") == data.count(b"\r\n")
     assert SEED_000_LINE.replace("\n", "\r\n").encode() in data
     assert run(subset) == 0 and subset.read_bytes() == data
+
+
+def test_cr_only_file_is_patched_and_stays_cr_only(subset):
+    """protoc takes old-Mac line endings; the patcher must read them as lines, not as one comment."""
+    subset.write_bytes(subset.read_bytes().replace(b"\n", b"\r"))
+    assert run(subset) == 0
+    data = subset.read_bytes()
+    assert b"\n" not in data
+    assert SEED_000_LINE.replace("\n", "\r").encode() in data
+    assert NEXT_ID_AFTER.replace("\n", "\r").encode() in data
+    assert run(subset) == 0 and subset.read_bytes() == data
+
+
+# --- the user's file: permissions, owner, failures -------------------------------------------
+
+def unchanged_and_no_backup(path, original):
+    assert path.read_bytes() == original
+    assert not backup_of(path).exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no scratch file either
+
+
+def test_read_only_file_is_refused_even_for_root(subset, capsys):
+    """Root may write a 0444 file; the patcher decides by the mode bits that nobody is meant to."""
+    original = subset.read_bytes()
+    subset.chmod(0o444)
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert "read-only" in error and "-r--r--r--" in error and "nothing changed" in error
+    unchanged_and_no_backup(subset, original)
+    assert stat.S_IMODE(os.stat(subset).st_mode) == 0o444
+    assert run("--check", subset) == 1  # --check writes nothing, so it still answers
+
+
+def test_patched_file_keeps_owner_group_mode_and_inode(subset):
+    if os.geteuid() != 0:
+        pytest.skip("giving the file another owner needs root")
+    os.chown(subset, 65534, 65534)
+    subset.chmod(0o664)
+    inode = os.stat(subset).st_ino
+    assert run(subset) == 0
+    after = os.stat(subset)
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode), after.st_ino) == (65534, 65534, 0o664, inode)
+    assert SEED_000_LINE in subset.read_text()
+
+
+def test_backup_that_cannot_be_written_changes_nothing(subset, monkeypatch, capsys):
+    """A writable caffe.proto in a read-only folder: the backup cannot be made, so nothing is patched."""
+    original = subset.read_bytes()
+    real_open = open
+
+    def read_only_folder(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".orig") and "x" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(patcher, "open", read_only_folder, raising=False)
+    assert run(subset) == 2
+    error = capsys.readouterr().err
+    assert "cannot save the original as" in error and "folder must be writable" in error
+    unchanged_and_no_backup(subset, original)
+
+
+def test_file_that_cannot_be_opened_for_writing_leaves_no_backup(subset, monkeypatch, capsys):
+    """What an immutable file (chattr +i) or a read-only mount does: open for writing fails."""
+    original = subset.read_bytes()
+    real_open = open
+
+    def immutable(path, mode="r", *args, **kwargs):
+        if str(path).endswith("caffe.proto") and "+" in mode:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(patcher, "open", immutable, raising=False)
+    assert run(subset) == 2
+    assert "Operation not permitted" in capsys.readouterr().err
+    unchanged_and_no_backup(subset, original)
+
+
+def test_failed_write_restores_the_file_and_removes_the_new_backup(subset, monkeypatch, capsys):
+    original = subset.read_bytes()
+    real_rewrite = patcher.rewrite
+
+    def disk_full_once(f, content):
+        if content != original:
+            f.seek(0)
+            f.write(content[:100])  # a partial write, then the error
+            raise OSError(28, "No space left on device")
+        real_rewrite(f, content)
+    monkeypatch.setattr(patcher, "rewrite", disk_full_once)
+    assert run(subset) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    unchanged_and_no_backup(subset, original)
+
+
+@pytest.fixture
+def immutable_file(subset):
+    if subprocess.run(["chattr", "+i", str(subset)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    yield subset
+    subprocess.run(["chattr", "-i", str(subset)], check=True)
+
+
+def test_immutable_file_gives_a_message_and_no_stray_backup(immutable_file):
+    original = immutable_file.read_bytes()
+    result = subprocess.run([sys.executable, PATCHER, str(immutable_file)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "immutable" in result.stderr
+    unchanged_and_no_backup(immutable_file, original)
+
+
+@pytest.fixture
+def foreign_user_copy():
+    """A tree and a copy of the patcher that user nobody can reach (pytest's tmp folders are root's 0700),
+    and a function running the patcher as nobody: the permission cases that root would pass through."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the patcher as another user")
+    root = tempfile.mkdtemp(prefix="patcher-as-nobody-")
+    os.chmod(root, 0o755)
+    tool = os.path.join(root, "tool")
+    shutil.copytree(os.path.dirname(PATCHER), tool)
+    folder = pathlib.Path(root) / "tree"
+    folder.mkdir()
+    shutil.copyfile(FIXTURE, folder / "caffe.proto")
+
+    def patch(*argv):
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               os.path.realpath(sys.executable), os.path.join(tool, "patch_caffe_proto.py"),
+                               *map(str, argv)], capture_output=True, text=True)
+    yield folder, patch
+    shutil.rmtree(root)
+
+
+def test_writable_file_in_a_read_only_folder_is_refused_cleanly(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    proto = folder / "caffe.proto"
+    proto.chmod(0o666)  # the file is writable for nobody, its root-owned 0755 folder is not
+    original = proto.read_bytes()
+    result = patch(proto)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "cannot save the original" in result.stderr
+    unchanged_and_no_backup(proto, original)
+    assert patch("--check", proto).returncode == 1
+
+
+def test_root_owned_file_patched_by_another_user_stays_root_owned(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    folder.chmod(0o777)
+    proto = folder / "caffe.proto"
+    proto.chmod(0o666)
+    result = patch(proto)
+    assert result.returncode == 0, result.stderr
+    after = os.stat(proto)
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o666)
+    assert SEED_000_LINE in proto.read_text()
+    assert backup_of(proto).read_bytes() == open(FIXTURE, "rb").read()
+
+
+def test_file_another_user_cannot_write_is_refused(foreign_user_copy):
+    folder, patch = foreign_user_copy
+    folder.chmod(0o777)  # today's rename would replace it: the folder allows that, the file does not
+    proto = folder / "caffe.proto"
+    proto.chmod(0o644)
+    original = proto.read_bytes()
+    result = patch(proto)
+    assert result.returncode == 2 and "not writable" in result.stderr, result.stderr
+    unchanged_and_no_backup(proto, original)
 
 
 # --- the result compiles and has our defaults ------------------------------------------------

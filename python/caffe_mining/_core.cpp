@@ -16,6 +16,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -97,7 +98,8 @@ void check_finite_values(const CArray<T>& x, const char* name, int dim) {
   const T* data = x.data();
   for (py::ssize_t k = 0; k < x.size(); ++k) {
     if (!std::isfinite(data[k])) {
-      throw py::value_error(std::string(name) + " holds a non-finite value (" + std::to_string(data[k]) + ") at row " +
+      throw py::value_error(std::string(name) + " holds a non-finite value (" + caffe_mining::format_value(data[k]) +
+                            ") at row " +
                             std::to_string(k / dim) + "; pass check_finite=False to compute anyway");
     }
   }
@@ -119,6 +121,46 @@ CArray<T> per_row_values(const py::object& values, const char* name, int n) {
   return converted;
 }
 
+/// ValueError with the core's message when it names a problem (the check the Caffe layers CHECK on).
+void raise_if(const std::string& problem) {
+  if (!problem.empty()) throw py::value_error(problem);
+}
+
+/// Class ids as dense ids 0..C-1 in T, equal exactly where the given labels are equal. The core compares labels
+/// only for equality, so this keeps its meaning for any integer (int64 2^62 and 2^62 + 1 stay two classes) or
+/// float label, where converting the labels themselves to float32 would merge classes.
+template <typename T>
+CArray<T> dense_class_ids(const py::object& labels_in, int n) {
+  const py::array given = py::array::ensure(labels_in);
+  const std::string kind = given ? py::str(given.dtype().attr("kind")).cast<std::string>() : "";
+  std::vector<double> as_double;
+  std::vector<int64_t> as_int;
+  if (kind == "i" || kind == "u" || kind == "b") {
+    const CArray<int64_t> ids = per_row_values<int64_t>(labels_in, "labels", n);
+    as_int.assign(ids.data(), ids.data() + n);
+  } else {
+    const CArray<double> ids = per_row_values<double>(labels_in, "labels", n);
+    as_double.assign(ids.data(), ids.data() + n);
+    const int invalid = caffe_mining::hardnet_find_invalid_label(as_double.data(), n);
+    if (invalid >= 0) {
+      throw py::value_error("labels must be finite class ids. Got: labels[" + std::to_string(invalid) + "] = " +
+                            caffe_mining::format_value(as_double[invalid]));
+    }
+  }
+  CArray<T> dense(n);
+  auto assign = [&](auto& values) {
+    auto sorted = values;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    for (int i = 0; i < n; ++i) {
+      dense.mutable_data()[i] = T(std::lower_bound(sorted.begin(), sorted.end(), values[i]) - sorted.begin());
+    }
+  };
+  if (as_int.empty() && as_double.empty()) return dense;  // n = 0 is refused earlier
+  if (!as_int.empty()) assign(as_int); else assign(as_double);
+  return dense;
+}
+
 template <typename T>
 py::array_t<T> new_like(const py::array& x) {
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
@@ -135,6 +177,7 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
   const int n = shape.n, dim = shape.dim;
   const CArray<T> feat = CArray<T>::ensure(feat_in);
   const CArray<T> feat_p = CArray<T>::ensure(feat_p_in);
+  raise_if(caffe_mining::contrastive_options_problem<T>(margin, mining_ratio));
   const CArray<T> sim = per_row_values<T>(sim_in, "sim", n);
   if (check_finite) {
     check_finite_values(feat, "feat", dim);
@@ -143,7 +186,7 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
   const int invalid = caffe_mining::find_invalid_label_cpu(sim.data(), n);
   if (invalid >= 0) {
     throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(invalid) +
-                          "] = " + std::to_string(sim.data()[invalid]));
+                          "] = " + caffe_mining::format_value(sim.data()[invalid]));
   }
 
   const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
@@ -184,13 +227,8 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
                                   bool backward, bool check_finite) {
   const py::array feat = as_array(feat_in, "feat");
   const py::array feat_p = as_array(feat_p_in, "feat_p");
-  if (mining_ratio < 1) {
-    throw py::value_error("mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio));
-  }
-  if (!std::isfinite(margin)) throw py::value_error("margin must be finite. Got: " + std::to_string(margin));
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
+  raise_if(caffe_mining::contrastive_options_problem<double>(margin, mining_ratio));
+  raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
   feature_shape(feat, "feat");
   const bool single = is_float32(feat, "feat");
   check_same(feat, "feat", feat_p, "feat_p");
@@ -204,6 +242,18 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
 
 // ---------------------------------------------------------------------------------------------------------------
 // HardNetLoss
+
+void check_dtype_name(const std::string& dtype) {
+  if (dtype != "float32" && dtype != "float64") {
+    throw py::value_error("dtype must be 'float32' or 'float64'. Got: '" + dtype + "'");
+  }
+}
+
+std::string hardnet_options_problem(const caffe_mining::HardNetOptions& options, const std::string& dtype) {
+  check_dtype_name(dtype);
+  return dtype == "float32" ? caffe_mining::hardnet_options_problem<float>(options)
+                            : caffe_mining::hardnet_options_problem<double>(options);
+}
 
 caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
   for (auto& c : name) c = static_cast<char>(toupper(c));
@@ -241,28 +291,22 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
   CArray<T> labels, uniforms;
   const bool has_labels = !labels_in.is_none();
   const bool has_uniforms = options.batch_reduce == caffe_mining::HardNetBatchReduce::kRandom;
-  if (has_labels) {
-    labels = per_row_values<T>(labels_in, "labels", n);
-    const CArray<double> as_given = per_row_values<double>(labels_in, "labels", n);
-    for (int i = 0; i < n; ++i) {
-      if (!std::isfinite(as_given.data()[i]) || static_cast<double>(labels.data()[i]) != as_given.data()[i]) {
-        throw py::value_error("labels must be finite and exactly representable in the features' dtype. Got: "
-                              "labels[" + std::to_string(i) + "] = " + std::to_string(as_given.data()[i]));
-      }
-    }
-  }
+  raise_if(caffe_mining::hardnet_options_problem<T>(options));
+  if (has_labels) labels = dense_class_ids<T>(labels_in, n);
   if (has_uniforms) {
     if (uniforms_in.is_none()) {
       throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
     }
-    uniforms = per_row_values<T>(uniforms_in, "uniforms", n);
+    // Checked as given: a value just below 1 may round to 1 in float32, which the core takes as its last rank.
+    const CArray<double> given = per_row_values<double>(uniforms_in, "uniforms", n);
     for (int i = 0; i < n; ++i) {
-      const T u = uniforms.data()[i];
-      if (!(u >= T(0) && u < T(1))) {
+      const double u = given.data()[i];
+      if (!(u >= 0.0 && u < 1.0)) {
         throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(i) + "] = " +
-                              std::to_string(u));
+                              caffe_mining::format_value(u));
       }
     }
+    uniforms = per_row_values<T>(uniforms_in, "uniforms", n);
   }
 
   const size_t nn = static_cast<size_t>(n);
@@ -322,22 +366,14 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
   const py::array anchor = as_array(anchor_in, "anchor");
   const py::array positive = as_array(positive_in, "positive");
   caffe_mining::HardNetOptions options;
-  if (!(margin >= 0) || !std::isfinite(margin)) {
-    throw py::value_error("margin must be finite and >= 0. Got: " + std::to_string(margin));
-  }
-  if (!(eps > 0) || !std::isfinite(eps)) throw py::value_error("eps must be finite and > 0. Got: " + std::to_string(eps));
-  if (!(duplicate_threshold >= 0) || !std::isfinite(duplicate_threshold)) {
-    throw py::value_error("duplicate_threshold must be finite and >= 0. Got: " + std::to_string(duplicate_threshold));
-  }
-  if (!std::isfinite(loss_weight)) {
-    throw py::value_error("loss_weight must be finite. Got: " + std::to_string(loss_weight));
-  }
+  raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
   options.margin = margin;
   options.anchor_swap = anchor_swap;
   options.batch_reduce = parse_batch_reduce(batch_reduce);
   options.loss_type = parse_loss_type(loss_type);
   options.eps = eps;
   options.duplicate_threshold = duplicate_threshold;
+  raise_if(hardnet_options_problem(options, "float64"));
   feature_shape(anchor, "anchor");
   const bool single = is_float32(anchor, "anchor");
   check_same(anchor, "anchor", positive, "positive");
@@ -345,6 +381,25 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
     return hardnet<float>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);
   }
   return hardnet<double>(anchor, positive, labels, options, uniforms, loss_weight, backward, check_finite);
+}
+
+std::string hardnet_options_problem_py(double margin, bool anchor_swap, const std::string& batch_reduce,
+                                       const std::string& loss_type, double eps, double duplicate_threshold,
+                                       const std::string& dtype) {
+  caffe_mining::HardNetOptions options;
+  options.margin = margin;
+  options.anchor_swap = anchor_swap;
+  options.batch_reduce = parse_batch_reduce(batch_reduce);
+  options.loss_type = parse_loss_type(loss_type);
+  options.eps = eps;
+  options.duplicate_threshold = duplicate_threshold;
+  return hardnet_options_problem(options, dtype);
+}
+
+std::string contrastive_options_problem_py(double margin, int mining_ratio, const std::string& dtype) {
+  check_dtype_name(dtype);
+  return dtype == "float32" ? caffe_mining::contrastive_options_problem<float>(margin, mining_ratio)
+                            : caffe_mining::contrastive_options_problem<double>(margin, mining_ratio);
 }
 
 }  // namespace
@@ -368,6 +423,17 @@ Returns:
     (loss: float, grad_feat, grad_feat_p (like feat, or None), picked: (N,) bool, cost: (N,) feat's dtype).
 )doc");
 
+  m.def("hardnet_options_problem", &hardnet_options_problem_py, py::kw_only(), py::arg("margin") = 1.0,
+        py::arg("anchor_swap") = false, py::arg("batch_reduce") = "MIN", py::arg("loss_type") = "TRIPLET_MARGIN",
+        py::arg("eps") = 1e-6, py::arg("duplicate_threshold") = 0.008, py::arg("dtype") = "float64",
+        R"doc(Why these hardnet_loss_param values cannot be used in ``dtype`` ('float32' | 'float64'), or '' when they
+can: the core's check, the one the HardNetLoss layer and hardnet_loss make (ValueError for an unknown enum name).)doc");
+
+  m.def("contrastive_options_problem", &contrastive_options_problem_py, py::kw_only(), py::arg("margin") = 1.0,
+        py::arg("mining_ratio") = 1, py::arg("dtype") = "float64",
+        R"doc(Why these contrastive_loss_param values cannot be used in ``dtype``, or '' when they can: the core's
+check, the one the MiningContrastiveLoss layer and mining_contrastive_loss make.)doc");
+
   m.def("hardnet_loss", &hardnet_loss, py::arg("anchor"), py::arg("positive"), py::arg("labels") = py::none(),
         py::kw_only(), py::arg("margin") = 1.0, py::arg("anchor_swap") = false, py::arg("batch_reduce") = "MIN",
         py::arg("loss_type") = "TRIPLET_MARGIN", py::arg("eps") = 1e-6, py::arg("duplicate_threshold") = 0.008,
@@ -377,7 +443,7 @@ Returns:
 
 Args:
     anchor, positive: float32 or float64, (N, D) or (N, D, 1, 1), same dtype and shape, N >= 2.
-    labels: None or N class ids (exactly representable in the features' dtype).
+    labels: None or N finite class ids of any integer or float dtype (only their equality matters).
     margin, anchor_swap, batch_reduce ('MIN' | 'AVERAGE' | 'RANDOM'), loss_type ('TRIPLET_MARGIN' | 'SOFTMAX' |
         'CONTRASTIVE'), eps, duplicate_threshold: as hardnet_loss_param.
     uniforms: N values in [0, 1), required for RANDOM (row i takes its floor(u_i * count_i)-th valid candidate).

@@ -33,3 +33,14 @@ def hardnet_loss(
     check_finite: bool = True,
 ) -> Tuple[float, Optional[np.ndarray], Optional[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            np.ndarray]: ...
+def hardnet_options_problem(
+    *,
+    margin: float = 1.0,
+    anchor_swap: bool = False,
+    batch_reduce: str = "MIN",
+    loss_type: str = "TRIPLET_MARGIN",
+    eps: float = 1e-6,
+    duplicate_threshold: float = 0.008,
+    dtype: str = "float64",
+) -> str: ...
+def contrastive_options_problem(*, margin: float = 1.0, mining_ratio: int = 1, dtype: str = "float64") -> str: ...

@@ -625,6 +625,8 @@ def run(args: argparse.Namespace) -> CheckReport:
     if args.prototxt:
         if not args.layer_name:
             raise ValueError("--prototxt needs --layer-name")
+        if not os.path.isfile(args.prototxt):
+            raise ValueError(f"--prototxt {args.prototxt}: no such file")
         type_name, options, layer_param, python_layer, weight, bottoms = layer_from_prototxt(args.prototxt,
                                                                                                args.layer_name)
         if args.param:
@@ -661,6 +663,10 @@ def run(args: argparse.Namespace) -> CheckReport:
     else:
         if args.device == "gpu" and not gpu_available():
             raise RuntimeError("--device gpu: this pycaffe cannot use GPU 0 (CPU-only build or no device)")
+        # Caffe answers a size or parameter its layer rejects with a glog abort (exit 134, no message for the
+        # CLI to report): ask the core first, whose checks are the layers' own, and stop on its message.
+        FunctionTarget(problem, problem.spec.core_fn).evaluate(
+            draw_inputs(problem, n, dim, np.random.default_rng(args.seed), "float64"), backward=False)
         shapes = {b: (n, dim) for b in problem.spec.differentiable}
         if has_labels:
             shapes[problem.spec.label_bottom] = (n,)
@@ -674,7 +680,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = run(args)
-    except (ValueError, RuntimeError) as error:
+    except (ValueError, RuntimeError, OSError) as error:
         print(f"gradcheck: error: {error}", file=sys.stderr)
         return 2
     print(report.format())

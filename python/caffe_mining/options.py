@@ -11,6 +11,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from caffe_mining import _core
+
 __all__ = [
     "BATCH_REDUCES",
     "LOSS_TYPES",
@@ -40,8 +42,7 @@ class ContrastiveOptions:
         _check_number("margin", self.margin)
         _check_bool("legacy_version", self.legacy_version)
         _check_int("mining_ratio", self.mining_ratio)
-        if self.mining_ratio < 1:
-            raise ValueError(f"mining_ratio must be >= 1. Got: {self.mining_ratio}")
+        _raise_if(_core.contrastive_options_problem(margin=self.margin, mining_ratio=self.mining_ratio))
 
     def proto_text(self) -> str:
         """The ``contrastive_loss_param { ... }`` block of a prototxt."""
@@ -62,21 +63,18 @@ class HardNetOptions:
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _check_number("margin", self.margin)
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0. Got: {self.margin}")
+        for key in ("margin", "eps", "duplicate_threshold"):
+            _check_number(key, getattr(self, key))
         _check_bool("anchor_swap", self.anchor_swap)
         for key, allowed in (("batch_reduce", BATCH_REDUCES), ("loss_type", LOSS_TYPES)):
             value = getattr(self, key)
             if not isinstance(value, str) or value.upper() not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}. Got: {value!r}")
             object.__setattr__(self, key, value.upper())
-        _check_number("eps", self.eps)
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0. Got: {self.eps}")
-        _check_number("duplicate_threshold", self.duplicate_threshold)
-        if self.duplicate_threshold < 0:
-            raise ValueError(f"duplicate_threshold must be >= 0. Got: {self.duplicate_threshold}")
+        # The ranges: the core's check, the one the C++ layer and the bindings make (float32 at call time).
+        _raise_if(_core.hardnet_options_problem(
+            margin=self.margin, anchor_swap=self.anchor_swap, batch_reduce=self.batch_reduce,
+            loss_type=self.loss_type, eps=self.eps, duplicate_threshold=self.duplicate_threshold))
         if self.seed is not None:
             _check_int("seed", self.seed)
             if not 0 <= self.seed < 2**32:
@@ -98,11 +96,15 @@ LAYER_OPTIONS = {"MiningContrastiveLoss": ContrastiveOptions, "HardNetLoss": Har
 Options = Union[ContrastiveOptions, HardNetOptions]
 
 
+def _raise_if(problem: str) -> None:
+    if problem:
+        raise ValueError(problem)
+
+
 def _check_number(key: str, value: Any) -> None:
+    """The type only; the range (finite included) is the core's check."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} must be a number. Got: {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{key} must be finite. Got: {value!r}")
 
 
 def _check_bool(key: str, value: Any) -> None:

@@ -16,6 +16,10 @@
 //
 // Loss (K = num_picked pairs, P = set of picked pairs):
 //   E = 1/(2K) * sum_{i in P} cost_i,  E = 0 when K = 0.
+// Non-finite input: when any pair's dist_sq is NaN or inf (a NaN or inf feature, or an overflowing difference),
+// E = NaN and the backward writes NaN into every gradient element, whether or not that pair is picked: a
+// diverged batch never shows a finite loss. (Its cost is NaN too, so it also ranks hardest of its kind.)
+// dist_sq is a sum of squares in squared_norm's fixed order, so identical pairs have identical costs.
 // Mining: K is split between the kinds by split_picked_pairs (alternately the hardest remaining similar
 // pair, then the hardest remaining dissimilar pair, starting with similar; when one kind runs out the other
 // fills the rest); within a kind the pairs are ranked by cost, larger first, equal costs by lower index
@@ -28,7 +32,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include <string>
+
 #include "caffe_mining/host_device.hpp"
+#include "caffe_mining/option_checks.hpp"
 
 // cudaStream_t is `struct CUstream_st*`; naming it this way keeps this header free of CUDA headers so
 // that plain C++ code (the CPU build, the Python module) can include it.
@@ -55,7 +62,7 @@ CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
  */
 template <typename Dtype>
 CM_HOST_DEVICE Dtype contrastive_cost(Dtype dist_sq, bool similar, Dtype margin, bool legacy) {
-  if (similar) return dist_sq;
+  if (similar || dist_sq != dist_sq) return dist_sq;  // a NaN distance stays NaN (the hinge would hide it)
   if (legacy) {
     const Dtype mdist = margin - dist_sq;
     return mdist > Dtype(0) ? mdist : Dtype(0);
@@ -82,6 +89,14 @@ CM_HOST_DEVICE Dtype contrastive_diff_factor(Dtype dist_sq, bool similar, Dtype 
   const Dtype dist = cm_sqrt(dist_sq);
   const Dtype mdist = margin - dist;
   return mdist > Dtype(0) ? -alpha * mdist / (dist + contrastive_distance_guard<Dtype>()) : Dtype(0);
+}
+
+/// Why (margin, mining_ratio) cannot be used in Dtype, or "" when they can: a finite margin (any sign, as Caffe's
+/// ContrastiveLoss) as given and once rounded to Dtype, and mining_ratio >= 1.
+template <typename Dtype>
+std::string contrastive_options_problem(double margin, int mining_ratio) {
+  if (mining_ratio < 1) return "mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio);
+  return option_finite_problem<Dtype>("margin", margin);
 }
 
 /// K = floor(n / mining_ratio), the number of pairs the loss keeps. Requires mining_ratio >= 1.
@@ -266,6 +281,11 @@ void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bo
 // ---- CUDA twins: same arguments, device pointers, asynchronous on `stream`. Defined in the .cu, ----
 // ---- available only in CUDA builds.                                                             ----
 // Launch errors are left to the caller (cudaGetLastError; Caffe's CUDA_POST_KERNEL_CHECK).
+// Deterministic: no floating-point atomics, every sum in a fixed order, so a rerun gives the same bits.
+// dist_sq is a warp's tree sum (with FMA), not cblas's dot: it can differ from the CPU's in the last bits, and so
+// can a pick between pairs whose costs are equal on one path only; equal inputs give equal costs on each path.
+// Non-finite dist_sq in any pair: the loss is NaN and the backward writes NaN into every gradient element (the
+// backward keeps its flag in the first gradient buffer's element 0 until it writes that element last).
 
 /// Bytes of device workspace contrastive_forward_gpu needs for n pairs (256-byte aligned base).
 size_t contrastive_workspace_bytes_gpu(int n);
@@ -280,7 +300,8 @@ void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stre
  *
  * The whole selection runs on the device with no host synchronisation: a radix select over the
  * (hardness key, inverted index) bits finds, per kind, the K_kind-th hardest pair in O(n) per digit
- * pass; a pair is picked when it is at least as hard. Ties resolve exactly as on the CPU.
+ * pass; a pair is picked when it is at least as hard. Ties between equal costs resolve exactly as on
+ * the CPU (by index); costs themselves can differ from the CPU's in the last bits (see above).
  */
 template <typename Dtype>
 void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,

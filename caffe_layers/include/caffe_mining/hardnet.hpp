@@ -20,6 +20,10 @@
 //     AVERAGE  (1/count_i) sum_j l(pos_i, c_ij)        (over valid candidates)
 //     RANDOM   l(pos_i, c_ik), k = the floor(u_i * count_i)-th valid candidate in increasing j (u_i in [0,1) given)
 //   loss = mean of the row losses over the R non-empty rows; 0 when R = 0 (then all gradients are 0 as well).
+//   Non-finite input: when a feature is NaN or +-inf, or the features are so large that a squared distance could
+//   overflow (2 (max_i |a_i|^2 + max_j |p_j|^2) is not finite), the loss is NaN, no row is mined (every row empty,
+//   valid_rows = -1) and the backward writes NaN into every gradient element: a diverged batch never looks like
+//   one without negatives.
 //
 // Divergences from the authors' PyTorch code (loss_HardNet / distance_matrix_vector in DagnyT/hardnet):
 //   - the squared distance is clamped at 0 before eps is added: rounding in |a|^2+|p|^2-2a.p can go negative,
@@ -36,10 +40,13 @@
 #ifndef CAFFE_MINING_HARDNET_HPP_
 #define CAFFE_MINING_HARDNET_HPP_
 
+#include <climits>
 #include <cmath>
 #include <cstddef>
+#include <string>
 
 #include "caffe_mining/host_device.hpp"
+#include "caffe_mining/option_checks.hpp"
 
 // cudaStream_t is `CUstream_st*` and cublasHandle_t is `cublasContext*`: naming them so keeps this header free of
 // CUDA headers, so plain C++ (the CPU build, the Python module) can include it.
@@ -78,8 +85,32 @@ struct HardNetMining {
   Dtype* row_loss;     ///< [n] loss of row i (0 for an empty row)
   Dtype* dloss_dpos;   ///< [n] d row_loss_i / d pos_i (AVERAGE: already averaged over the candidates)
   Dtype* dloss_dneg;   ///< [n] d row_loss_i / d neg_dist_i (MIN and RANDOM; 0 for AVERAGE)
-  int* valid_rows;     ///< [1] R, the number of non-empty rows
+  int* valid_rows;     ///< [1] R, the number of non-empty rows; -1 when the input is not finite (loss NaN)
 };
+
+/// Why `options` cannot be used in Dtype, or "" when they can: margin >= 0, eps > 0, duplicate_threshold >= 0, all
+/// finite as given and once rounded to Dtype, and known enum values.
+template <typename Dtype>
+std::string hardnet_options_problem(const HardNetOptions& options) {
+  std::string problem = option_range_problem<Dtype>("margin", options.margin, 0.0, false);
+  if (problem.empty()) problem = option_range_problem<Dtype>("eps", options.eps, 0.0, true);
+  if (problem.empty()) {
+    problem = option_range_problem<Dtype>("duplicate_threshold", options.duplicate_threshold, 0.0, false);
+  }
+  const int reduce = static_cast<int>(options.batch_reduce), type = static_cast<int>(options.loss_type);
+  if (problem.empty() && (reduce < 0 || reduce > 2)) problem = "batch_reduce must be MIN, AVERAGE or RANDOM";
+  if (problem.empty() && (type < 0 || type > 2)) problem = "loss_type must be TRIPLET_MARGIN, SOFTMAX or CONTRASTIVE";
+  return problem;
+}
+
+/// Index of the first label that is not finite (NaN labels would match nothing, silently), or -1.
+template <typename Dtype>
+int hardnet_find_invalid_label(const Dtype* labels, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(labels[i])) return i;
+  }
+  return -1;
+}
 
 /// Columns per block when the CPU path mines a row by itself (MIN without anchor swap).
 constexpr int kHardnetRowBlock = 64;
@@ -91,6 +122,14 @@ inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   const std::size_t rows = static_cast<std::size_t>(n);
   if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows;
   return 2 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
+}
+
+/// The largest n whose buffers (the n x n matrix and the scratch) each hold at most INT_MAX elements, the limit of
+/// a Caffe blob: 46340 (n * n <= INT_MAX), 46339 for AVERAGE (n * n + 2n).
+inline int hardnet_max_rows(const HardNetOptions& options) {
+  int n = 46340;  // floor(sqrt(INT_MAX))
+  while (static_cast<std::size_t>(n) * n > INT_MAX || hardnet_scratch_count(n, options) > INT_MAX) --n;
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -109,6 +148,42 @@ template <typename Dtype>
 CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
   const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
   return hardnet_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
+}
+
+// Mining on the squared scale (MIN without anchor swap, both paths): with x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps,
+// D = sqrt(x) is correctly rounded (IEEE sqrt on the CPU and, without -use_fast_math, on the device) and so
+// non-decreasing in x. Every comparison the rule makes (D against the duplicate threshold, the row's smallest D) can
+// then be made on x with exact bounds, and the square root is taken for the row's minimum only.
+
+CM_HOST_DEVICE float hardnet_next_up(float x) { return nextafterf(x, INFINITY); }
+CM_HOST_DEVICE double hardnet_next_up(double x) { return nextafter(x, static_cast<double>(INFINITY)); }
+CM_HOST_DEVICE float hardnet_next_down(float x) { return nextafterf(x, 0.0f); }
+CM_HOST_DEVICE double hardnet_next_down(double x) { return nextafter(x, 0.0); }
+
+/// x of hardnet_distance (D = sqrt(x)), the same operations in the same order.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
+  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
+  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
+}
+
+/// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_squared_threshold(Dtype threshold) {
+  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
+  Dtype x = threshold * threshold;  // within an ulp or two of the bound
+  while (hardnet_sqrt(x) < threshold) x = hardnet_next_up(x);
+  while (x > Dtype(0) && hardnet_sqrt(hardnet_next_down(x)) >= threshold) x = hardnet_next_down(x);
+  return x;
+}
+
+/// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
+template <typename Dtype>
+CM_HOST_DEVICE Dtype hardnet_largest_with_same_root(Dtype x_min) {
+  const Dtype root = hardnet_sqrt(x_min);
+  Dtype x = x_min;
+  while (x < Dtype(INFINITY) && hardnet_sqrt(hardnet_next_up(x)) == root) x = hardnet_next_up(x);
+  return x;
 }
 
 /// softplus(x) = log(1 + e^x) without overflow for large |x|.
@@ -188,25 +263,33 @@ struct HardNetCandidate {
   bool swapped;
 };
 
-/// Candidate j of row i from the distance matrix (n x n, row-major). With anchor_swap the smaller valid one of
-/// D_ij and D_ji; at equal value D_ij (not swapped).
+/// Candidate j of row i from its two values: D_ij (valid_ij) and, with anchor_swap, D_ji (valid_ji). The smaller
+/// valid one; at equal value D_ij (not swapped).
+template <typename Dtype>
+CM_HOST_DEVICE HardNetCandidate<Dtype> hardnet_candidate_of(Dtype d_ij, bool valid_ij, Dtype d_ji, bool valid_ji,
+                                                           bool anchor_swap) {
+  HardNetCandidate<Dtype> cand;
+  cand.value = d_ij;
+  cand.valid = valid_ij;
+  cand.swapped = false;
+  if (anchor_swap && valid_ji && (!valid_ij || d_ji < d_ij)) {
+    cand.value = d_ji;
+    cand.valid = true;
+    cand.swapped = true;
+  }
+  return cand;
+}
+
+/// Candidate j of row i from the distance matrix (n x n, row-major): hardnet_candidate_of D_ij and D_ji.
 template <typename Dtype>
 CM_HOST_DEVICE HardNetCandidate<Dtype> hardnet_candidate(const Dtype* dist, const Dtype* labels, int n, int i, int j,
                                                         Dtype duplicate_threshold, bool anchor_swap) {
-  HardNetCandidate<Dtype> cand;
   const Dtype d_ij = dist[static_cast<std::size_t>(i) * n + j];
-  cand.value = d_ij;
-  cand.valid = hardnet_negative_valid(labels, i, j, d_ij, duplicate_threshold);
-  cand.swapped = false;
-  if (anchor_swap) {
-    const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
-    if (hardnet_negative_valid(labels, j, i, d_ji, duplicate_threshold) && (!cand.valid || d_ji < d_ij)) {
-      cand.value = d_ji;
-      cand.valid = true;
-      cand.swapped = true;
-    }
-  }
-  return cand;
+  const bool valid_ij = hardnet_negative_valid(labels, i, j, d_ij, duplicate_threshold);
+  if (!anchor_swap) return hardnet_candidate_of(d_ij, valid_ij, d_ij, false, false);
+  const Dtype d_ji = dist[static_cast<std::size_t>(j) * n + i];
+  return hardnet_candidate_of(d_ij, valid_ij, d_ji, hardnet_negative_valid(labels, j, i, d_ji, duplicate_threshold),
+                              true);
 }
 
 /// MIN order: (value, j) lexicographic; index -1 means "none yet" and loses to any real candidate.
@@ -280,8 +363,35 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 
 // ---------------------------------------------------------------------------------------------------------------
 // CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same contracts as the CPU functions with device
-// pointers (uniforms too), kernels queued on `stream`; the GEMMs run on whatever stream `cublas` is bound to (bind it
-// to `stream`, or pass the stream cublas uses). `loss` is a device pointer; loss_weight is a host value.
+// pointers (uniforms too); `loss` is a device pointer, loss_weight a host value. Everything, the GEMMs included, is
+// queued on `stream` with no host synchronisation: for the call, `cublas` is set to `stream` and to host pointer
+// mode (alpha and beta are host scalars), and its previous stream and pointer mode are restored before returning.
+//
+// What the GPU guarantees, and where it differs from the CPU by design:
+//   - Deterministic: the same inputs give the same bits on every run (no floating-point atomics; every sum has a
+//     fixed order).
+//   - Decisions as the CPU's rule, made by the same element functions (hardnet_gpu_steps.hpp; the CPU tests run
+//     those steps serially against the CPU core and find the same picks, counts and values bit for bit when they are
+//     fed the same dot products and norms). MIN without anchor swap mines on the squared distance as the CPU does
+//     (one square root per row; `dist` then keeps the dot products, as on the CPU).
+//   - Inputs differ in the last bits: the dot products come from cuBLAS (its own blocking, FMA) and the squared
+//     norms from a warp's tree sum with FMA, neither bit-equal to cblas on the CPU. So D, and a pick that sits
+//     exactly at a tie or at the duplicate threshold, can differ between CPU and GPU where the distances differ.
+//     Within one path identical rows give identical distances, and their ties resolve by index as specified: the
+//     norms are summed alike for every row, and a GEMM of this shape (k = dim, no split of k) reduces every entry
+//     the same way in OpenBLAS and, in practice, in cuBLAS (which does not promise it: a GPU test checks it).
+//   - Values up to rounding: SOFTMAX uses the device's expf/log1pf (within 2 ulp of glibc's), and the loss mean and
+//     AVERAGE's sums add in a tree order. The GPU tests compare with the CPU at the relative tolerance of
+//     tests/gpu/gpu_support.py (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product
+//     and sum exact (dyadic values of few bits).
+//   - MIN/RANDOM backward: each gradient element is summed in the CPU's order (rows increasing, a row's positive
+//     pair then its negative), every product rounded before it is added (no FMA), so given the same mining outputs
+//     and inputs the gradients are the CPU's bit for bit; AVERAGE goes through two GEMMs (rounding differs).
+//   - Non-finite inputs (a non-finite squared norm, or 2 (max|a|^2 + max|p|^2) overflowing): loss NaN, every row
+//     empty (neg_index -1, neg_count 0, row_loss 0, pos_dist NaN) and valid_rows -1, which tells the backward to
+//     write NaN into every gradient element, exactly as on the CPU. With AVERAGE and no valid row the gradients are +0 as on the CPU
+//     (the GEMMs, queued before the device knows, still run).
+//   - Needs IEEE square roots (the default; never build this file with -use_fast_math).
 
 template <typename Dtype>
 void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,

@@ -83,9 +83,18 @@ namespace caffe {
  *      its distance is the swapped @f$ d_{ji} @f$, else 0. Its loss_weight
  *      defaults to 0.
  *
+ * Non-finite input: a NaN or infinite feature, or features so large that a
+ * squared distance could overflow (@f$ 2(\max_i \|a_i\|^2 +
+ * \max_j \|p_j\|^2) @f$ not finite), makes E = NaN and every gradient
+ * element NaN, with no row mined (the second top says -1 for every row): a
+ * diverged batch never reads as one without negatives.
+ *
  * Parameters: hardnet_loss_param { margin anchor_swap batch_reduce loss_type
- * eps duplicate_threshold seed }. Requires N >= 2, margin >= 0, eps > 0 and
- * duplicate_threshold >= 0.
+ * eps duplicate_threshold seed }. Requires 2 <= N <= 46340 (46339 with
+ * AVERAGE: a blob holds at most INT_MAX elements), finite class ids, and
+ * margin >= 0, eps > 0, duplicate_threshold >= 0, each finite also once
+ * rounded to Dtype (caffe_mining::hardnet_options_problem, the check the
+ * Python bindings make too).
  */
 template <typename Dtype>
 class HardNetLossLayer : public LossLayer<Dtype> {
@@ -122,6 +131,8 @@ class HardNetLossLayer : public LossLayer<Dtype> {
 
   /// The core's per-row buffers, on the host or (on_gpu) on the device.
   caffe_mining::HardNetMining<Dtype> Mining(bool on_gpu);
+  /// Fails, naming the index, on a label that is not finite (read on the host).
+  void CheckLabels(const Blob<Dtype>& label) const;
   /// Fills uniforms_ (host) with the next N draws (RANDOM only).
   void DrawUniforms(int num);
 

@@ -28,8 +28,15 @@ namespace caffe {
  * out the other fills the rest. Equal costs go to the lower index, so the choice is deterministic.
  * Unpicked pairs contribute nothing and get zero gradient.
  *
- * - mining_ratio = 1: exactly ContrastiveLossLayer's loss and gradients (same formulas, including its
- *   @f$ 10^{-4} @f$ guard: the non-legacy dissimilar gradient uses @f$ (m - d)/(d + 10^{-4}) @f$).
+ * - mining_ratio = 1: ContrastiveLossLayer's loss and gradients (same formulas, including its
+ *   @f$ 10^{-4} @f$ guard: the non-legacy dissimilar gradient uses @f$ (m - d)/(d + 10^{-4}) @f$), equal
+ *   to rounding: @f$ d_n^2 @f$ is summed in one fixed order (caffe_mining/squared_norm.hpp), not by
+ *   BLAS's dot, whose rounding follows the row's alignment, so that identical pairs have identical
+ *   costs and the tie rule holds.
+ * - Non-finite input: when any pair's @f$ d_n^2 @f$ is NaN or infinite (a NaN or inf feature, or an
+ *   overflowing difference), E = NaN and every gradient element is NaN, picked or not.
+ * - Requires N >= 1 pairs of D >= 1 values, mining_ratio >= 1 and a finite margin (also once rounded
+ *   to Dtype): caffe_mining::contrastive_options_problem, the check the Python bindings make too.
  * - mining_ratio > N: K = 0, the loss is 0 and the gradients are 0; one warning per layer instance.
  * - Divergences from the original MiningContrastiveLoss (seed 000): its backward divided by N instead
  *   of by the 2K of the forward, so its gradient was not that of its loss; here the backward is the

@@ -1,3 +1,4 @@
+#include <string>
 #include <vector>
 
 #include "caffe/layers/hardnet_loss_layer.hpp"
@@ -17,13 +18,6 @@ void HardNetLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   LossLayer<Dtype>::LayerSetUp(bottom, top);
 
   const HardNetLossParameter& param = this->layer_param_.hardnet_loss_param();
-  CHECK_GE(param.margin(), 0) << "HardNetLoss: margin must be >= 0, got "
-      << param.margin();
-  CHECK_GT(param.eps(), 0) << "HardNetLoss: eps must be > 0 (it keeps "
-      "d = sqrt(|a-p|^2 + eps) differentiable at a = p), got " << param.eps();
-  CHECK_GE(param.duplicate_threshold(), 0) << "HardNetLoss: "
-      "duplicate_threshold must be >= 0 (0 disables it), got "
-      << param.duplicate_threshold();
   options_.margin = param.margin();
   options_.anchor_swap = param.anchor_swap();
   options_.batch_reduce =
@@ -32,6 +26,10 @@ void HardNetLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       static_cast<caffe_mining::HardNetLossType>(param.loss_type());
   options_.eps = param.eps();
   options_.duplicate_threshold = param.duplicate_threshold();
+  const std::string problem =
+      caffe_mining::hardnet_options_problem<Dtype>(options_);
+  CHECK(problem.empty()) << "HardNetLoss layer " << this->layer_param_.name()
+      << ": hardnet_loss_param." << problem;
   random_engine_.seed(param.has_seed() ? param.seed() : caffe_rng_rand());
 }
 
@@ -50,6 +48,10 @@ void HardNetLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       "anchor " << bottom[0]->shape_string();
   CHECK_GE(bottom[0]->shape(1), 1) << "HardNetLoss: descriptors must have "
       "D >= 1 values, got " << bottom[0]->shape_string();
+  const int max_rows = caffe_mining::hardnet_max_rows(options_);
+  CHECK_LE(num, max_rows) << "HardNetLoss: N = " << num << " pairs need an "
+      "N x N blob of more than INT_MAX elements; this batch_reduce supports "
+      "at most N = " << max_rows << " (MIN and RANDOM 46340, AVERAGE 46339)";
   if (bottom.size() > 2) {
     CHECK_EQ(bottom[2]->count(), num) << "HardNetLoss: label must hold N = "
         << num << " class ids (one per pair), got "
@@ -100,6 +102,15 @@ caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::Mining(bool on_gpu) 
 }
 
 template <typename Dtype>
+void HardNetLossLayer<Dtype>::CheckLabels(const Blob<Dtype>& label) const {
+  const Dtype* ids = label.cpu_data();
+  const int invalid = caffe_mining::hardnet_find_invalid_label(ids, label.count());
+  CHECK_LT(invalid, 0) << "HardNetLoss layer " << this->layer_param_.name()
+      << ": label (bottom[2]) must hold finite class ids, got " << ids[invalid]
+      << " at index " << invalid;
+}
+
+template <typename Dtype>
 void HardNetLossLayer<Dtype>::DrawUniforms(int num) {
   // 24 random bits: exact in float and double, strictly below 1.
   Dtype* uniforms = uniforms_.mutable_cpu_data();
@@ -113,6 +124,7 @@ void HardNetLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
+  if (bottom.size() > 2) CheckLabels(*bottom[2]);
   const bool random = options_.batch_reduce ==
       caffe_mining::HardNetBatchReduce::kRandom;
   if (random) DrawUniforms(num);

@@ -20,6 +20,7 @@ void HardNetLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
+  if (bottom.size() > 2) CheckLabels(*bottom[2]);  // N values read on the host
   const bool random = options_.batch_reduce ==
       caffe_mining::HardNetBatchReduce::kRandom;
   // Drawn on the host (n values copied over) so CPU and GPU pick alike.

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "caffe/layers/mining_contrastive_loss_layer.hpp"
@@ -12,10 +13,11 @@ void MiningContrastiveLossLayer<Dtype>::LayerSetUp(
   LossLayer<Dtype>::LayerSetUp(bottom, top);
   const ContrastiveLossParameter& param = this->layer_param_.contrastive_loss_param();
   mining_ratio_ = param.mining_ratio();
-  CHECK_GE(mining_ratio_, 1) << this->type() << " layer " << this->layer_param_.name()
-      << ": contrastive_loss_param.mining_ratio must be >= 1 (1 = no mining), got "
-      << mining_ratio_;
   margin_ = param.margin();
+  const std::string problem =
+      caffe_mining::contrastive_options_problem<Dtype>(param.margin(), mining_ratio_);
+  CHECK(problem.empty()) << this->type() << " layer " << this->layer_param_.name()
+      << ": contrastive_loss_param." << problem;
   legacy_version_ = param.legacy_version();
   first_invalid_label_.reset(new SyncedMemory(sizeof(int)));
 }
@@ -29,6 +31,9 @@ void MiningContrastiveLossLayer<Dtype>::Reshape(
   CHECK(bottom[0]->num_axes() >= 2 && bottom[0]->count(2) == 1) << this->type()
       << ": feat (bottom[0]) must be N x D or N x D x 1 x 1, got " << bottom[0]->shape_string();
   const int num = bottom[0]->shape(0);
+  CHECK(num >= 1 && bottom[0]->count(1) >= 1) << this->type() << " layer "
+      << this->layer_param_.name() << ": feat (bottom[0]) needs N >= 1 pairs of D >= 1 values, got "
+      << bottom[0]->shape_string();
   CHECK_EQ(bottom[2]->count(), num) << this->type()
       << ": sim (bottom[2]) must hold one 0/1 label per pair, N = " << num
       << " values (e.g. N x 1 x 1 x 1), got shape " << bottom[2]->shape_string();

@@ -11,17 +11,17 @@ void MiningContrastiveLossLayer<Dtype>::Forward_gpu(
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
   const Dtype* sim = bottom[2]->gpu_data();
-  // The label check runs on the device; only its one-int answer comes back to the host.
+  // The label check runs on the device, queued with the forward (which reads any non-zero label as
+  // "similar", so it is safe to run first); its one-int answer is read once everything is queued.
   int* first_invalid_gpu = static_cast<int*>(first_invalid_label_->mutable_gpu_data());
   caffe_mining::find_invalid_label_gpu(sim, num, first_invalid_gpu);
-  CUDA_POST_KERNEL_CHECK;
-  CheckLabels(*bottom[2], *static_cast<const int*>(first_invalid_label_->cpu_data()));
   caffe_mining::contrastive_forward_gpu(
       num, dim, bottom[0]->gpu_data(), bottom[1]->gpu_data(), sim, margin_, legacy_version_,
       num_picked_, diff_.mutable_gpu_data(), dist_sq_.mutable_gpu_data(),
       cost_.mutable_gpu_data(), picked_.mutable_gpu_data(), gpu_workspace_->mutable_gpu_data(),
       top[0]->mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
+  CheckLabels(*bottom[2], *static_cast<const int*>(first_invalid_label_->cpu_data()));
 }
 
 template <typename Dtype>

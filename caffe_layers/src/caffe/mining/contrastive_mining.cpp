@@ -1,18 +1,15 @@
 // CPU path of the MiningContrastiveLoss core (see caffe_mining/contrastive_mining.hpp).
 #include "caffe_mining/contrastive_mining.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "caffe_mining/squared_norm.hpp"
 
 namespace caffe_mining {
 
 namespace {
-
-// cblas dot, the same routine Caffe's ContrastiveLossLayer uses (caffe_cpu_dot), so that mining_ratio = 1
-// reproduces its distances bit for bit.
-inline float row_dot(int dim, const float* x) { return cblas_sdot(dim, x, 1, x, 1); }
-inline double row_dot(int dim, const double* x) { return cblas_ddot(dim, x, 1, x, 1); }
 
 // Moves the `k` hardest pairs of [first, last) (indices into `key`) to the front, in O(last - first).
 void keep_hardest(int* first, int* last, int k, const uint64_t* key) {
@@ -44,19 +41,24 @@ Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, co
   uint64_t* key = static_cast<uint64_t*>(workspace);
   int* order = reinterpret_cast<int*>(key + n);
   int num_similar = 0;
+  bool finite = true;
   for (int i = 0; i < n; ++i) {
     const Dtype* a_i = a + static_cast<size_t>(i) * dim;
     const Dtype* b_i = b + static_cast<size_t>(i) * dim;
     Dtype* diff_i = diff + static_cast<size_t>(i) * dim;
     for (int j = 0; j < dim; ++j) diff_i[j] = a_i[j] - b_i[j];
-    dist_sq[i] = row_dot(dim, diff_i);
+    // A fixed summation order (not BLAS's dot, whose rounding follows the row's alignment): identical pairs
+    // get identical costs, so ties stay ties. Caffe's ContrastiveLoss (ratio 1) agrees to rounding.
+    dist_sq[i] = squared_norm(dim, diff_i);
+    finite = finite && std::isfinite(dist_sq[i]);
     const bool similar = sim[i] != Dtype(0);
     cost[i] = contrastive_cost(dist_sq[i], similar, margin, legacy);
     key[i] = hardness_key(cost[i]);
     picked[i] = 0;
     num_similar += similar;
   }
-  if (num_picked <= 0) return Dtype(0);
+  const Dtype kNaN = std::numeric_limits<Dtype>::quiet_NaN();
+  if (num_picked <= 0) return finite ? Dtype(0) : kNaN;
 
   // Similar pairs fill order[0, num_similar), dissimilar ones order[num_similar, n).
   int next_similar = 0, next_dissimilar = num_similar;
@@ -68,7 +70,8 @@ Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, co
   for (int r = 0; r < k_similar; ++r) picked[order[r]] = 1;
   for (int r = 0; r < k_dissimilar; ++r) picked[order[num_similar + r]] = 1;
 
-  // Summed in index order and divided as Caffe does (sum / K / 2), so ratio 1 matches it exactly.
+  if (!finite) return kNaN;  // mined all the same (NaN ranks hardest), so the picks show where it is
+  // Summed in index order and divided as Caffe does (sum / K / 2).
   Dtype loss(0);
   for (int i = 0; i < n; ++i) {
     if (picked[i]) loss += cost[i];
@@ -80,6 +83,12 @@ template <typename Dtype>
 void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
                               int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
                               const int* picked, Dtype* grad_a, Dtype* grad_b) {
+  if (!std::all_of(dist_sq, dist_sq + n, [](Dtype d) { return std::isfinite(d); })) {  // non-finite input
+    const size_t count = static_cast<size_t>(n) * dim;
+    if (grad_a) std::fill(grad_a, grad_a + count, std::numeric_limits<Dtype>::quiet_NaN());
+    if (grad_b) std::fill(grad_b, grad_b + count, std::numeric_limits<Dtype>::quiet_NaN());
+    return;
+  }
   const Dtype alpha = num_picked > 0 ? loss_grad / static_cast<Dtype>(num_picked) : Dtype(0);
   for (int i = 0; i < n; ++i) {
     const Dtype factor = (num_picked > 0 && picked[i])

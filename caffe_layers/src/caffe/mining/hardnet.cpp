@@ -1,5 +1,6 @@
 // CPU implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 #include "caffe_mining/hardnet.hpp"
+#include "caffe_mining/squared_norm.hpp"
 
 #include <cblas.h>
 
@@ -29,14 +30,25 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, double alpha, const d
               alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// |x_i|^2 of each row with BLAS's dot: a plain loop's float sum does not vectorize (it would reorder the sum), and
-// at small n the norms cost a visible share of the GEMM's time.
-inline float dot_self(int dim, const float* x) { return cblas_sdot(dim, x, 1, x, 1); }
-inline double dot_self(int dim, const double* x) { return cblas_ddot(dim, x, 1, x, 1); }
-
+// |x_i|^2 of each row, in the fixed order of squared_norm: identical rows get identical norms (ties stay ties).
 template <typename Dtype>
 void squared_norms(int n, int dim, const Dtype* x, Dtype* sq_norm) {
-  for (int i = 0; i < n; ++i) sq_norm[i] = dot_self(dim, x + static_cast<std::size_t>(i) * dim);
+  for (int i = 0; i < n; ++i) sq_norm[i] = squared_norm(dim, x + static_cast<std::size_t>(i) * dim);
+}
+
+// Whether some squared distance could be NaN or overflow (the non-finite rule of hardnet.hpp): a norm that is NaN or
+// inf (a NaN or inf feature, or an overflowing sum), or 2 (max |a_i|^2 + max |p_j|^2) = inf, which bounds every
+// |a_i|^2 + |p_j|^2 - 2 a_i.p_j <= (|a_i| + |p_j|)^2.
+template <typename Dtype>
+bool distances_overflow(int n, const Dtype* sq_norm_a, const Dtype* sq_norm_p) {
+  const Dtype kMax = std::numeric_limits<Dtype>::max();
+  Dtype max_a = Dtype(0), max_p = Dtype(0);
+  for (int i = 0; i < n; ++i) {
+    if (!(sq_norm_a[i] <= kMax) || !(sq_norm_p[i] <= kMax)) return true;  // NaN or inf
+    max_a = std::max(max_a, sq_norm_a[i]);
+    max_p = std::max(max_p, sq_norm_p[i]);
+  }
+  return !(Dtype(2) * (max_a + max_p) <= kMax);
 }
 
 // x = sqrt(x) over a buffer. Under GCC's default -fmath-errno a sqrt loop keeps a libm call (for errno on a negative
@@ -83,32 +95,19 @@ struct RowMining {
 // comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
 // exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
 
-// x of hardnet_distance, the same operations in the same order.
+// The squared-scale helpers (x of hardnet_distance, the threshold on x, the largest x with the same root) are the
+// header's, shared with the CUDA path.
 template <typename Dtype>
 inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
-  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
+  return hardnet_squared_distance(sq_norm_a, sq_norm_p, dot, eps);
 }
-
-// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
 template <typename Dtype>
 Dtype squared_threshold(Dtype threshold) {
-  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
-  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
-  Dtype x = threshold * threshold;  // within an ulp or two of the bound
-  while (std::sqrt(x) < threshold) x = std::nextafter(x, kInf);
-  while (x > Dtype(0) && std::sqrt(std::nextafter(x, Dtype(0))) >= threshold) x = std::nextafter(x, Dtype(0));
-  return x;
+  return hardnet_squared_threshold(threshold);
 }
-
-// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
 template <typename Dtype>
 Dtype largest_with_same_root(Dtype x_min) {
-  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
-  const Dtype root = std::sqrt(x_min);
-  Dtype x = x_min;
-  while (x < kInf && std::sqrt(std::nextafter(x, kInf)) == root) x = std::nextafter(x, kInf);
-  return x;
+  return hardnet_largest_with_same_root(x_min);
 }
 
 // Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
@@ -335,6 +334,17 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   Dtype* sq_norm_p = scratch + nn;
   squared_norms(n, dim, anchor, sq_norm_a);
   squared_norms(n, dim, positive, sq_norm_p);
+  if (distances_overflow(n, sq_norm_a, sq_norm_p)) {
+    for (int i = 0; i < n; ++i) {
+      mining.pos_dist[i] = std::numeric_limits<Dtype>::quiet_NaN();
+      mining.neg_dist[i] = mining.row_loss[i] = mining.dloss_dpos[i] = mining.dloss_dneg[i] = Dtype(0);
+      mining.neg_index[i] = -1;
+      mining.neg_swapped[i] = mining.neg_count[i] = 0;
+    }
+    mining.valid_rows[0] = -1;
+    *loss = std::numeric_limits<Dtype>::quiet_NaN();
+    return;
+  }
   gemm(false, true, n, n, dim, Dtype(1), anchor, dim, positive, dim, Dtype(0), mining.dist, n);
   if (!row_by_row) {
     for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
@@ -389,9 +399,16 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
                           Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff) {
   const std::size_t nn = static_cast<std::size_t>(n);
   const std::size_t elements = nn * dim;
+  const int valid_rows = mining.valid_rows[0];
+  if (valid_rows < 0) {  // non-finite input: every gradient is NaN
+    if (anchor_diff != nullptr) std::fill(anchor_diff, anchor_diff + elements, std::numeric_limits<Dtype>::quiet_NaN());
+    if (positive_diff != nullptr) {
+      std::fill(positive_diff, positive_diff + elements, std::numeric_limits<Dtype>::quiet_NaN());
+    }
+    return;
+  }
   if (anchor_diff != nullptr) std::memset(anchor_diff, 0, elements * sizeof(Dtype));
   if (positive_diff != nullptr) std::memset(positive_diff, 0, elements * sizeof(Dtype));
-  const int valid_rows = mining.valid_rows[0];
   if (valid_rows == 0 || (anchor_diff == nullptr && positive_diff == nullptr)) return;
   const Dtype scale = loss_weight / Dtype(valid_rows);
 

@@ -591,6 +591,37 @@ TYPED_TEST(HardNetLossLayerTest, TestNoValidNegativeAnywhere) {
   }
 }
 
+// A NaN or infinite feature, or features whose squared distances overflow: NaN loss and gradients, every row
+// reported without a negative, in every mode (never a finite loss with the row left out).
+TYPED_TEST(HardNetLossLayerTest, TestNonFiniteInputGivesNaN) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->UseChoiceTop();
+  const double huge = sizeof(Dtype) == 4 ? 1e30 : 1e200;
+  const std::vector<std::vector<double> > anchors = {
+      {0, NAN, 3, 0, 7, 1}, {0, 1, INFINITY, 0, 7, 1}, {0, huge, 3, 0, 7, huge}};
+  for (const std::vector<double>& anchor : anchors) {
+    this->Fill(3, 2, anchor, {1, 0, 5, 1, 6, 0});
+    for (auto reduce : hardnet_test::kReduces) {
+      for (bool swap : {false, true}) {
+        LayerParameter layer_param;
+        layer_param.mutable_hardnet_loss_param()->set_batch_reduce(reduce);
+        layer_param.mutable_hardnet_loss_param()->set_anchor_swap(swap);
+        HardNetLossLayer<Dtype> layer(layer_param);
+        layer.SetUp(this->bottom_, this->top_);
+        layer.Forward(this->bottom_, this->top_);
+        EXPECT_TRUE(std::isnan(this->loss_->cpu_data()[0]));
+        for (int i = 0; i < 3; ++i) EXPECT_EQ(this->choice_->cpu_data()[2 * i], Dtype(-1));
+        this->loss_->mutable_cpu_diff()[0] = Dtype(1);
+        layer.Backward(this->top_, vector<bool>{true, true}, this->bottom_);
+        for (int k = 0; k < this->anchor_->count(); ++k) {
+          EXPECT_TRUE(std::isnan(this->anchor_->cpu_diff()[k])) << k;
+          EXPECT_TRUE(std::isnan(this->positive_->cpu_diff()[k])) << k;
+        }
+      }
+    }
+  }
+}
+
 // Identical and all-zero descriptors: finite loss and gradients, never NaN.
 TYPED_TEST(HardNetLossLayerTest, TestIdenticalAndZeroDescriptorsAreFinite) {
   typedef typename TypeParam::Dtype Dtype;
@@ -881,6 +912,20 @@ TYPED_TEST(HardNetLossLayerTest, TestBadInputsDie) {
     HardNetLossLayer<Dtype> layer(bad);
     EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
                  "duplicate_threshold must be >= 0");
+  }
+  {
+    LayerParameter bad = layer_param;
+    bad.mutable_hardnet_loss_param()->set_margin(INFINITY);
+    HardNetLossLayer<Dtype> layer(bad);
+    EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
+                 "hardnet_loss_param.margin must be finite. Got: inf");
+  }
+  {
+    this->UseLabels({1, NAN, 3});
+    HardNetLossLayer<Dtype> layer(layer_param);
+    layer.SetUp(this->bottom_, this->top_);
+    EXPECT_DEATH(layer.Forward(this->bottom_, this->top_),
+                 "must hold finite class ids, got nan at index 1");
   }
   {
     this->UseLabels({1, 2, 3});

@@ -578,10 +578,32 @@ TYPED_TEST(MiningContrastiveLossLayerDeathTest, TestBadMiningRatio) {
   this->SetRandomBatch(4, 3, true);
   MiningContrastiveLossLayer<Dtype> zero(this->MakeParam(0, false));
   EXPECT_DEATH(zero.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "mining_ratio must be >= 1 \\(1 = no mining\\), got 0");
+               "contrastive_loss_param.mining_ratio must be >= 1. Got: 0");
   MiningContrastiveLossLayer<Dtype> negative(this->MakeParam(-2, false));
   EXPECT_DEATH(negative.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "mining_ratio must be >= 1 \\(1 = no mining\\), got -2");
+               "contrastive_loss_param.mining_ratio must be >= 1. Got: -2");
+  LayerParameter nan_margin = this->MakeParam(1, false);
+  nan_margin.mutable_contrastive_loss_param()->set_margin(NAN);
+  MiningContrastiveLossLayer<Dtype> with_nan(nan_margin);
+  EXPECT_DEATH(with_nan.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "contrastive_loss_param.margin must be finite. Got: nan");
+}
+
+// A NaN feature in a pair that is not picked still makes the loss and every gradient NaN.
+TYPED_TEST(MiningContrastiveLossLayerTest, TestNonFiniteInputGivesNaN) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->SetRandomBatch(8, 3, true);
+  MiningContrastiveLossLayer<Dtype> layer(this->MakeParam(8, false));  // K = 1
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  this->blob_bottom_a_->mutable_cpu_data()[3 * 7 + 1] = NAN;
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  EXPECT_TRUE(std::isnan(this->blob_top_loss_->cpu_data()[0]));
+  this->blob_top_loss_->mutable_cpu_diff()[0] = Dtype(1);
+  layer.Backward(this->blob_top_vec_, FeaturesOnly(), this->blob_bottom_vec_);
+  for (int i = 0; i < this->blob_bottom_a_->count(); ++i) {
+    EXPECT_TRUE(std::isnan(this->blob_bottom_a_->cpu_diff()[i])) << i;
+    EXPECT_TRUE(std::isnan(this->blob_bottom_b_->cpu_diff()[i])) << i;
+  }
 }
 
 TYPED_TEST(MiningContrastiveLossLayerDeathTest, TestMismatchedFeatureShapes) {
