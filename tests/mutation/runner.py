@@ -74,17 +74,18 @@ class Scratch:
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CAFFE_MINING_REQUIRE_CAFFE")}
         self.env["PYTHONPATH"] = str(path / "python")  # this copy's package alone: never an installed one
         self.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.build_env = dict(self.env)  # the tests keep CC/CXX as given (some compile with $CXX themselves)
         ccache = shutil.which("ccache")
         if ccache:  # unchanged translation units come from the cache: a mutant recompiles what it reaches
             for var in ("CC", "CXX"):
                 compiler = os.environ.get(var) or sysconfig.get_config_var(var) or ("cc" if var == "CC" else "c++")
-                self.env[var] = f"{ccache} {compiler}"
-            self.env.setdefault("CCACHE_DIR", str(path / ".ccache"))
+                self.build_env[var] = f"{ccache} {compiler}"
+            self.build_env.setdefault("CCACHE_DIR", str(path / ".ccache"))
         self.uses_ccache = bool(ccache)
 
     def build(self) -> Tuple[bool, str]:
         done = subprocess.run([self.python, "setup.py", "build_ext", "--inplace", "--force"], cwd=self.path,
-                              env=self.env, capture_output=True, text=True)
+                              env=self.build_env, capture_output=True, text=True)
         return done.returncode == 0, done.stdout + done.stderr
 
     def imports_its_own_core(self) -> str:
