@@ -178,9 +178,7 @@ MUTANTS = (
            "RANDOM: rank floor(u * count)"),
     Mutant("random_rank_clamp_dropped", HARDNET_HPP,
            "  if (rank >= count) rank = count - 1;  // u rounded up to 1 in float\n", "",
-           "RANDOM: rank < count",
-           equivalent="unreachable: u < 1 is a float or double below 1 and u * count is computed in double, so "
-                      "floor(u * count) <= count - 1 for every count < 2^31; the clamp is a guard only"),
+           "RANDOM: rank < count, also where a uniform just below 1 rounds up to 1 in float"),
     # ---- HardNetLoss: row losses and their derivatives -------------------------------------------------------------
     Mutant("triplet_unclamped", HARDNET_HPP,
            "      return hinge > Dtype(0) ? hinge : Dtype(0);", "      return hinge;",
@@ -314,9 +312,7 @@ MUTANTS = (
            "a swapped negative's gradient goes to a_j and p_i"),
     Mutant("backward_empty_rows_not_skipped", HARDNET_CPP,
            "      if (mining.neg_count[i] == 0) continue;\n", "",
-           "an empty row takes part in no term",
-           equivalent="an empty row has dloss_dpos = dloss_dneg = 0 and neg_dist = 0, so both of its coefficients "
-                      "are 0 and add_distance_gradient returns before touching anything: the skip is a shortcut"),
+           "an empty row takes part in no term"),
     Mutant("average_col_sum_transposed", HARDNET_CPP,
            "col_sum[j] += weight[i * nn + j];", "col_sum[i] += weight[i * nn + j];",
            "AVERAGE gradient of p: diag(V^T 1) P - V^T A"),
