@@ -1,10 +1,12 @@
-"""caffe_mining.reference against slow, obviously-correct loop implementations and hand-computed values."""
+"""caffe_mining.reference against slow, obviously-correct loop implementations and hand-computed values; the
+hand-built HardNet cases run on the C++ core (bindings) too."""
 import itertools
 import math
 
 import numpy as np
 import pytest
 
+import caffe_mining
 from caffe_mining import reference
 from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES
 
@@ -192,6 +194,12 @@ def test_contrastive_bad_input(kwargs, message):
 EPS = 1e-6
 
 
+@pytest.fixture(params=["reference", "core"])
+def hardnet(request):
+    """The hand-built cases below hold for the reference and for the C++ core (through the bindings) alike."""
+    return reference.hardnet_loss if request.param == "reference" else caffe_mining.hardnet_loss
+
+
 def two_pairs():
     return np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 0.1], [1.0, 0.1]])
 
@@ -201,17 +209,17 @@ def two_pairs():
     ("SOFTMAX", math.log1p(math.exp(math.sqrt(0.01 + EPS) - math.sqrt(1.01 + EPS)))),
     ("CONTRASTIVE", max(1 - math.sqrt(1.01 + EPS), 0) + math.sqrt(0.01 + EPS)),
 ])
-def test_hardnet_hand_computed(loss_type, expected):
+def test_hardnet_hand_computed(hardnet, loss_type, expected):
     # Both rows: pos = |(0, -0.1)|, the only negative at distance sqrt(1 + 0.01).
     a, p = two_pairs()
-    r = reference.hardnet_loss(a, p, loss_type=loss_type)
+    r = hardnet(a, p, loss_type=loss_type)
     assert r.loss == pytest.approx(expected, rel=1e-12)
     assert r.neg_index.tolist() == [1, 0] and r.neg_count.tolist() == [2 - 1, 2 - 1]
 
 
-def test_hardnet_triplet_gradient_by_hand():
+def test_hardnet_triplet_gradient_by_hand(hardnet):
     a, p = two_pairs()
-    r = reference.hardnet_loss(a, p)
+    r = hardnet(a, p)
     pos, neg = math.sqrt(0.01 + EPS), math.sqrt(1.01 + EPS)
     # row 0: E0 = 1 + D00 - D01; row 1: E1 = 1 + D11 - D10; E = (E0 + E1)/2.
     # dE/da_0 = 1/2 [(a0 - p0)/D00 - (a0 - p1)/D01]
@@ -220,23 +228,23 @@ def test_hardnet_triplet_gradient_by_hand():
     np.testing.assert_allclose(r.grad_positive[1], 0.5 * ((a[0] - p[1]) / neg - (a[1] - p[1]) / pos), rtol=1e-12)
 
 
-def test_hardnet_same_labels_leave_rows_out():
+def test_hardnet_same_labels_leave_rows_out(hardnet):
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     p = a + 0.1
-    r = reference.hardnet_loss(a, p, labels=[7, 7, 3])
+    r = hardnet(a, p, labels=[7, 7, 3])
     # rows 0 and 1 share label 7: each has only row 2 as negative; row 2 has both.
     assert r.neg_count.tolist() == [1, 1, 2]
     assert r.neg_index[:2].tolist() == [2, 2]
-    everyone_same = reference.hardnet_loss(a, p, labels=[1, 1, 1])
+    everyone_same = hardnet(a, p, labels=[1, 1, 1])
     assert everyone_same.loss == 0.0 and everyone_same.neg_index.tolist() == [-1, -1, -1]
     assert not everyone_same.grad_anchor.any() and not everyone_same.grad_positive.any()
 
 
-def test_hardnet_empty_row_not_counted_in_mean():
+def test_hardnet_empty_row_not_counted_in_mean(hardnet):
     # Row 0's only other-label candidate (2) is a duplicate (positive 2 = anchor 0): row 0 has no valid negative.
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     p = np.array([[0.0, 0.3], [1.0, 0.4], [0.0, 0.0]])
-    r = reference.hardnet_loss(a, p, labels=[0, 0, 1])
+    r = hardnet(a, p, labels=[0, 0, 1])
     assert r.neg_count.tolist() == [0, 1, 2] and r.neg_index[0] == -1
     dist = reference.hardnet_distance_matrix(a, p)
     row1 = max(1 + dist[1, 1] - dist[1, 2], 0)
@@ -245,20 +253,20 @@ def test_hardnet_empty_row_not_counted_in_mean():
     assert not r.grad_anchor[0].any()  # row 0 takes part in no term (as anchor)
 
 
-def test_hardnet_duplicates_are_never_negatives():
+def test_hardnet_duplicates_are_never_negatives(hardnet):
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     p = np.array([[0.0, 0.2], [0.0, 0.0005], [0.0, 1.3]])  # positive 1 duplicates anchor 0 (D_01 < 0.008)
-    r = reference.hardnet_loss(a, p)
+    r = hardnet(a, p)
     assert r.neg_index[0] == 2  # not 1
     assert r.neg_count[0] == 1
 
 
-def test_hardnet_anchor_swap_uses_columns():
+def test_hardnet_anchor_swap_uses_columns(hardnet):
     # Anchor 1 is close to positive 0 while positive 1 is far from anchor 0: the swap finds D_10 for row 0.
     a = np.array([[0.0, 0.0], [0.3, 0.0], [5.0, 5.0]])
     p = np.array([[0.5, 0.0], [-2.0, 0.0], [5.0, 5.5]])
-    plain = reference.hardnet_loss(a, p)
-    swap = reference.hardnet_loss(a, p, anchor_swap=True)
+    plain = hardnet(a, p)
+    swap = hardnet(a, p, anchor_swap=True)
     dist = reference.hardnet_distance_matrix(a, p)
     assert plain.neg_index[0] == 1 and not plain.neg_swapped[0]
     assert plain.neg_dist[0] == pytest.approx(dist[0, 1])
@@ -267,36 +275,36 @@ def test_hardnet_anchor_swap_uses_columns():
     assert swap.loss > plain.loss
 
 
-def test_hardnet_swap_keeps_row_at_equal_value():
+def test_hardnet_swap_keeps_row_at_equal_value(hardnet):
     a = np.array([[0.0, 0.0], [1.0, 0.0]])
     p = np.array([[0.0, 0.0], [1.0, 0.0]])  # D_01 == D_10 exactly
-    r = reference.hardnet_loss(a, p, anchor_swap=True)
+    r = hardnet(a, p, anchor_swap=True)
     assert not r.neg_swapped.any()
 
 
-def test_hardnet_random_rank_from_uniforms():
+def test_hardnet_random_rank_from_uniforms(hardnet):
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     p = a + 0.05
     # row 0's candidates in index order are 1, 2, 3: u = 0.0 -> 1, 0.34 -> 2 (floor(1.02)), 0.99 -> 3.
     for u0, expected in ((0.0, 1), (0.34, 2), (0.99, 3)):
-        r = reference.hardnet_loss(a, p, batch_reduce="RANDOM", uniforms=[u0, 0.0, 0.0, 0.0])
+        r = hardnet(a, p, batch_reduce="RANDOM", uniforms=[u0, 0.0, 0.0, 0.0])
         assert r.neg_index[0] == expected
     with pytest.raises(ValueError, match="uniforms"):
-        reference.hardnet_loss(a, p, batch_reduce="RANDOM")
+        hardnet(a, p, batch_reduce="RANDOM")
 
 
-def test_hardnet_average_is_mean_of_row_losses():
+def test_hardnet_average_is_mean_of_row_losses(hardnet):
     rng = np.random.default_rng(3)
     a = rng.normal(size=(4, 3))
     p = a + 0.3 * rng.normal(size=(4, 3))
     dist = reference.hardnet_distance_matrix(a, p)
-    r = reference.hardnet_loss(a, p, batch_reduce="AVERAGE", margin=2.0)
+    r = hardnet(a, p, batch_reduce="AVERAGE", margin=2.0)
     rows = [np.mean([max(2.0 + dist[i, i] - dist[i, j], 0) for j in range(4) if j != i]) for i in range(4)]
     assert r.loss == pytest.approx(np.mean(rows), rel=1e-12)
 
 
-def test_hardnet_identical_descriptors_are_finite():
-    r = reference.hardnet_loss(np.zeros((3, 4)), np.zeros((3, 4)))
+def test_hardnet_identical_descriptors_are_finite(hardnet):
+    r = hardnet(np.zeros((3, 4)), np.zeros((3, 4)))
     assert np.isfinite(r.loss) and np.all(np.isfinite(r.grad_anchor)) and np.all(np.isfinite(r.grad_positive))
     assert r.loss == 0.0  # every D = sqrt(eps) < 0.008: all duplicates, no valid row
 
