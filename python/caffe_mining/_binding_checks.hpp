@@ -1,8 +1,7 @@
-// Argument checks of the CUDA bindings (_core_cuda.cpp), written to raise what the CPU bindings (_core.cpp) raise
-// for the same bad argument: the same exception and the same text (tests/gpu compare them call by call). Shapes
-// are read from __cuda_array_interface__ here, so these helpers take shape vectors and dtype names; the option
-// rules themselves are the core's (caffe_mining/option_checks.hpp and the losses' *_options_problem).
-// TODO(lead): _core.cpp could use these helpers too, so that the two cannot drift.
+// Argument checks of both bindings, the CPU one (_core.cpp) and the CUDA one (_core_cuda.cpp): the same exception
+// and the same text for the same bad argument. Device arrays give their shapes through __cuda_array_interface__, so
+// these helpers take shape vectors and dtype names; the option rules themselves are the core's
+// (caffe_mining/option_checks.hpp and the losses' *_options_problem).
 #ifndef CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 #define CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 

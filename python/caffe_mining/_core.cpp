@@ -16,23 +16,27 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "caffe_mining/contrastive_mining.hpp"
 #include "caffe_mining/hardnet.hpp"
+#include "_binding_checks.hpp"
 
 namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+// The argument checks and their messages are shared with the GPU bindings (_core_cuda.cpp): _binding_checks.hpp.
+using caffe_mining_bindings::CArray;
+using caffe_mining_bindings::dense_class_ids;
+using caffe_mining_bindings::FeatureShape;
+using caffe_mining_bindings::parse_batch_reduce;
+using caffe_mining_bindings::parse_loss_type;
+using caffe_mining_bindings::per_row_values;
+using caffe_mining_bindings::raise_if;
 
 /// Any array-like as a NumPy array (lists and scalars too); TypeError when NumPy cannot make one.
 py::array as_array(const py::object& x, const char* name) {
@@ -44,121 +48,34 @@ py::array as_array(const py::object& x, const char* name) {
   return converted;
 }
 
-/// N and D of a feature array: (N, D) or (N, D, 1, 1).
-struct FeatureShape {
-  int n;
-  int dim;
-};
-
-FeatureShape feature_shape(const py::array& x, const char* name) {
-  const bool caffe_4d = x.ndim() == 4 && x.shape(2) == 1 && x.shape(3) == 1;
-  if (x.ndim() != 2 && !caffe_4d) {
-    std::ostringstream msg;
-    msg << name << " must have shape (N, D) or (N, D, 1, 1). Got: (";
-    for (py::ssize_t k = 0; k < x.ndim(); ++k) msg << (k ? ", " : "") << x.shape(k);
-    msg << (x.ndim() == 1 ? ",)" : ")");
-    throw py::value_error(msg.str());
-  }
-  if (x.shape(0) < 1 || x.shape(1) < 1) {
-    throw py::value_error(std::string(name) + " must have N >= 1 rows and D >= 1 columns. Got: (" +
-                          std::to_string(x.shape(0)) + ", " + std::to_string(x.shape(1)) + ")");
-  }
-  if (x.shape(0) > INT_MAX || x.shape(1) > INT_MAX || x.shape(0) * x.shape(1) > INT_MAX) {
-    throw py::value_error(std::string(name) + " is too large for the core's int sizes");
-  }
-  return {static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1))};
+caffe_mining_bindings::Shape shape_of(const py::array& x) {
+  return caffe_mining_bindings::Shape(x.shape(), x.shape() + x.ndim());
 }
 
 std::string dtype_name(const py::array& x) { return py::str(x.dtype()).cast<std::string>(); }
 
+/// N and D of a feature array: (N, D) or (N, D, 1, 1).
+FeatureShape feature_shape(const py::array& x, const char* name) {
+  return caffe_mining_bindings::feature_shape(shape_of(x), name);
+}
+
 /// Whether the features are float32 (true) or float64 (false); anything else is a TypeError.
 bool is_float32(const py::array& x, const char* name) {
-  if (x.dtype().is(py::dtype::of<float>())) return true;
-  if (x.dtype().is(py::dtype::of<double>())) return false;
-  throw py::type_error(std::string(name) + " must be float32 or float64. Got: " + dtype_name(x));
+  return caffe_mining_bindings::is_float32(dtype_name(x), name);
 }
 
 /// The second feature array: same dtype and shape as the first.
 void check_same(const py::array& first, const char* first_name, const py::array& second, const char* second_name) {
-  if (!first.dtype().is(second.dtype())) {
-    throw py::type_error(std::string(second_name) + " must have the dtype of " + first_name + " (" +
-                         dtype_name(first) + "). Got: " + dtype_name(second));
-  }
-  bool same = first.ndim() == second.ndim();
-  for (py::ssize_t k = 0; same && k < first.ndim(); ++k) same = first.shape(k) == second.shape(k);
-  if (!same) {
-    throw py::value_error(std::string(second_name) + " must have the shape of " + first_name + " (" +
-                          py::str(first.attr("shape")).cast<std::string>() + "). Got: " +
-                          py::str(second.attr("shape")).cast<std::string>());
-  }
+  caffe_mining_bindings::check_same(dtype_name(first), shape_of(first), first_name, dtype_name(second),
+                                    shape_of(second), second_name);
 }
 
 template <typename T>
 void check_finite_values(const CArray<T>& x, const char* name, int dim) {
   const T* data = x.data();
   for (py::ssize_t k = 0; k < x.size(); ++k) {
-    if (!std::isfinite(data[k])) {
-      throw py::value_error(std::string(name) + " holds a non-finite value (" + caffe_mining::format_value(data[k]) +
-                            ") at row " +
-                            std::to_string(k / dim) + "; pass check_finite=False to compute anyway");
-    }
+    if (!std::isfinite(data[k])) caffe_mining_bindings::throw_non_finite(name, data[k], k / dim);
   }
-}
-
-/// N values (any shape) converted to T.
-template <typename T>
-CArray<T> per_row_values(const py::object& values, const char* name, int n) {
-  // ensure() gives a null handle when not convertible; None would become a NaN scalar.
-  CArray<T> converted = values.is_none() ? CArray<T>() : CArray<T>::ensure(values);
-  if (values.is_none() || !converted) {
-    throw py::type_error(std::string(name) + " must be an array of real numbers. Got: " +
-                         py::repr(values).cast<std::string>());
-  }
-  if (converted.size() != n) {
-    throw py::value_error(std::string(name) + " must hold N = " + std::to_string(n) + " values. Got: " +
-                          std::to_string(converted.size()));
-  }
-  return converted;
-}
-
-/// ValueError with the core's message when it names a problem (the check the Caffe layers CHECK on).
-void raise_if(const std::string& problem) {
-  if (!problem.empty()) throw py::value_error(problem);
-}
-
-/// Class ids as dense ids 0..C-1 in T, equal exactly where the given labels are equal. The core compares labels
-/// only for equality, so this keeps its meaning for any integer (int64 2^62 and 2^62 + 1 stay two classes) or
-/// float label, where converting the labels themselves to float32 would merge classes.
-template <typename T>
-CArray<T> dense_class_ids(const py::object& labels_in, int n) {
-  const py::array given = py::array::ensure(labels_in);
-  const std::string kind = given ? py::str(given.dtype().attr("kind")).cast<std::string>() : "";
-  std::vector<double> as_double;
-  std::vector<int64_t> as_int;
-  if (kind == "i" || kind == "u" || kind == "b") {
-    const CArray<int64_t> ids = per_row_values<int64_t>(labels_in, "labels", n);
-    as_int.assign(ids.data(), ids.data() + n);
-  } else {
-    const CArray<double> ids = per_row_values<double>(labels_in, "labels", n);
-    as_double.assign(ids.data(), ids.data() + n);
-    const int invalid = caffe_mining::hardnet_find_invalid_label(as_double.data(), n);
-    if (invalid >= 0) {
-      throw py::value_error("labels must be finite class ids. Got: labels[" + std::to_string(invalid) + "] = " +
-                            caffe_mining::format_value(as_double[invalid]));
-    }
-  }
-  CArray<T> dense(n);
-  auto assign = [&](auto& values) {
-    auto sorted = values;
-    std::sort(sorted.begin(), sorted.end());
-    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-    for (int i = 0; i < n; ++i) {
-      dense.mutable_data()[i] = T(std::lower_bound(sorted.begin(), sorted.end(), values[i]) - sorted.begin());
-    }
-  };
-  if (as_int.empty() && as_double.empty()) return dense;  // n = 0 is refused earlier
-  if (!as_int.empty()) assign(as_int); else assign(as_double);
-  return dense;
 }
 
 template <typename T>
@@ -184,10 +101,7 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
     check_finite_values(feat_p, "feat_p", dim);
   }
   const int invalid = caffe_mining::find_invalid_label_cpu(sim.data(), n);
-  if (invalid >= 0) {
-    throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(invalid) +
-                          "] = " + caffe_mining::format_value(sim.data()[invalid]));
-  }
+  if (invalid >= 0) caffe_mining_bindings::throw_invalid_sim(invalid, sim.data()[invalid]);
 
   const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
   std::vector<T> diff(static_cast<size_t>(n) * dim), dist_sq(n);
@@ -255,32 +169,13 @@ std::string hardnet_options_problem(const caffe_mining::HardNetOptions& options,
                             : caffe_mining::hardnet_options_problem<double>(options);
 }
 
-caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "MIN") return caffe_mining::HardNetBatchReduce::kMin;
-  if (name == "AVERAGE") return caffe_mining::HardNetBatchReduce::kAverage;
-  if (name == "RANDOM") return caffe_mining::HardNetBatchReduce::kRandom;
-  throw py::value_error("batch_reduce must be one of MIN, AVERAGE, RANDOM. Got: '" + name + "'");
-}
-
-caffe_mining::HardNetLossType parse_loss_type(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "TRIPLET_MARGIN") return caffe_mining::HardNetLossType::kTripletMargin;
-  if (name == "SOFTMAX") return caffe_mining::HardNetLossType::kSoftmax;
-  if (name == "CONTRASTIVE") return caffe_mining::HardNetLossType::kContrastive;
-  throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
-}
-
 template <typename T>
 py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, const py::object& labels_in,
                   const caffe_mining::HardNetOptions& options, const py::object& uniforms_in, double loss_weight,
                   bool backward, bool check_finite) {
   const FeatureShape shape = feature_shape(anchor_in, "anchor");
   const int n = shape.n, dim = shape.dim;
-  if (n < 2) {
-    throw py::value_error("HardNetLoss needs N >= 2 pairs (a negative comes from another row). Got: N = " +
-                          std::to_string(n));
-  }
+  caffe_mining_bindings::check_hardnet_rows(n);
   const CArray<T> anchor = CArray<T>::ensure(anchor_in);
   const CArray<T> positive = CArray<T>::ensure(positive_in);
   if (check_finite) {
@@ -294,19 +189,9 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
   raise_if(caffe_mining::hardnet_options_problem<T>(options));
   if (has_labels) labels = dense_class_ids<T>(labels_in, n);
   if (has_uniforms) {
-    if (uniforms_in.is_none()) {
-      throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
-    }
+    if (uniforms_in.is_none()) caffe_mining_bindings::throw_missing_uniforms();
     // Checked as given: a value just below 1 may round to 1 in float32, which the core takes as its last rank.
-    const CArray<double> given = per_row_values<double>(uniforms_in, "uniforms", n);
-    for (int i = 0; i < n; ++i) {
-      const double u = given.data()[i];
-      if (!(u >= 0.0 && u < 1.0)) {
-        throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(i) + "] = " +
-                              caffe_mining::format_value(u));
-      }
-    }
-    uniforms = per_row_values<T>(uniforms_in, "uniforms", n);
+    uniforms = caffe_mining_bindings::host_uniforms<T>(uniforms_in, n);
   }
 
   const size_t nn = static_cast<size_t>(n);
