@@ -83,6 +83,16 @@ def caffe_with_layers(caffe):
     return caffe
 
 
+@pytest.fixture(scope="session")
+def caffe_bin():
+    """The `caffe` tool of the build (CAFFE_MINING_CAFFE_BIN, set by CTest), or skip (fail under
+    CAFFE_MINING_REQUIRE_CAFFE=1)."""
+    path = os.environ.get("CAFFE_MINING_CAFFE_BIN", "")
+    if not os.access(path, os.X_OK):
+        _unavailable(f"no caffe binary at CAFFE_MINING_CAFFE_BIN={path!r}")
+    return path
+
+
 @pytest.fixture
 def rng(request):
     """A NumPy generator seeded from the test's name: reproducible, different per test."""

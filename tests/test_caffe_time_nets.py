@@ -7,23 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REQUIRE_CAFFE
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import caffe_time_nets  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def caffe_bin():
-    path = os.environ.get("CAFFE_MINING_CAFFE_BIN", "")
-    if not os.access(path, os.X_OK):
-        message = f"no caffe binary at CAFFE_MINING_CAFFE_BIN={path!r}"
-        if REQUIRE_CAFFE:
-            pytest.fail(message + " (CAFFE_MINING_REQUIRE_CAFFE=1)", pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 def test_nets_time_every_loss_layer_on_the_cpu(caffe_bin, tmp_path):

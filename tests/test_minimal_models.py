@@ -7,21 +7,9 @@ import sys
 
 import pytest
 
-from conftest import REQUIRE_CAFFE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = [("siamese_minimal", "make_pairs.py"), ("hardnet_minimal", "make_data.py")]
-
-
-@pytest.fixture(scope="module")
-def caffe_bin():
-    path = os.environ.get("CAFFE_MINING_CAFFE_BIN", "")
-    if not os.access(path, os.X_OK):
-        message = f"no caffe binary at CAFFE_MINING_CAFFE_BIN={path!r}"
-        if REQUIRE_CAFFE:
-            pytest.fail(message + " (CAFFE_MINING_REQUIRE_CAFFE=1)", pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 @pytest.mark.parametrize("model,make_data", MODELS)
