@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from test_python_layers import cpp_layer, make_net, run_net
+from test_python_layers import cpp_layer, input_layers, make_net, run_net
 
 PROBE = textwrap.dedent("""
     import sys, numpy as np, caffe
@@ -25,11 +25,8 @@ PROBE = textwrap.dedent("""
 
 def run_layer(tmp_path, shapes, layer_text, fill="0.5"):
     """Builds and runs a net in a subprocess (a CHECK failure aborts the process): its exit code and output."""
-    inputs = "\n".join(f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-                       f'input_param {{ shape {{ {" ".join(f"dim: {d}" for d in shape)} }} }} }}'
-                       for name, shape in shapes.items())
     prototxt = tmp_path / "net.prototxt"
-    prototxt.write_text('name: "bad" force_backward: true\n' + inputs + "\n" + layer_text + "\n")
+    prototxt.write_text('name: "bad" force_backward: true\n' + input_layers(shapes) + "\n" + layer_text + "\n")
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
     done = subprocess.run([sys.executable, "-c", PROBE, str(prototxt), fill], capture_output=True, text=True,
                           env=env, timeout=300)
