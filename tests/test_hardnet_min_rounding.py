@@ -1,8 +1,10 @@
-"""HardNet MIN without anchor swap, at the last bit: the CPU core mines that case on the squared distance x and takes
-one square root per row, and must still decide exactly as the header's rule on D = sqrt(x) rounded in the features'
-dtype. Two float32 values of x can share one D: the lowest such column wins a tie, and a D equal to the duplicate
-threshold is valid even where x < threshold**2. The cases are built in 1-D, where every product is exact and the
-expected decisions can be computed in NumPy with the same float32 operations as the core."""
+"""HardNet MIN and RANDOM, with and without anchor swap, at the last bit: the CPU core mines them from the dot
+products on the squared distance x (the swapped values in the same pass, column by column) and takes square roots
+only where it must, and must still decide exactly as the header's rule on D = sqrt(x) rounded in the features'
+dtype. Two float32 values of x can share one D: the lowest such column (or row, for the swapped values) wins a tie,
+and a D equal to the duplicate threshold is valid even where x < threshold**2. The cases are built in 1-D, where
+every product is exact and the expected decisions can be computed in NumPy with the same float32 operations as the
+core."""
 import numpy as np
 import pytest
 
@@ -11,9 +13,12 @@ import caffe_mining
 EPS = 1e-6
 
 
-def rule_in_dtype(anchor, positive, labels, threshold, dtype):
-    """The header's MIN rule in `dtype`: D_ij = sqrt(max(a_i^2 + p_j^2 - 2 a_i p_j, 0) + eps), valid when j != i,
-    not D_ij < threshold and labels differ; the smallest D, lowest j at equal D. 1-D inputs only."""
+def rule_in_dtype(anchor, positive, labels, threshold, dtype, anchor_swap=False, batch_reduce="MIN", uniforms=None):
+    """The header's rule in `dtype`: D_ij = sqrt(max(a_i^2 + p_j^2 - 2 a_i p_j, 0) + eps), valid when j != i, not
+    D_ij < threshold and labels differ. Candidate j of row i: D_ij, or with anchor_swap the smaller valid one of D_ij
+    and D_ji (D_ij at equal value). MIN: the smallest candidate, lowest j at equal value; RANDOM: the
+    floor(u_i * count_i)-th valid candidate in increasing j. 1-D inputs only.
+    Returns (neg_index, neg_swapped, neg_count, pos_dist, neg_dist)."""
     a, p = anchor.astype(dtype)[:, 0], positive.astype(dtype)[:, 0]
     two, eps = dtype(2), dtype(EPS)
     sq = (a[:, None] * a[:, None] + p[None, :] * p[None, :]) - two * (a[:, None] * p[None, :])
@@ -22,9 +27,23 @@ def rule_in_dtype(anchor, positive, labels, threshold, dtype):
     valid = ~np.eye(n, dtype=bool) & ~(dist < dtype(threshold))
     if labels is not None:
         valid &= labels[:, None] != labels[None, :]
-    masked = np.where(valid, dist, np.inf)
-    index = np.where(valid.any(axis=1), np.argmin(masked, axis=1), -1)  # argmin: first of equal values
-    return index, valid.sum(axis=1), np.diag(dist)
+    if anchor_swap:
+        swapped = valid.T & (~valid | (dist.T < dist))
+        value, candidate = np.where(swapped, dist.T, dist), valid | valid.T
+    else:
+        swapped, value, candidate = np.zeros_like(valid), dist, valid
+    count = candidate.sum(axis=1)
+    if batch_reduce == "MIN":
+        masked = np.where(candidate, value, np.inf)
+        index = np.where(count > 0, np.argmin(masked, axis=1), -1)  # argmin: first of equal values
+    else:
+        u = np.asarray(uniforms).astype(dtype).astype(np.float64)
+        rank = np.minimum(np.floor(u * count), np.maximum(count - 1, 0)).astype(int)
+        index = np.array([np.flatnonzero(candidate[i])[rank[i]] if count[i] else -1 for i in range(n)])
+    rows = np.arange(n)
+    chosen_swapped = np.where(index >= 0, swapped[rows, index], False).astype(int)
+    neg = np.where(index >= 0, value[rows, index], 0)
+    return index, chosen_swapped, count, np.diag(dist), neg
 
 
 def squared(p):
@@ -52,13 +71,18 @@ def spread_positives(n, rng):
     return rng.permutation(np.linspace(0.8, 0.95, n)).astype(np.float32)
 
 
-def check_against_rule(anchor, positive, labels, threshold, dtype):
-    got = caffe_mining.hardnet_loss(anchor.astype(dtype), positive.astype(dtype), labels, batch_reduce="MIN",
-                                    anchor_swap=False, duplicate_threshold=threshold)
-    index, count, pos = rule_in_dtype(anchor, positive, labels, threshold, dtype)
+def check_against_rule(anchor, positive, labels, threshold, dtype, anchor_swap=False, batch_reduce="MIN",
+                       uniforms=None):
+    got = caffe_mining.hardnet_loss(anchor.astype(dtype), positive.astype(dtype), labels, batch_reduce=batch_reduce,
+                                    anchor_swap=anchor_swap, duplicate_threshold=threshold,
+                                    uniforms=None if uniforms is None else uniforms.astype(dtype))
+    index, swapped, count, pos, neg = rule_in_dtype(anchor, positive, labels, threshold, dtype, anchor_swap,
+                                                    batch_reduce, uniforms)
     assert got.neg_index.tolist() == index.tolist()
+    assert got.neg_swapped.tolist() == swapped.tolist()
     assert got.neg_count.tolist() == count.tolist()
     np.testing.assert_array_equal(got.pos_dist, pos)
+    np.testing.assert_array_equal(got.neg_dist, neg.astype(dtype))
     return got
 
 
@@ -96,17 +120,76 @@ def test_float32_distance_equal_to_the_threshold_is_valid_though_x_is_below_its_
     assert got.neg_index[0] == columns[0]
 
 
+# The swapped twins: anchors at two rows of a column whose positive is 0 (the larger-x twin at the lower row), so
+# that the column's smallest D is shared; the other anchors are 0 and give that column duplicates only.
+@pytest.mark.parametrize("n,rows,target", [(16, (9, 10), 2), (40, (3, 30), 39), (130, (5, 100), 64),
+                                           (130, (64, 129), 0)])
+@pytest.mark.parametrize("batch_reduce", ["MIN", "RANDOM"])
+def test_float32_tie_on_d_among_swapped_values_goes_to_the_lowest_row(n, rows, target, batch_reduce):
+    rng = np.random.default_rng(n)
+    p_hi, p_lo = float32_twins(0.55)
+    positive = spread_positives(n, rng)
+    positive[target] = 0.0
+    anchor = np.zeros(n, np.float32)
+    anchor[rows[0]], anchor[rows[1]] = p_hi, p_lo
+    uniforms = rng.random(n)
+    got = check_against_rule(anchor[:, None], positive[:, None], None, 0.008, np.float32, True, batch_reduce,
+                             uniforms)
+    if batch_reduce == "MIN":
+        assert got.neg_index[target] == rows[0] and got.neg_swapped[target] == 1  # not the smaller-x twin
+
+
+# A tie between a row's own minimum (column `column`) and its swapped minimum (row `row`) at one D, reached by twins of
+# different x: the lower index wins, swapped only if that is the row; at one index both ways, the row's own value.
+@pytest.mark.parametrize("n,column,row", [(16, 9, 10), (16, 10, 9), (130, 100, 5), (130, 5, 100), (40, 7, 7)])
+def test_float32_tie_between_own_and_swapped_minimum(n, column, row):
+    rng = np.random.default_rng(n)
+    p_hi, p_lo = float32_twins(0.55)
+    target = 1
+    positive = spread_positives(n, rng)
+    anchor = np.zeros(n, np.float32)
+    positive[target] = 0.0
+    positive[column] = p_hi if column != row else p_lo  # D_target,column: anchor 0 against p
+    anchor[row] = p_lo  # D_row,target: a against positive 0
+    got = check_against_rule(anchor[:, None], positive[:, None], None, 0.008, np.float32, True)
+    assert got.neg_index[target] == min(column, row)
+    assert got.neg_swapped[target] == (1 if row < column else 0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 63, 64, 65, 127, 129, 200])
 @pytest.mark.parametrize("with_labels", [False, True])
-def test_min_decisions_follow_the_rule_in_the_features_dtype(dtype, n, with_labels):
+@pytest.mark.parametrize("batch_reduce,anchor_swap", [("MIN", False), ("MIN", True), ("RANDOM", False),
+                                                      ("RANDOM", True)])
+def test_decisions_follow_the_rule_in_the_features_dtype(dtype, n, with_labels, batch_reduce, anchor_swap):
     """Values on a coarse grid: many exact ties of D (lowest column wins), duplicates at D = sqrt(eps) below the
-    threshold, rows left without a negative by the labels; every block size and tail of the row scan."""
+    threshold in rows and in columns, rows left without a negative by the labels; every block size and tail of the
+    row scan. RANDOM's uniforms include 0 and the largest below 1."""
     rng = np.random.default_rng(1000 + n)
     anchor = rng.integers(0, 12, size=(n, 1)) / 8.0
     positive = rng.integers(0, 12, size=(n, 1)) / 8.0
     labels = rng.integers(0, 3, size=n).astype(np.float64) if with_labels else None
-    check_against_rule(anchor, positive, labels, 0.008, dtype)
+    uniforms = rng.random(n)
+    uniforms[::5] = 0.0
+    uniforms[1::7] = np.nextafter(dtype(1), dtype(0))
+    check_against_rule(anchor, positive, labels, 0.008, dtype, anchor_swap, batch_reduce, uniforms)
+
+
+@pytest.mark.parametrize("batch_reduce", ["MIN", "RANDOM"])
+@pytest.mark.parametrize("anchor_swap", [False, True])
+def test_rows_without_duplicates_and_rows_with_them_both_ways(batch_reduce, anchor_swap):
+    """RANDOM takes the rank among the allowed columns directly when a row (or, with swap, its row or its column)
+    has no duplicate, and walks the candidates otherwise: rows of each kind, in one batch (equal values on a grid
+    of 40 give duplicates, D = sqrt(eps))."""
+    rng = np.random.default_rng(5)
+    n = 70
+    anchor = rng.integers(0, 40, size=(n, 1)) / 8.0
+    positive = rng.integers(0, 40, size=(n, 1)) / 8.0
+    labels = rng.integers(0, 4, size=n).astype(np.float64)
+    uniforms = rng.random(n)
+    got = check_against_rule(anchor, positive, labels, 0.1, np.float32, anchor_swap, batch_reduce, uniforms)
+    allowed = (labels[:, None] != labels[None, :]).sum(axis=1)
+    assert (got.neg_count == allowed).any() and (got.neg_count < allowed).any()
 
 
 @pytest.mark.parametrize("n", [63, 64, 65, 150])
@@ -129,3 +212,31 @@ def test_min_matches_the_reference_in_float64_across_blocks(n, with_labels):
     np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-12)
     np.testing.assert_allclose(got.grad_anchor, ref.grad_anchor, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("n", [4, 5, 7, 8, 9, 66])
+@pytest.mark.parametrize("with_labels", [False, True])
+@pytest.mark.parametrize("anchor_swap", [False, True])
+@pytest.mark.parametrize("loss_type", ["TRIPLET_MARGIN", "CONTRASTIVE", "SOFTMAX"])
+def test_average_float32_decisions_and_values(n, with_labels, anchor_swap, loss_type):
+    """AVERAGE in float32 (four rows at a time for the two hinge losses, with the scalar code for the last n % 4 rows
+    and columns): the reported hardest candidate follows the MIN rule exactly, the counts too, and the loss and
+    gradients agree with the float64 reference on a grid with ties and duplicates."""
+    from caffe_mining import reference
+
+    rng = np.random.default_rng(2000 + n)
+    anchor = rng.integers(0, 12, size=(n, 1)) / 8.0
+    positive = rng.integers(0, 12, size=(n, 1)) / 8.0
+    labels = rng.integers(0, 3, size=n).astype(np.float64) if with_labels else None
+    got = caffe_mining.hardnet_loss(anchor.astype(np.float32), positive.astype(np.float32), labels,
+                                    batch_reduce="AVERAGE", anchor_swap=anchor_swap, loss_type=loss_type, margin=0.7)
+    index, swapped, count, pos, neg = rule_in_dtype(anchor, positive, labels, 0.008, np.float32, anchor_swap)
+    assert got.neg_index.tolist() == index.tolist()
+    assert got.neg_swapped.tolist() == swapped.tolist()
+    assert got.neg_count.tolist() == count.tolist()
+    np.testing.assert_array_equal(got.neg_dist, neg.astype(np.float32))
+    ref = reference.hardnet_loss(anchor, positive, labels, batch_reduce="AVERAGE", anchor_swap=anchor_swap,
+                                 loss_type=loss_type, margin=0.7)
+    np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.grad_anchor, ref.grad_anchor, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=1e-4, atol=1e-5)

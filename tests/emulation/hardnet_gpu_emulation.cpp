@@ -326,17 +326,29 @@ int run_forward(std::mt19937_64& rng) {
       const Dtype* labels = b.with_labels ? b.labels.data() : nullptr;
       MiningBuffers<Dtype> cpu(n), emulated(n);
       std::vector<Dtype> scratch(hardnet_scratch_count(n, options));
+      std::vector<Dtype> distance_of_dot(static_cast<std::size_t>(n) * n);
       Dtype loss;
       hardnet_forward_cpu(n, b.dim, b.anchor.data(), b.positive.data(), labels, b.uniforms.data(), options,
                           cpu.view(), scratch.data(), &loss);
-      // The CPU left the dot products (MIN without swap) or D in dist, and the squared norms in the scratch.
+      // The CPU left the dot products (MIN and RANDOM) or D (AVERAGE) in dist, and the squared norms in the scratch.
+      if (options.batch_reduce != HardNetBatchReduce::kAverage) {  // the GPU's D but for MIN without swap
+        for (int i = 0; i < n; ++i) {
+          for (int j = 0; j < n; ++j) {
+            const Dtype entry = cpu.dist[static_cast<std::size_t>(i) * n + j];
+            distance_of_dot[static_cast<std::size_t>(i) * n + j] =
+                hardnet_distance(scratch[i], scratch[n + j], entry, static_cast<Dtype>(options.eps));
+          }
+        }
+      }
       if (options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap) {
         emulate_squared_min_rows(n, cpu.dist.data(), scratch.data(), scratch.data() + n, labels,
                                  static_cast<Dtype>(options.eps),
                                  hardnet_squared_threshold(static_cast<Dtype>(options.duplicate_threshold)),
                                  options, emulated.view());
       } else {
-        emulate_mine_rows(n, cpu.dist.data(), labels, b.uniforms.data(), options, emulated.view());
+        const bool average_matrix = options.batch_reduce == HardNetBatchReduce::kAverage;
+        emulate_mine_rows(n, average_matrix ? cpu.dist.data() : distance_of_dot.data(), labels, b.uniforms.data(),
+                          options, emulated.view());
       }
       const bool average = options.batch_reduce == HardNetBatchReduce::kAverage;
       for (int i = 0; i < n; ++i) {

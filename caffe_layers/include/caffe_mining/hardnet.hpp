@@ -75,8 +75,9 @@ struct HardNetOptions {
 /// CPU functions and device pointers for the GPU functions. Sizes in brackets.
 template <typename Dtype>
 struct HardNetMining {
-  Dtype* dist;         ///< [n*n] D_ij, row-major (row = anchor, column = positive); with MIN and no anchor swap the
-                       ///< CPU path leaves the dot products a_i.p_j there instead (nothing reads it afterwards)
+  Dtype* dist;         ///< [n*n] D_ij, row-major (row = anchor, column = positive); the CPU path (MIN and RANDOM)
+                       ///< and the GPU path (MIN without anchor swap) leave the dot products a_i.p_j there instead
+                       ///< (only AVERAGE's backward reads D)
   Dtype* pos_dist;     ///< [n] pos_i = D_ii
   Dtype* neg_dist;     ///< [n] value of the chosen candidate (MIN/RANDOM) or of the hardest one (AVERAGE); 0 if none
   int* neg_index;      ///< [n] j of that candidate, -1 when the row has no valid negative
@@ -116,12 +117,12 @@ int hardnet_find_invalid_label(const Dtype* labels, int n) {
 constexpr int kHardnetRowBlock = 64;
 
 /// Number of Dtype elements of the scratch buffer that hardnet_forward_* and hardnet_backward_* need:
-/// 2n (squared norms) + one per kHardnetRowBlock columns (the row's block minima), n*n + 2n for AVERAGE (the
-/// backward's weight matrix and its row/column sums).
+/// 2n (squared norms) + one per kHardnetRowBlock columns (the row's block minima) + 3n (the columns' side of the
+/// anchor swap on the CPU), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums).
 inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   const std::size_t rows = static_cast<std::size_t>(n);
   if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows;
-  return 2 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
+  return 5 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
 }
 
 /// The largest n whose buffers (the n x n matrix and the scratch) each hold at most INT_MAX elements, the limit of

@@ -125,6 +125,8 @@ struct SquaredRow {
   bool valid(int j, Dtype x_j) const {
     return j != i && !(x_j < x_threshold) && (labels == nullptr || labels[j] != labels[i]);
   }
+  // Whether the diagonal and the labels allow column j (valid unless it is a duplicate).
+  bool allowed(int j) const { return j != i && (labels == nullptr || labels[j] != labels[i]); }
 };
 
 // What a block of columns holds: the smallest x among its valid entries (infinity if none) and their number.
@@ -134,13 +136,43 @@ struct BlockMinimum {
   int count;
 };
 
-// Columns [start, end) of a row, one at a time; also the tails of the vector versions.
+// Anchor swap without the distance matrix: entry (r, c) is also the swapped value D_rc of row c's candidate r, so
+// column c holds row c's swapped values. While the rows are scanned in increasing r, each column keeps what rows
+// 0..r gave it: its number of duplicates (entries the diagonal and the labels allow, below the duplicate threshold)
+// and, for MIN, its smallest valid x and the lowest row whose D = sqrt(x) is the column's smallest. Counts and rows
+// are held as Dtype (exact integers: n <= hardnet_max_rows < 2^24) so that the scratch keeps one element type.
 template <typename Dtype>
-BlockMinimum<Dtype> block_minimum_scalar(const SquaredRow<Dtype>& row, int start, int end) {
+struct ColumnScan {
+  Dtype* duplicates;  // [n]
+  Dtype* x_min;       // [n] infinity while the column has no valid entry; null when only counting (RANDOM)
+  Dtype* first_row;   // [n]
+};
+
+// A valid entry (r, c) below the column's smallest x. D = sqrt(x) is non-decreasing in x, so its root is at most the
+// column's smallest D; only a strictly smaller root moves the column's first row (equal D: the lower row stays).
+template <typename Dtype>
+inline void lower_column_minimum(const ColumnScan<Dtype>& cols, int r, int c, Dtype x) {
+  if (std::sqrt(x) < std::sqrt(cols.x_min[c])) cols.first_row[c] = Dtype(r);
+  cols.x_min[c] = x;
+}
+
+// Columns [start, end) of a row, one at a time; also the tails of the vector versions. With `cols`, each entry is
+// also entered into its column.
+template <typename Dtype>
+BlockMinimum<Dtype> block_minimum_scalar(const SquaredRow<Dtype>& row, int start, int end,
+                                         const ColumnScan<Dtype>* cols) {
   BlockMinimum<Dtype> block = {std::numeric_limits<Dtype>::infinity(), 0};
   for (int j = start; j < end; ++j) {
     const Dtype x = row.x(j);
-    if (!row.valid(j, x)) continue;
+    const bool valid = row.valid(j, x);
+    if (cols != nullptr) {
+      if (valid) {
+        if (cols->x_min != nullptr && x < cols->x_min[j]) lower_column_minimum(*cols, row.i, j, x);
+      } else if (row.allowed(j)) {
+        cols->duplicates[j] += Dtype(1);
+      }
+    }
+    if (!valid) continue;
     ++block.count;
     if (x < block.x_min) block.x_min = x;
   }
@@ -158,8 +190,8 @@ int first_at_most_scalar(const SquaredRow<Dtype>& row, int start, int end, Dtype
 }
 
 template <typename Dtype>
-BlockMinimum<Dtype> block_minimum(const SquaredRow<Dtype>& row, int start, int end) {
-  return block_minimum_scalar(row, start, end);
+BlockMinimum<Dtype> block_minimum(const SquaredRow<Dtype>& row, int start, int end, const ColumnScan<Dtype>* cols) {
+  return block_minimum_scalar(row, start, end, cols);
 }
 template <typename Dtype>
 int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
@@ -170,8 +202,9 @@ int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_boun
 // Float rows four columns at a time. GCC does not vectorize a float minimum without -ffinite-math-only, so it is
 // spelled out; each lane does the scalar version's operations in the same order, so the results are the same.
 struct SquaredLanes {
-  __m128 x;        // x of columns j..j+3
-  __m128 invalid;  // all ones where the column is not a valid negative
+  __m128 x;          // x of columns j..j+3
+  __m128 invalid;    // all ones where the column is not a valid negative
+  __m128 duplicate;  // all ones where the diagonal and the labels allow it but it is below the threshold
 };
 
 // kDiagonal: whether columns j..j+3 may hold column i (the positive, never a negative): checked only then.
@@ -182,39 +215,74 @@ inline SquaredLanes squared_lanes(const SquaredRow<float>& row, int j) {
   SquaredLanes lanes;
   lanes.x = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(sq, _mm_setzero_ps()), sq), _mm_set1_ps(row.eps));
   lanes.invalid = _mm_cmplt_ps(lanes.x, _mm_set1_ps(row.x_threshold));
+  __m128 excluded = _mm_setzero_ps();  // the diagonal and same-label columns
   if (kDiagonal) {
     const __m128i column = _mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3));
-    lanes.invalid = _mm_or_ps(lanes.invalid, _mm_castsi128_ps(_mm_cmpeq_epi32(column, _mm_set1_epi32(row.i))));
+    excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(column, _mm_set1_epi32(row.i)));
   }
   if (row.labels != nullptr) {
-    lanes.invalid = _mm_or_ps(lanes.invalid, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), _mm_set1_ps(row.labels[row.i])));
+    excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), _mm_set1_ps(row.labels[row.i])));
   }
+  lanes.duplicate = _mm_andnot_ps(excluded, lanes.invalid);
+  lanes.invalid = _mm_or_ps(lanes.invalid, excluded);
   return lanes;
 }
 
-template <bool kDiagonal>
-int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid) {
+// The column side of four lanes (anchor swap): the rare duplicate, and the rare entry below its column's smallest
+// x, go to the scalar updates.
+inline void column_lanes(const SquaredRow<float>& row, int j, const SquaredLanes& lanes, const ColumnScan<float>& cols) {
+  __m128 events = lanes.duplicate;
+  if (cols.x_min != nullptr) {
+    events = _mm_or_ps(events, _mm_andnot_ps(lanes.invalid, _mm_cmplt_ps(lanes.x, _mm_loadu_ps(cols.x_min + j))));
+  }
+  const int lanes_with_events = _mm_movemask_ps(events);
+  if (lanes_with_events == 0) return;
+  const int duplicates = _mm_movemask_ps(lanes.duplicate);
+  float x[4];
+  _mm_storeu_ps(x, lanes.x);
+  for (int lane = 0; lane < 4; ++lane) {
+    if (duplicates & (1 << lane)) {
+      cols.duplicates[j + lane] += 1.0f;
+    } else if (lanes_with_events & (1 << lane)) {
+      lower_column_minimum(cols, row.i, j + lane, x[lane]);
+    }
+  }
+}
+
+template <bool kDiagonal, bool kColumns>
+int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid,
+                        const ColumnScan<float>* cols) {
   int j = start;
   for (; j + 4 <= end; j += 4) {
     const SquaredLanes lanes = squared_lanes<kDiagonal>(row, j);
     // An invalid lane is ORed to all ones, a NaN, and _mm_min_ps(a, b) returns b when a is NaN: it is skipped.
     *x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), *x_min);
     *minus_invalid = _mm_add_epi32(*minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
+    if (kColumns) column_lanes(row, j, lanes, *cols);
   }
   return j;
 }
 
+template <bool kColumns>
+int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid,
+                        const ColumnScan<float>* cols) {
+  return start <= row.i && row.i < end
+             ? block_minimum_lanes<true, kColumns>(row, start, end, x_min, minus_invalid, cols)
+             : block_minimum_lanes<false, kColumns>(row, start, end, x_min, minus_invalid, cols);
+}
+
 template <>
-BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end) {
+BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
+                                         const ColumnScan<float>* cols) {
   __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
   __m128i minus_invalid = _mm_setzero_si128();
-  const int j = start <= row.i && row.i < end ? block_minimum_lanes<true>(row, start, end, &x_min, &minus_invalid)
-                                             : block_minimum_lanes<false>(row, start, end, &x_min, &minus_invalid);
+  const int j = cols != nullptr ? block_minimum_lanes<true>(row, start, end, &x_min, &minus_invalid, cols)
+                                : block_minimum_lanes<false>(row, start, end, &x_min, &minus_invalid, cols);
   float mins[4];
   std::int32_t invalid[4];
   _mm_storeu_ps(mins, x_min);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(invalid), minus_invalid);
-  BlockMinimum<float> block = block_minimum_scalar(row, j, end);
+  BlockMinimum<float> block = block_minimum_scalar(row, j, end, cols);
   block.count += (j - start) + invalid[0] + invalid[1] + invalid[2] + invalid[3];
   for (float m : mins) block.x_min = m < block.x_min ? m : block.x_min;
   return block;
@@ -234,13 +302,14 @@ int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float
 
 // Row i's hardest negative. The row is scanned in blocks, keeping each block's minimum (block_min, one per block);
 // the chosen column is then the lowest valid one whose x has the row's minimum square root (hardnet_harder's
-// order on D), searched only in the blocks that can hold one.
+// order on D), searched only in the blocks that can hold one. With `cols` the scan also enters the row into the
+// columns (anchor swap).
 template <typename Dtype>
-RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min) {
+RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min, const ColumnScan<Dtype>* cols) {
   RowMining<Dtype> found;
   Dtype x_min = std::numeric_limits<Dtype>::infinity();
   for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
-    const BlockMinimum<Dtype> block = block_minimum(row, start, std::min(start + kHardnetRowBlock, n));
+    const BlockMinimum<Dtype> block = block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols);
     block_min[b] = block.x_min;
     found.count += block.count;
     if (block.x_min < x_min) x_min = block.x_min;
@@ -259,42 +328,354 @@ RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* bloc
   return found;  // not reached: the block holding x_min has a valid column with x <= x_max
 }
 
-// Any reduction, anchor swap or not: candidates from the whole distance matrix (every row must be computed).
+// The number of valid entries of row i (RANDOM), with the same scan.
 template <typename Dtype>
-RowMining<Dtype> mine_row(const Dtype* dist, const Dtype* labels, const Dtype* uniforms, int n, int i, Dtype pos,
-                          const HardNetOptions& options) {
+int valid_in_row(const SquaredRow<Dtype>& row, int n, const ColumnScan<Dtype>* cols) {
+  int count = 0;
+  for (int start = 0; start < n; start += kHardnetRowBlock) {
+    count += block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols).count;
+  }
+  return count;
+}
+
+// The number of columns j that the labels and the diagonal allow for row i (j != i, another label): with no
+// duplicate in its row, or none in its column, that is count_i (both directions are subsets of these columns).
+template <typename Dtype>
+int eligible_in_row(const Dtype* labels, int n, int i) {
+  if (labels == nullptr) return n - 1;
+  int allowed = 0;
+  for (int j = 0; j < n; ++j) allowed += j != i && labels[j] != labels[i] ? 1 : 0;
+  return allowed;
+}
+
+// The rank-th (0-based) column that the labels and the diagonal allow for row i; rank < eligible_in_row.
+template <typename Dtype>
+int eligible_at_rank(const Dtype* labels, int n, int i, int rank) {
+  if (labels == nullptr) return rank < i ? rank : rank + 1;
+  for (int j = 0; j < n; ++j) {
+    if (j != i && labels[j] != labels[i] && rank-- == 0) return j;
+  }
+  return -1;  // not reached
+}
+
+// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from hardnet_distance of
+// entries (i, j) and (j, i), the values the distance matrix would hold.
+template <typename Dtype>
+struct DotMatrix {
+  const Dtype* dots;
+  const Dtype* sq_norm_a;
+  const Dtype* sq_norm_p;
+  const Dtype* labels;
+  int n;
+  Dtype eps, threshold;
+
+  Dtype distance(int i, int j) const {
+    return hardnet_distance(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
+  }
+  HardNetCandidate<Dtype> candidate(int i, int j, bool swap) const {
+    const Dtype d_ij = distance(i, j);
+    const bool valid_ij = hardnet_negative_valid(labels, i, j, d_ij, threshold);
+    if (!swap) return hardnet_candidate_of(d_ij, valid_ij, d_ij, false, false);
+    const Dtype d_ji = distance(j, i);
+    return hardnet_candidate_of(d_ij, valid_ij, d_ji, hardnet_negative_valid(labels, j, i, d_ji, threshold), true);
+  }
+};
+
+// RANDOM: the rank-th valid candidate of row i, from the candidates one by one (rows holding duplicates).
+template <typename Dtype>
+int valid_at_rank(const DotMatrix<Dtype>& matrix, int i, int rank, bool swap) {
+  for (int j = 0; j < matrix.n; ++j) {
+    const HardNetCandidate<Dtype> cand = matrix.candidate(i, j, swap);
+    if (cand.valid && rank-- == 0) return j;
+  }
+  return -1;  // not reached
+}
+
+// count_i with anchor swap, from the candidates one by one (rows with duplicates in both directions).
+template <typename Dtype>
+int valid_candidates(const DotMatrix<Dtype>& matrix, int i) {
+  int count = 0;
+  for (int j = 0; j < matrix.n; ++j) count += matrix.candidate(i, j, true).valid ? 1 : 0;
+  return count;
+}
+
+// MIN with anchor swap: row i's hardest candidate from its row's minimum (value row_min at the lowest column
+// row_first) and its column's (the swapped values: value col_min at the lowest row col_first). Candidate j's value is
+// the smaller of its two, so the row's smallest candidate value is the smaller minimum, and the lowest j reaching it
+// is the lower of the two firsts that reach it; that candidate is swapped unless its own D_ij reaches it too.
+template <typename Dtype>
+void hardest_with_swap(int row_count, int row_first, Dtype row_min, int col_count, int col_first, Dtype col_min,
+                       RowMining<Dtype>* found) {
+  const bool from_row = row_count > 0 && (col_count == 0 || !(col_min < row_min));
+  const bool from_col = col_count > 0 && (row_count == 0 || !(row_min < col_min));
+  if (from_row && (!from_col || row_first <= col_first)) {
+    found->chosen = row_first;
+    found->candidate = {row_min, true, false};
+  } else if (from_col) {
+    found->chosen = col_first;
+    found->candidate = {col_min, true, true};
+  }
+}
+
+// AVERAGE: row i's candidates from the distance matrix, each read with hardnet_candidate: their number, the hardest
+// (reported in the second top) and the sums of the row loss and its derivative over them, in increasing j. From
+// column `start` on, continuing `found` (what columns [0, start) gave).
+template <typename Dtype>
+RowMining<Dtype> average_row(const Dtype* dist, const Dtype* labels, int n, int i, Dtype pos,
+                             const HardNetOptions& options, int start = 0, RowMining<Dtype> found = {}) {
   const Dtype margin = static_cast<Dtype>(options.margin);
   const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
-  const bool swap = options.anchor_swap;
   const HardNetLossType type = options.loss_type;
-  // One pass: count, hardest, and the AVERAGE sums.
-  RowMining<Dtype> found;
-  for (int j = 0; j < n; ++j) {
-    const HardNetCandidate<Dtype> cand = hardnet_candidate(dist, labels, n, i, j, threshold, swap);
+  for (int j = start; j < n; ++j) {
+    const HardNetCandidate<Dtype> cand = hardnet_candidate(dist, labels, n, i, j, threshold, options.anchor_swap);
     if (!cand.valid) continue;
     ++found.count;
     if (hardnet_harder(cand.value, j, found.candidate.value, found.chosen)) {
       found.chosen = j;
       found.candidate = cand;
     }
-    if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-      found.average_loss += hardnet_row_loss(type, margin, pos, cand.value);
-      found.average_dpos += hardnet_row_loss_dpos(type, margin, pos, cand.value);
-    }
-  }
-  if (options.batch_reduce == HardNetBatchReduce::kRandom && found.count > 0) {
-    int rank = hardnet_random_rank(uniforms[i], found.count);
-    for (int j = 0; j < n; ++j) {
-      const HardNetCandidate<Dtype> cand = hardnet_candidate(dist, labels, n, i, j, threshold, swap);
-      if (cand.valid && rank-- == 0) {
-        found.chosen = j;
-        found.candidate = cand;
-        break;
-      }
-    }
+    found.average_loss += hardnet_row_loss(type, margin, pos, cand.value);
+    found.average_dpos += hardnet_row_loss_dpos(type, margin, pos, cand.value);
   }
   return found;
 }
+
+// Row i's outputs and its share of the loss from what its mining found.
+template <typename Dtype>
+void record_row(const HardNetOptions& options, int i, Dtype pos, const RowMining<Dtype>& found,
+                const HardNetMining<Dtype>& mining, Dtype* loss_sum, int* valid_rows) {
+  const Dtype margin = static_cast<Dtype>(options.margin);
+  const HardNetLossType type = options.loss_type;
+  const Dtype neg = found.candidate.value;
+  mining.pos_dist[i] = pos;
+  mining.neg_count[i] = found.count;
+  mining.neg_index[i] = found.chosen;
+  mining.neg_swapped[i] = found.chosen >= 0 && found.candidate.swapped ? 1 : 0;
+  mining.neg_dist[i] = found.chosen >= 0 ? neg : Dtype(0);
+  Dtype row_loss = Dtype(0), dpos = Dtype(0), dneg = Dtype(0);
+  if (found.count > 0) {
+    ++*valid_rows;
+    if (options.batch_reduce == HardNetBatchReduce::kAverage) {
+      row_loss = found.average_loss / Dtype(found.count);
+      dpos = found.average_dpos / Dtype(found.count);
+    } else {
+      row_loss = hardnet_row_loss(type, margin, pos, neg);
+      dpos = hardnet_row_loss_dpos(type, margin, pos, neg);
+      dneg = hardnet_row_loss_dneg(type, margin, pos, neg);
+    }
+  }
+  mining.row_loss[i] = row_loss;
+  mining.dloss_dpos[i] = dpos;
+  mining.dloss_dneg[i] = dneg;
+  *loss_sum += row_loss;
+}
+
+// AVERAGE's scalar weight V_ij = W_ij / D_ij (scaled): the diagonal carries the row's dloss/dpos, the others
+// hardnet_average_weight.
+template <typename Dtype>
+Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, const HardNetMining<Dtype>& mining, int n,
+                        int i, int j, Dtype scale) {
+  const Dtype margin = static_cast<Dtype>(options.margin);
+  const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
+  Dtype w;
+  if (i == j) {
+    w = mining.neg_count[i] > 0 ? mining.dloss_dpos[i] : Dtype(0);
+  } else {
+    w = hardnet_average_weight(mining.dist, labels, mining.pos_dist, mining.neg_count, n, i, j, options.loss_type,
+                               margin, threshold, options.anchor_swap);
+  }
+  return hardnet_safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
+}
+
+// AVERAGE four rows at a time (float; TRIPLET_MARGIN and CONTRASTIVE, whose row loss needs no exp): one lane per row
+// in the forward, so each row's sums still add its candidates one by one in increasing j, and the backward's weights
+// along j with their row sums added per lane after a transpose. Same operations in the same order as average_row
+// and average_weight_at, so the same bits; SOFTMAX, double, and the last n % 4 rows and columns take those.
+template <typename Dtype>
+int average_forward_lanes(const Dtype*, const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
+                          Dtype*, int*) {
+  return 0;
+}
+template <typename Dtype>
+int average_backward_lanes(const Dtype*, const HardNetOptions&, const HardNetMining<Dtype>&, int, Dtype, Dtype*,
+                           Dtype*, Dtype*) {
+  return 0;
+}
+
+#if defined(__SSE2__)
+inline bool average_has_lanes(const HardNetOptions& options) {
+  return options.loss_type == HardNetLossType::kTripletMargin || options.loss_type == HardNetLossType::kContrastive;
+}
+
+inline __m128 select_lanes(__m128 mask, __m128 if_set, __m128 if_clear) {
+  return _mm_or_ps(_mm_and_ps(mask, if_set), _mm_andnot_ps(mask, if_clear));
+}
+
+// The diagonal and same-label lanes: row lanes `rows` (labels row_labels) against column j, or the reverse.
+inline __m128 excluded_lanes(__m128i rows, int j, const float* labels, __m128 row_labels) {
+  __m128 excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(rows, _mm_set1_epi32(j)));
+  if (labels != nullptr) excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(row_labels, _mm_set1_ps(labels[j])));
+  return excluded;
+}
+
+// hardnet_row_loss_dneg(...) / count of the lanes (TRIPLET_MARGIN or CONTRASTIVE): dneg is -1 or 0, so the quotient
+// is minus_inverse = -1 / count (divided once per row or column, the same bits) or +0.
+inline __m128 dneg_over_count_lanes(HardNetLossType type, __m128 margin, __m128 pos, __m128 neg,
+                                    __m128 minus_inverse) {
+  const __m128 hinge = type == HardNetLossType::kContrastive ? _mm_sub_ps(margin, neg)
+                                                              : _mm_sub_ps(_mm_add_ps(margin, pos), neg);
+  return _mm_and_ps(_mm_cmpgt_ps(hinge, _mm_setzero_ps()), minus_inverse);
+}
+
+template <>
+int average_forward_lanes<float>(const float* labels, const float* uniforms_unused, int n, const HardNetOptions& options,
+                                 const HardNetMining<float>& mining, float* loss_sum, int* valid_rows) {
+  (void)uniforms_unused;
+  if (!average_has_lanes(options)) return 0;
+  const float* dist = mining.dist;
+  const std::size_t nn = static_cast<std::size_t>(n);
+  const int columns = n & ~3;
+  const bool swap = options.anchor_swap, contrastive = options.loss_type == HardNetLossType::kContrastive;
+  const __m128 margin = _mm_set1_ps(static_cast<float>(options.margin));
+  const __m128 threshold = _mm_set1_ps(static_cast<float>(options.duplicate_threshold));
+  const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f), all = _mm_castsi128_ps(_mm_set1_epi32(-1));
+  int i0 = 0;
+  for (; i0 + 4 <= n; i0 += 4) {
+    const __m128 pos = _mm_setr_ps(dist[i0 * nn + i0], dist[(i0 + 1) * nn + i0 + 1], dist[(i0 + 2) * nn + i0 + 2],
+                                   dist[(i0 + 3) * nn + i0 + 3]);
+    const __m128i rows = _mm_setr_epi32(i0, i0 + 1, i0 + 2, i0 + 3);
+    const __m128 row_labels = labels != nullptr ? _mm_loadu_ps(labels + i0) : zero;
+    __m128 count = zero, loss = zero, dpos = zero, best = _mm_set1_ps(std::numeric_limits<float>::infinity());
+    __m128 best_index = _mm_set1_ps(-1.0f), best_swapped = zero;
+    for (int j0 = 0; j0 < columns; j0 += 4) {
+      __m128 d[4] = {_mm_loadu_ps(dist + i0 * nn + j0), _mm_loadu_ps(dist + (i0 + 1) * nn + j0),
+                     _mm_loadu_ps(dist + (i0 + 2) * nn + j0), _mm_loadu_ps(dist + (i0 + 3) * nn + j0)};
+      _MM_TRANSPOSE4_PS(d[0], d[1], d[2], d[3]);  // d[m]: D_ij of the four rows at column j0 + m
+      for (int m = 0; m < 4; ++m) {
+        const int j = j0 + m;
+        const __m128 excluded = excluded_lanes(rows, j, labels, row_labels);
+        const __m128 valid_ij = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d[m], threshold));
+        __m128 value = d[m], valid = valid_ij, swapped = zero;
+        if (swap) {  // D_ji of the four rows: row j of the matrix, columns i0..i0+3
+          const __m128 d_ji = _mm_loadu_ps(dist + j * nn + i0);
+          const __m128 valid_ji = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ji, threshold));
+          swapped = _mm_and_ps(valid_ji, _mm_or_ps(_mm_xor_ps(valid_ij, all), _mm_cmplt_ps(d_ji, d[m])));
+          value = select_lanes(swapped, d_ji, d[m]);
+          valid = _mm_or_ps(valid_ij, valid_ji);
+        }
+        count = _mm_add_ps(count, _mm_and_ps(valid, one));
+        const __m128 harder = _mm_and_ps(valid, _mm_cmplt_ps(value, best));  // increasing j: ties keep the first
+        best = select_lanes(harder, value, best);
+        best_index = select_lanes(harder, _mm_set1_ps(static_cast<float>(j)), best_index);
+        best_swapped = select_lanes(harder, swapped, best_swapped);
+        __m128 row_loss, row_dpos;
+        if (contrastive) {
+          const __m128 hinge = _mm_sub_ps(margin, value);
+          row_loss = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(hinge, zero), hinge), pos);
+          row_dpos = one;
+        } else {
+          const __m128 hinge = _mm_sub_ps(_mm_add_ps(margin, pos), value);
+          const __m128 active = _mm_cmpgt_ps(hinge, zero);
+          row_loss = _mm_and_ps(active, hinge);
+          row_dpos = _mm_and_ps(active, one);
+        }
+        loss = _mm_add_ps(loss, _mm_and_ps(valid, row_loss));
+        dpos = _mm_add_ps(dpos, _mm_and_ps(valid, row_dpos));
+      }
+    }
+    float lane_count[4], lane_loss[4], lane_dpos[4], lane_best[4], lane_index[4], lane_pos[4];
+    _mm_storeu_ps(lane_count, count);
+    _mm_storeu_ps(lane_loss, loss);
+    _mm_storeu_ps(lane_dpos, dpos);
+    _mm_storeu_ps(lane_best, best);
+    _mm_storeu_ps(lane_index, best_index);
+    _mm_storeu_ps(lane_pos, pos);
+    const int lane_swapped = _mm_movemask_ps(best_swapped);
+    for (int k = 0; k < 4; ++k) {
+      RowMining<float> found;
+      found.count = static_cast<int>(lane_count[k]);
+      found.chosen = static_cast<int>(lane_index[k]);
+      if (found.chosen >= 0) found.candidate = {lane_best[k], true, (lane_swapped & (1 << k)) != 0};
+      found.average_loss = lane_loss[k];
+      found.average_dpos = lane_dpos[k];
+      found = average_row(dist, labels, n, i0 + k, lane_pos[k], options, columns, found);
+      record_row(options, i0 + k, lane_pos[k], found, mining, loss_sum, valid_rows);
+    }
+  }
+  return i0;
+}
+
+template <>
+int average_backward_lanes<float>(const float* labels, const HardNetOptions& options,
+                                  const HardNetMining<float>& mining, int n, float scale, float* weight,
+                                  float* row_sum, float* col_sum) {
+  if (!average_has_lanes(options)) return 0;
+  const float* dist = mining.dist;
+  const std::size_t nn = static_cast<std::size_t>(n);
+  const int columns = n & ~3;
+  const bool swap = options.anchor_swap;
+  const HardNetLossType type = options.loss_type;
+  const __m128 margin = _mm_set1_ps(static_cast<float>(options.margin));
+  const __m128 threshold = _mm_set1_ps(static_cast<float>(options.duplicate_threshold));
+  const __m128 zero = _mm_setzero_ps(), all = _mm_castsi128_ps(_mm_set1_epi32(-1)), scales = _mm_set1_ps(scale);
+  int i0 = 0;
+  for (; i0 + 4 <= n; i0 += 4) {
+    __m128 sums = zero;  // row sums, one lane per row
+    for (int j0 = 0; j0 < columns; j0 += 4) {
+      __m128 d_ji[4], pos_j = zero, minus_inverse_j = zero;
+      if (swap) {
+        for (int m = 0; m < 4; ++m) d_ji[m] = _mm_loadu_ps(dist + (j0 + m) * nn + i0);
+        _MM_TRANSPOSE4_PS(d_ji[0], d_ji[1], d_ji[2], d_ji[3]);  // d_ji[k]: D_ji of row i0 + k along j0..j0+3
+        pos_j = _mm_loadu_ps(mining.pos_dist + j0);
+        const __m128i count_j = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mining.neg_count + j0));
+        minus_inverse_j = _mm_div_ps(_mm_set1_ps(-1.0f), _mm_cvtepi32_ps(count_j));
+      }
+      const __m128i cols = _mm_setr_epi32(j0, j0 + 1, j0 + 2, j0 + 3);
+      const __m128 col_labels = labels != nullptr ? _mm_loadu_ps(labels + j0) : zero;
+      __m128 v[4];
+      for (int k = 0; k < 4; ++k) {
+        const int i = i0 + k;
+        const __m128 d_ij = _mm_loadu_ps(dist + i * nn + j0);
+        const __m128 excluded = excluded_lanes(cols, i, labels, col_labels);
+        const __m128 valid_ij = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ij, threshold));
+        const __m128 pos_i = _mm_set1_ps(mining.pos_dist[i]);
+        const __m128 minus_inverse_i = _mm_set1_ps(-1.0f / static_cast<float>(mining.neg_count[i]));
+        // Row i's candidate j is D_ij (not swapped): its term. With swap, row j's candidate i may be the swapped D_ij.
+        __m128 own = valid_ij, other = zero;
+        if (swap) {
+          const __m128 valid_ji = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ji[k], threshold));
+          own = _mm_andnot_ps(_mm_and_ps(valid_ji, _mm_cmplt_ps(d_ji[k], d_ij)), valid_ij);
+          other = _mm_and_ps(valid_ij, _mm_or_ps(_mm_xor_ps(valid_ji, all), _mm_cmplt_ps(d_ij, d_ji[k])));
+        }
+        __m128 w = _mm_add_ps(zero, _mm_and_ps(own, dneg_over_count_lanes(type, margin, pos_i, d_ij, minus_inverse_i)));
+        if (swap) {
+          w = _mm_add_ps(w, _mm_and_ps(other, dneg_over_count_lanes(type, margin, pos_j, d_ij, minus_inverse_j)));
+        }
+        if (j0 <= i && i < j0 + 4) {  // the diagonal: the row's dloss/dpos
+          const float diagonal = mining.neg_count[i] > 0 ? mining.dloss_dpos[i] : 0.0f;
+          w = select_lanes(_mm_castsi128_ps(_mm_cmpeq_epi32(cols, _mm_set1_epi32(i))), _mm_set1_ps(diagonal), w);
+        }
+        v[k] = _mm_and_ps(_mm_cmpneq_ps(d_ij, zero), _mm_div_ps(_mm_mul_ps(scales, w), d_ij));  // safe_div
+        _mm_storeu_ps(weight + i * nn + j0, v[k]);
+        _mm_storeu_ps(col_sum + j0, _mm_add_ps(_mm_loadu_ps(col_sum + j0), v[k]));  // rows in increasing i
+      }
+      _MM_TRANSPOSE4_PS(v[0], v[1], v[2], v[3]);  // v[m]: column j0 + m of the four rows
+      for (int m = 0; m < 4; ++m) sums = _mm_add_ps(sums, v[m]);
+    }
+    _mm_storeu_ps(row_sum + i0, sums);
+    for (int k = 0; k < 4; ++k) {  // the last n % 4 columns
+      const int i = i0 + k;
+      for (int j = columns; j < n; ++j) {
+        const float v = average_weight_at(labels, options, mining, n, i, j, scale);
+        weight[i * nn + j] = v;
+        row_sum[i] += v;
+        col_sum[j] += v;
+      }
+    }
+  }
+  return i0;
+}
+#endif
 
 // The gradient of one distance d(a, p) with coefficient c: a_diff += c (a - p) and p_diff -= c (a - p), over dim
 // values, in one pass over a and p (either target may be null).
@@ -322,12 +703,8 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
                          Dtype* scratch, Dtype* loss) {
   const std::size_t nn = static_cast<std::size_t>(n);
   const Dtype eps = static_cast<Dtype>(options.eps);
-  const Dtype margin = static_cast<Dtype>(options.margin);
   const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
-  const HardNetLossType type = options.loss_type;
-  // MIN without anchor swap mines each row from its dot products alone, on the squared scale, while the row is in
-  // cache; `dist` keeps the dot products then. Every other reduction reads the whole distance matrix, computed first.
-  const bool row_by_row = options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap;
+  const bool swap = options.anchor_swap;
 
   // A * P^T, then element-wise into distances.
   Dtype* sq_norm_a = scratch;
@@ -346,48 +723,85 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
     return;
   }
   gemm(false, true, n, n, dim, Dtype(1), anchor, dim, positive, dim, Dtype(0), mining.dist, n);
-  if (!row_by_row) {
-    for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
-  }
-  const Dtype x_threshold = squared_threshold(threshold);
-  Dtype* block_min = scratch + 2 * nn;  // row_by_row: one per block of a row
-
   Dtype loss_sum = Dtype(0);
   int valid_rows = 0;
+
+  if (options.batch_reduce == HardNetBatchReduce::kAverage) {
+    // AVERAGE reads every candidate, and its backward the whole distance matrix: computed first.
+    for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
+    for (int i = average_forward_lanes(labels, uniforms, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
+      const Dtype pos = mining.dist[i * nn + i];
+      record_row(options, i, pos, average_row(mining.dist, labels, n, i, pos, options), mining, &loss_sum,
+                 &valid_rows);
+    }
+    mining.valid_rows[0] = valid_rows;
+    *loss = valid_rows > 0 ? loss_sum / Dtype(valid_rows) : Dtype(0);
+    return;
+  }
+
+  // MIN and RANDOM mine each row from its dot products, on the squared scale, while the row is in cache; `dist`
+  // keeps the dot products. With anchor swap the same pass fills the columns' side (ColumnScan), and each row is
+  // decided once every row has been scanned.
+  const Dtype x_threshold = squared_threshold(threshold);
+  Dtype* block_min = scratch + 2 * nn;  // one per block of a row
+  Dtype* column_state = block_min + (nn + kHardnetRowBlock - 1) / kHardnetRowBlock;
+  const bool minimum = options.batch_reduce == HardNetBatchReduce::kMin;
+  ColumnScan<Dtype> cols = {column_state, minimum ? column_state + nn : nullptr, column_state + 2 * nn};
+  if (swap) {
+    for (int c = 0; c < n; ++c) {
+      cols.duplicates[c] = Dtype(0);
+      if (minimum) cols.x_min[c] = std::numeric_limits<Dtype>::infinity();
+    }
+  }
+  const bool decided_in_scan = minimum && !swap;
   for (int i = 0; i < n; ++i) {
     const Dtype* row = mining.dist + i * nn;
+    const Dtype pos = std::sqrt(squared_distance(sq_norm_a[i], sq_norm_p[i], row[i], eps));
+    const SquaredRow<Dtype> squared = {row, sq_norm_a[i], sq_norm_p, labels, i, eps, x_threshold};
     RowMining<Dtype> found;
-    Dtype pos;
-    if (row_by_row) {
-      pos = std::sqrt(squared_distance(sq_norm_a[i], sq_norm_p[i], row[i], eps));
-      const SquaredRow<Dtype> squared = {row, sq_norm_a[i], sq_norm_p, labels, i, eps, x_threshold};
-      found = hardest_in_row(squared, n, block_min);
+    if (minimum) {
+      found = hardest_in_row(squared, n, block_min, swap ? &cols : nullptr);
     } else {
-      pos = row[i];
-      found = mine_row(mining.dist, labels, uniforms, n, i, pos, options);
+      found.count = valid_in_row(squared, n, swap ? &cols : nullptr);
     }
-    const Dtype neg = found.candidate.value;
-    mining.pos_dist[i] = pos;
-    mining.neg_count[i] = found.count;
-    mining.neg_index[i] = found.chosen;
-    mining.neg_swapped[i] = found.chosen >= 0 && found.candidate.swapped ? 1 : 0;
-    mining.neg_dist[i] = found.chosen >= 0 ? neg : Dtype(0);
-    Dtype row_loss = Dtype(0), dpos = Dtype(0), dneg = Dtype(0);
-    if (found.count > 0) {
-      ++valid_rows;
-      if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-        row_loss = found.average_loss / Dtype(found.count);
-        dpos = found.average_dpos / Dtype(found.count);
-      } else {
-        row_loss = hardnet_row_loss(type, margin, pos, neg);
-        dpos = hardnet_row_loss_dpos(type, margin, pos, neg);
-        dneg = hardnet_row_loss_dneg(type, margin, pos, neg);
+    if (decided_in_scan) {
+      record_row(options, i, pos, found, mining, &loss_sum, &valid_rows);
+    } else {  // the row's side, kept in its outputs until the row is decided
+      mining.pos_dist[i] = pos;
+      mining.neg_count[i] = found.count;
+      mining.neg_index[i] = found.chosen;
+      mining.neg_dist[i] = found.candidate.value;
+    }
+  }
+  if (!decided_in_scan) {
+    const DotMatrix<Dtype> matrix = {mining.dist, sq_norm_a, sq_norm_p, labels, n, eps, threshold};
+    for (int i = 0; i < n; ++i) {
+      const int row_count = mining.neg_count[i];
+      const int eligible = eligible_in_row(labels, n, i);
+      RowMining<Dtype> found;
+      found.count = row_count;
+      int col_count = 0;
+      if (swap) {
+        col_count = eligible - static_cast<int>(cols.duplicates[i]);
+        if (row_count < eligible && col_count < eligible) {
+          found.count = valid_candidates(matrix, i);  // duplicates both ways: count them one by one
+        } else {
+          found.count = eligible;
+        }
       }
+      if (minimum) {
+        const Dtype col_min = col_count > 0 ? std::sqrt(cols.x_min[i]) : Dtype(0);
+        hardest_with_swap(row_count, mining.neg_index[i], mining.neg_dist[i], col_count,
+                          static_cast<int>(cols.first_row[i]), col_min, &found);
+      } else if (found.count > 0) {
+        const int rank = hardnet_random_rank(uniforms[i], found.count);
+        // Every allowed column is a candidate unless the row has duplicates: then walk its candidates.
+        found.chosen = found.count == eligible ? eligible_at_rank(labels, n, i, rank)
+                                               : valid_at_rank(matrix, i, rank, swap);
+        found.candidate = matrix.candidate(i, found.chosen, swap);
+      }
+      record_row(options, i, mining.pos_dist[i], found, mining, &loss_sum, &valid_rows);
     }
-    mining.row_loss[i] = row_loss;
-    mining.dloss_dpos[i] = dpos;
-    mining.dloss_dneg[i] = dneg;
-    loss_sum += row_loss;
   }
   mining.valid_rows[0] = valid_rows;
   *loss = valid_rows > 0 ? loss_sum / Dtype(valid_rows) : Dtype(0);
@@ -441,23 +855,11 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
   Dtype* weight = scratch;  // V, n x n
   Dtype* row_sum = scratch + nn * nn;
   Dtype* col_sum = row_sum + nn;
-  const Dtype margin = static_cast<Dtype>(options.margin);
-  const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) {
-      Dtype w;
-      if (i == j) {
-        w = mining.neg_count[i] > 0 ? mining.dloss_dpos[i] : Dtype(0);
-      } else {
-        w = hardnet_average_weight(mining.dist, labels, mining.pos_dist, mining.neg_count, n, i, j,
-                                   options.loss_type, margin, threshold, options.anchor_swap);
-      }
-      weight[i * nn + j] = hardnet_safe_div(scale * w, mining.dist[i * nn + j]);
-    }
-  }
   for (int i = 0; i < n; ++i) row_sum[i] = col_sum[i] = Dtype(0);
-  for (int i = 0; i < n; ++i) {
+  // Row sums in increasing j, column sums in increasing i.
+  for (int i = average_backward_lanes(labels, options, mining, n, scale, weight, row_sum, col_sum); i < n; ++i) {
     for (int j = 0; j < n; ++j) {
+      weight[i * nn + j] = average_weight_at(labels, options, mining, n, i, j, scale);
       row_sum[i] += weight[i * nn + j];
       col_sum[j] += weight[i * nn + j];
     }
