@@ -151,7 +151,8 @@ CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype do
   return hardnet_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
 }
 
-// Mining on the squared scale (MIN without anchor swap, both paths): with x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps,
+// Mining on the squared scale (CPU: MIN and RANDOM, with or without anchor swap; GPU: MIN without anchor swap):
+// with x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps,
 // D = sqrt(x) is correctly rounded (IEEE sqrt on the CPU and, without -use_fast_math, on the device) and so
 // non-decreasing in x. Every comparison the rule makes (D against the duplicate threshold, the row's smallest D) can
 // then be made on x with exact bounds, and the square root is taken for the row's minimum only.

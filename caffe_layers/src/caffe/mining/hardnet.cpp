@@ -207,21 +207,37 @@ struct SquaredLanes {
   __m128 duplicate;  // all ones where the diagonal and the labels allow it but it is below the threshold
 };
 
+// The row's values broadcast to the lanes once per block: held in registers, where the compiler would otherwise
+// reload them after each float store of the anchor swap's column updates (a float store may alias the row's fields).
+struct RowLanes {
+  __m128 sq_norm_a, two, eps, x_threshold, label;
+  __m128i i;
+  const float* sq_norm_p;
+  const float* dots;
+  const float* labels;
+
+  explicit RowLanes(const SquaredRow<float>& row)
+      : sq_norm_a(_mm_set1_ps(row.sq_norm_a)), two(_mm_set1_ps(2.0f)), eps(_mm_set1_ps(row.eps)),
+        x_threshold(_mm_set1_ps(row.x_threshold)),
+        label(row.labels != nullptr ? _mm_set1_ps(row.labels[row.i]) : _mm_setzero_ps()), i(_mm_set1_epi32(row.i)),
+        sq_norm_p(row.sq_norm_p), dots(row.dots), labels(row.labels) {}
+};
+
 // kDiagonal: whether columns j..j+3 may hold column i (the positive, never a negative): checked only then.
 template <bool kDiagonal>
-inline SquaredLanes squared_lanes(const SquaredRow<float>& row, int j) {
-  const __m128 sq = _mm_sub_ps(_mm_add_ps(_mm_set1_ps(row.sq_norm_a), _mm_loadu_ps(row.sq_norm_p + j)),
-                               _mm_mul_ps(_mm_set1_ps(2.0f), _mm_loadu_ps(row.dots + j)));
+inline SquaredLanes squared_lanes(const RowLanes& row, int j) {
+  const __m128 sq = _mm_sub_ps(_mm_add_ps(row.sq_norm_a, _mm_loadu_ps(row.sq_norm_p + j)),
+                               _mm_mul_ps(row.two, _mm_loadu_ps(row.dots + j)));
   SquaredLanes lanes;
-  lanes.x = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(sq, _mm_setzero_ps()), sq), _mm_set1_ps(row.eps));
-  lanes.invalid = _mm_cmplt_ps(lanes.x, _mm_set1_ps(row.x_threshold));
+  lanes.x = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(sq, _mm_setzero_ps()), sq), row.eps);
+  lanes.invalid = _mm_cmplt_ps(lanes.x, row.x_threshold);
   __m128 excluded = _mm_setzero_ps();  // the diagonal and same-label columns
   if (kDiagonal) {
     const __m128i column = _mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3));
-    excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(column, _mm_set1_epi32(row.i)));
+    excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(column, row.i));
   }
   if (row.labels != nullptr) {
-    excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), _mm_set1_ps(row.labels[row.i])));
+    excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), row.label));
   }
   lanes.duplicate = _mm_andnot_ps(excluded, lanes.invalid);
   lanes.invalid = _mm_or_ps(lanes.invalid, excluded);
@@ -230,7 +246,7 @@ inline SquaredLanes squared_lanes(const SquaredRow<float>& row, int j) {
 
 // The column side of four lanes (anchor swap): the rare duplicate, and the rare entry below its column's smallest
 // x, go to the scalar updates.
-inline void column_lanes(const SquaredRow<float>& row, int j, const SquaredLanes& lanes, const ColumnScan<float>& cols) {
+inline void column_lanes(int i, int j, const SquaredLanes& lanes, const ColumnScan<float>& cols) {
   __m128 events = lanes.duplicate;
   if (cols.x_min != nullptr) {
     events = _mm_or_ps(events, _mm_andnot_ps(lanes.invalid, _mm_cmplt_ps(lanes.x, _mm_loadu_ps(cols.x_min + j))));
@@ -244,22 +260,27 @@ inline void column_lanes(const SquaredRow<float>& row, int j, const SquaredLanes
     if (duplicates & (1 << lane)) {
       cols.duplicates[j + lane] += 1.0f;
     } else if (lanes_with_events & (1 << lane)) {
-      lower_column_minimum(cols, row.i, j + lane, x[lane]);
+      lower_column_minimum(cols, i, j + lane, x[lane]);
     }
   }
 }
 
 template <bool kDiagonal, bool kColumns>
-int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid,
-                        const ColumnScan<float>* cols) {
+int block_minimum_lanes(const SquaredRow<float>& squared, int start, int end, __m128* x_min_out,
+                        __m128i* minus_invalid_out, const ColumnScan<float>* cols) {
+  const RowLanes row(squared);
+  __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
+  __m128i minus_invalid = _mm_setzero_si128();
   int j = start;
   for (; j + 4 <= end; j += 4) {
     const SquaredLanes lanes = squared_lanes<kDiagonal>(row, j);
     // An invalid lane is ORed to all ones, a NaN, and _mm_min_ps(a, b) returns b when a is NaN: it is skipped.
-    *x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), *x_min);
-    *minus_invalid = _mm_add_epi32(*minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
-    if (kColumns) column_lanes(row, j, lanes, *cols);
+    x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), x_min);
+    minus_invalid = _mm_add_epi32(minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
+    if (kColumns) column_lanes(squared.i, j, lanes, *cols);
   }
+  *x_min_out = x_min;
+  *minus_invalid_out = minus_invalid;
   return j;
 }
 
@@ -274,8 +295,8 @@ int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128
 template <>
 BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
                                          const ColumnScan<float>* cols) {
-  __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
-  __m128i minus_invalid = _mm_setzero_si128();
+  __m128 x_min;
+  __m128i minus_invalid;
   const int j = cols != nullptr ? block_minimum_lanes<true>(row, start, end, &x_min, &minus_invalid, cols)
                                 : block_minimum_lanes<false>(row, start, end, &x_min, &minus_invalid, cols);
   float mins[4];
@@ -289,14 +310,15 @@ BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start
 }
 
 template <>
-int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float x_bound) {
+int first_at_most<float>(const SquaredRow<float>& squared, int start, int end, float x_bound) {
+  const RowLanes row(squared);
   int j = start;
   for (; j + 4 <= end; j += 4) {
     const SquaredLanes lanes = squared_lanes<true>(row, j);
     const int hits = _mm_movemask_ps(_mm_andnot_ps(lanes.invalid, _mm_cmple_ps(lanes.x, _mm_set1_ps(x_bound))));
     if (hits != 0) return j + __builtin_ctz(hits);
   }
-  return first_at_most_scalar(row, j, end, x_bound);
+  return first_at_most_scalar(squared, j, end, x_bound);
 }
 #endif
 
