@@ -158,7 +158,8 @@ def test_bound_functions_are_found():
                                                  "contrastive_options_problem")} <= names
 
 
-@pytest.mark.parametrize("spec, module, name, defaults", bound_functions(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("spec, module, name, defaults",
+                         [pytest.param(*found, id=f"{found[1]}.{found[2]}") for found in bound_functions()])
 def test_bindings_defaults_are_the_options_defaults(spec, module, name, defaults):
     expected = option_defaults(spec)
     compared = {key: value for key, value in defaults.items() if key in expected}

@@ -14,8 +14,11 @@ crosses a kink or flips a decision it is retried with a smaller step, and a coor
 is left out and counted. Base points where the float64 reference and a float32 target could decide differently
 (a near tie) are redrawn.
 
-Tolerances live in one table, :data:`TOLERANCES`, by dtype: float64 for the reference and the core, float32 for
-pycaffe (Caffe's Dtype) and the core on float32 inputs. Run ``python -m caffe_mining.gradcheck --help``.
+Tolerances live in the package's one table, :data:`caffe_mining.tolerances.TOLERANCES` (also ``TOLERANCES``
+here), by dtype: float64 for the reference and the core, float32 for pycaffe (Caffe's Dtype) and the core on
+float32 inputs. Per-loss behaviour comes from each loss's spec (:mod:`caffe_mining.losses`). The modules: problem
+(the loss, options, inputs), targets, finite_differences (the check), report, prototxt, cli.
+Run ``python -m caffe_mining.gradcheck --help``.
 """
 from caffe_mining.gradcheck.cli import build_parser, main, run
 from caffe_mining.gradcheck.finite_differences import check
@@ -23,7 +26,7 @@ from caffe_mining.gradcheck.problem import SPECS, Problem, draw_inputs, make_pro
 from caffe_mining.gradcheck.prototxt import layer_from_prototxt
 from caffe_mining.gradcheck.report import CheckReport, Row
 from caffe_mining.gradcheck.targets import Evaluation, FunctionTarget, PycaffeTarget, gpu_available
-from caffe_mining.gradcheck.tolerances import TOLERANCES, DtypeTolerances, Tolerance
+from caffe_mining.tolerances import TOLERANCES, DtypeTolerances, Tolerance
 
 __all__ = [
     "SPECS",

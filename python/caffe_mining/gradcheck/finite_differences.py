@@ -9,7 +9,7 @@ import numpy as np
 
 from caffe_mining.gradcheck.problem import Problem, draw_inputs
 from caffe_mining.gradcheck.report import CheckReport, Row, compare
-from caffe_mining.gradcheck.tolerances import TOLERANCES
+from caffe_mining.tolerances import TOLERANCES
 from caffe_mining.sampling import LayerUniforms
 
 __all__ = ["check"]

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from caffe_mining.gradcheck.tolerances import Tolerance
+from caffe_mining.tolerances import Tolerance
 
 __all__ = ["CheckReport", "Row", "compare"]
 

@@ -9,15 +9,8 @@ from typing import Dict
 from caffe_mining.losses import contrastive, hardnet
 from caffe_mining.losses.spec import LossSpec
 
-__all__ = ["LOSSES", "LossSpec", "spec_of_options"]
+__all__ = ["LOSSES", "LossSpec"]
 
 #: Caffe layer type -> its spec; the gradient check, the pycaffe layers and the tests iterate over it.
 LOSSES: Dict[str, LossSpec] = {spec.type_name: spec for spec in (contrastive.SPEC, hardnet.SPEC)}
 
-
-def spec_of_options(options_class: type) -> LossSpec:
-    """The spec of the loss whose options are ``options_class``."""
-    for spec in LOSSES.values():
-        if spec.options_class is options_class:
-            return spec
-    raise ValueError(f"{options_class.__name__} is not the options class of a registered loss")
