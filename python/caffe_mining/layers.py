@@ -29,7 +29,7 @@ from __future__ import annotations
 import caffe
 import numpy as np
 
-from caffe_mining.losses import contrastive, hardnet
+from caffe_mining.losses import LOSSES
 from caffe_mining.losses.spec import LossSpec
 from caffe_mining.options import parse_param_str
 from caffe_mining.sampling import LayerUniforms
@@ -129,7 +129,7 @@ class LossLayer(caffe.Layer):
 class MiningContrastiveLossLayer(LossLayer):
     """MiningContrastiveLoss: bottoms feat, feat_p (N x D), sim (N values, 1 similar / 0 dissimilar); one top."""
 
-    spec = contrastive.SPEC
+    spec = LOSSES["MiningContrastiveLoss"]
 
 
 class HardNetLossLayer(LossLayer):
@@ -137,4 +137,4 @@ class HardNetLossLayer(LossLayer):
     N x 2 negatives: per row the chosen (MIN, RANDOM) or hardest (AVERAGE) negative j, -1 if none, and 1 if its
     distance is the swapped D_ji."""
 
-    spec = hardnet.SPEC
+    spec = LOSSES["HardNetLoss"]

@@ -58,7 +58,7 @@ class LossSpec:
         """``fn`` (core, reference or a stand-in with their signature) on ``inputs`` (by bottom name; the label
         may be missing) with ``options``; ``kwargs``: loss_weight, backward, check_finite."""
         arguments = [inputs[name] for name in self.differentiable] + [inputs.get(self.label_bottom)]
-        extra = dict(uniforms=uniforms) if getattr(options, "draws_uniforms", False) else {}
+        extra = dict(uniforms=uniforms) if options.draws_uniforms else {}
         return fn(*arguments, **options.loss_kwargs(), **extra, **kwargs)
 
     def decisions(self, result) -> Tuple[np.ndarray, ...]:
