@@ -138,5 +138,5 @@ SPEC = LossSpec(
     type_name="MiningContrastiveLoss", options_class=ContrastiveOptions, python_layer="MiningContrastiveLossLayer",
     differentiable=("feat", "feat_p"), label_bottom="sim", label_required=True,
     grad_fields=("grad_feat", "grad_feat_p"), decision_fields=(("picked", bool),),
-    core_fn=mining_contrastive_loss, reference_name="mining_contrastive_loss", draw_inputs=draw_inputs,
-    gradient_slack=gradient_slack)
+    core_fn=mining_contrastive_loss, reference="caffe_mining.reference:mining_contrastive_loss",
+    draw_inputs=draw_inputs, gradient_slack=gradient_slack)

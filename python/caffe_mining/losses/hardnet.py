@@ -160,5 +160,5 @@ SPEC = LossSpec(
     type_name="HardNetLoss", options_class=HardNetOptions, python_layer="HardNetLossLayer",
     differentiable=("anchor", "positive"), label_bottom="label", label_required=False,
     grad_fields=("grad_anchor", "grad_positive"), decision_fields=(("neg_index", np.int64), ("neg_swapped", bool)),
-    core_fn=hardnet_loss, reference_name="hardnet_loss", draw_inputs=draw_inputs, decisions_top="negatives",
-    min_n=2)
+    core_fn=hardnet_loss, reference="caffe_mining.reference:hardnet_loss", draw_inputs=draw_inputs,
+    decisions_top="negatives", min_n=2)

@@ -37,7 +37,7 @@ class LossSpec:
     grad_fields: Tuple[str, ...]  # result fields holding the gradients of `differentiable`
     decision_fields: Tuple[Tuple[str, Any], ...]  # (result field, dtype): the mining decisions, compared exactly
     core_fn: Callable  # the C++ core through the bindings (caffe_mining.functional's function)
-    reference_name: str  # the function of caffe_mining.reference (looked up when used: it imports nothing of ours)
+    reference: str  # "module:function" of the NumPy reference, imported when first used (it imports this module)
     draw_inputs: Callable[..., Dict[str, np.ndarray]]  # (options, n, dim, rng, has_labels) -> float64 inputs
     decisions_top: Optional[str] = None  # name of the optional second top: per row the decision_fields
     min_n: int = 0  # the layer refuses fewer rows
@@ -47,7 +47,8 @@ class LossSpec:
 
     @property
     def reference_fn(self) -> Callable:
-        return getattr(importlib.import_module("caffe_mining.reference"), self.reference_name)
+        module, _, function = self.reference.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     @property
     def bottoms(self) -> Tuple[str, ...]:
