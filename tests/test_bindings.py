@@ -9,11 +9,8 @@ from hypothesis import strategies as st
 import caffe_mining
 from caffe_mining import _core, reference
 from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES
+from caffe_mining.tolerances import TOLERANCES
 
-# float64: the core and the reference differ by summation order only. float32: the core rounds every operation;
-# the distance GEMM's cancellation (|a|^2 + |p|^2 - 2 a.p) costs a few more digits.
-RTOL = {np.float64: 1e-10, np.float32: 2e-4}
-ATOL = {np.float64: 1e-13, np.float32: 2e-6}
 
 examples = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -21,9 +18,9 @@ examples = settings(max_examples=60, deadline=None, derandomize=True)
 def assert_close(got, expected, dtype):
     """Elementwise, with the absolute slack scaled by the array's largest value: float32 rounding of a distance is
     relative to the operands of its cancellation, not to the (possibly tiny) result."""
+    tol = TOLERANCES[np.dtype(dtype).name].core_vs_reference
     scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
-    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=RTOL[dtype],
-                               atol=ATOL[dtype] + RTOL[dtype] * scale)
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=tol.rtol, atol=tol.atol + tol.rtol * scale)
 
 
 def contrastive_inputs(seed, n, dim, dtype, ties):

@@ -1,6 +1,8 @@
 """caffe_mining: Caffe loss layers with in-batch mining (MiningContrastiveLoss, HardNetLoss), from Python.
 
 - :func:`mining_contrastive_loss`, :func:`hardnet_loss`: the C++ core through pybind11 (float32 or float64).
+- :mod:`caffe_mining.losses`: one module per loss (options with the proto's defaults, result, functional form,
+  spec) and their registry, which the layers and the gradient check read.
 - :mod:`caffe_mining.reference`: the same losses in NumPy float64, written from the math (the test oracle).
 - :mod:`caffe_mining.layers`: pycaffe Python layers (imports caffe; not imported here).
 - :mod:`caffe_mining.gradcheck`: gradient check of a layer against the reference and finite differences

@@ -1,4 +1,7 @@
-"""Typed signatures of the compiled module caffe_mining._core (see _core.cpp for the argument rules)."""
+"""Typed signatures of the compiled module caffe_mining._core (see _core.cpp for the argument rules).
+
+The options' defaults (``= ...``) are the proto's, as caffe_mining.losses' options classes state them.
+"""
 from typing import Optional, Tuple
 
 import numpy as np
@@ -9,9 +12,9 @@ def mining_contrastive_loss(
     feat_p: npt.ArrayLike,
     sim: npt.ArrayLike,
     *,
-    margin: float = 1.0,
-    legacy_version: bool = False,
-    mining_ratio: int = 1,
+    margin: float = ...,
+    legacy_version: bool = ...,
+    mining_ratio: int = ...,
     loss_weight: float = 1.0,
     backward: bool = True,
     check_finite: bool = True,
@@ -21,12 +24,12 @@ def hardnet_loss(
     positive: npt.ArrayLike,
     labels: Optional[npt.ArrayLike] = None,
     *,
-    margin: float = 1.0,
-    anchor_swap: bool = False,
-    batch_reduce: str = "MIN",
-    loss_type: str = "TRIPLET_MARGIN",
-    eps: float = 1e-6,
-    duplicate_threshold: float = 0.008,
+    margin: float = ...,
+    anchor_swap: bool = ...,
+    batch_reduce: str = ...,
+    loss_type: str = ...,
+    eps: float = ...,
+    duplicate_threshold: float = ...,
     uniforms: Optional[npt.ArrayLike] = None,
     loss_weight: float = 1.0,
     backward: bool = True,
@@ -35,12 +38,12 @@ def hardnet_loss(
            np.ndarray]: ...
 def hardnet_options_problem(
     *,
-    margin: float = 1.0,
-    anchor_swap: bool = False,
-    batch_reduce: str = "MIN",
-    loss_type: str = "TRIPLET_MARGIN",
-    eps: float = 1e-6,
-    duplicate_threshold: float = 0.008,
+    margin: float = ...,
+    anchor_swap: bool = ...,
+    batch_reduce: str = ...,
+    loss_type: str = ...,
+    eps: float = ...,
+    duplicate_threshold: float = ...,
     dtype: str = "float64",
 ) -> str: ...
-def contrastive_options_problem(*, margin: float = 1.0, mining_ratio: int = 1, dtype: str = "float64") -> str: ...
+def contrastive_options_problem(*, margin: float = ..., mining_ratio: int = ..., dtype: str = "float64") -> str: ...

@@ -1,4 +1,4 @@
-"""pycaffe Python layers for both losses, running the same C++ core as the Caffe layers (through _core).
+"""pycaffe Python layers for the losses, running the same C++ core as the Caffe layers (through _core).
 
 Use them in any pycaffe built with WITH_PYTHON_LAYER, no Caffe rebuild needed. A Python layer is not a Caffe
 LossLayer, so give its loss top a ``loss_weight`` (Caffe's default for Python layers is 0: no gradient)::
@@ -21,18 +21,20 @@ Bottoms, tops and the math are those of the C++ layers (see caffe_mining.referen
 and a seed draws the same negatives as the C++ layer with that seed (caffe_mining.sampling.LayerUniforms); without
 a seed it draws from the OS, where the C++ layer would use Caffe's RNG.
 
-This is the only module of the package that imports caffe.
+Every layer is a :class:`LossLayer` driven by its loss's spec (caffe_mining.losses). This is the only module of
+the package that imports caffe.
 """
 from __future__ import annotations
 
 import caffe
 import numpy as np
 
-from caffe_mining.functional import hardnet_loss, mining_contrastive_loss
-from caffe_mining.options import ContrastiveOptions, HardNetOptions, parse_param_str
+from caffe_mining.losses import LOSSES
+from caffe_mining.losses.spec import LossSpec
+from caffe_mining.options import parse_param_str
 from caffe_mining.sampling import LayerUniforms
 
-__all__ = ["HardNetLossLayer", "MiningContrastiveLossLayer"]
+__all__ = ["HardNetLossLayer", "LossLayer", "MiningContrastiveLossLayer"]
 
 
 def _features(blob, name: str) -> np.ndarray:
@@ -43,101 +45,64 @@ def _features(blob, name: str) -> np.ndarray:
     raise ValueError(f"{name} must have shape (N, D) or (N, D, 1, 1). Got: {shape}")
 
 
-def _check_feature_pair(bottom, first: str, second: str) -> int:
-    """Checks bottoms 0 and 1; returns N."""
-    _features(bottom[0], first)
-    if bottom[1].data.shape != bottom[0].data.shape:
-        raise ValueError(f"{second} must have the shape of {first} {bottom[0].data.shape}. "
-                         f"Got: {bottom[1].data.shape}")
-    return bottom[0].data.shape[0]
+class LossLayer(caffe.Layer):
+    """A loss of caffe_mining.losses as a Python layer; a subclass names its ``spec``.
 
-
-def _check_count(blob, name: str, n: int) -> None:
-    if blob.data.size != n:
-        raise ValueError(f"{name} must hold N = {n} values (one per pair). Got: {blob.data.shape}")
-
-
-class MiningContrastiveLossLayer(caffe.Layer):
-    """MiningContrastiveLoss as a Python layer.
-
-    bottom: feat (N x D or N x D x 1 x 1), feat_p (same shape), sim (N values, 1 similar / 0 dissimilar).
-    top: the scalar loss. param_str: contrastive_loss_param's fields.
+    bottom: the spec's differentiable features (N x D or N x D x 1 x 1, all of one shape), then its label bottom
+    (N values; optional where the spec says so). top: the scalar loss; where the spec has a decisions top, an
+    optional second top (N x columns) with the decision fields per row. param_str: the options' fields.
     """
 
-    def setup(self, bottom, top):
-        self.options = parse_param_str(self.param_str, ContrastiveOptions)
-        if len(bottom) != 3:
-            raise ValueError(f"MiningContrastiveLossLayer takes 3 bottoms (feat, feat_p, sim). Got: {len(bottom)}")
-        if len(top) != 1:
-            raise ValueError(f"MiningContrastiveLossLayer has 1 top (the loss). Got: {len(top)}")
-        self.warned_no_pairs = False
-
-    def reshape(self, bottom, top):
-        n = _check_feature_pair(bottom, "feat", "feat_p")
-        _check_count(bottom[2], "sim", n)
-        if n // self.options.mining_ratio == 0 and not self.warned_no_pairs:
-            print(f"MiningContrastiveLossLayer: mining_ratio {self.options.mining_ratio} > N = {n}: "
-                  "no pair is picked, the loss and gradients are 0")
-            self.warned_no_pairs = True
-        top[0].reshape()
-
-    def _evaluate(self, bottom, loss_weight: float, backward: bool):
-        return mining_contrastive_loss(
-            _features(bottom[0], "feat"), _features(bottom[1], "feat_p"), bottom[2].data.reshape(-1),
-            margin=self.options.margin, legacy_version=self.options.legacy_version,
-            mining_ratio=self.options.mining_ratio, loss_weight=loss_weight, backward=backward,
-            check_finite=False)  # like the C++ layer: NaN flows into the loss instead of stopping training
-
-    def forward(self, bottom, top):
-        top[0].data[...] = self._evaluate(bottom, 1.0, backward=False).loss
-
-    def backward(self, top, propagate_down, bottom):
-        if not (propagate_down[0] or propagate_down[1]):
-            return
-        # The core again, with the top's diff as loss weight: the same decisions (same inputs), exact scaling.
-        result = self._evaluate(bottom, float(top[0].diff), backward=True)
-        for index, grad in ((0, result.grad_feat), (1, result.grad_feat_p)):
-            if propagate_down[index]:
-                bottom[index].diff[...] = grad.reshape(bottom[index].diff.shape)
-        if len(propagate_down) > 2 and propagate_down[2]:
-            bottom[2].diff[...] = 0  # the labels have no gradient
-
-
-class HardNetLossLayer(caffe.Layer):
-    """HardNetLoss as a Python layer.
-
-    bottom: anchor (N x D or N x D x 1 x 1), positive (same shape), optional label (N class ids).
-    top: the scalar loss; optional second top (N x 2): per row the chosen (MIN, RANDOM) or hardest (AVERAGE)
-    negative j, -1 if none, and 1 if its distance is the swapped D_ji. param_str: hardnet_loss_param's fields.
-    """
+    spec: LossSpec
 
     def setup(self, bottom, top):
-        self.options = parse_param_str(self.param_str, HardNetOptions)
-        if len(bottom) not in (2, 3):
-            raise ValueError(f"HardNetLossLayer takes 2 or 3 bottoms (anchor, positive[, label]). Got: {len(bottom)}")
-        if len(top) not in (1, 2):
-            raise ValueError(f"HardNetLossLayer has 1 or 2 tops (loss[, negatives]). Got: {len(top)}")
-        self.uniforms = LayerUniforms(self.options.seed) if self.options.batch_reduce == "RANDOM" else None
+        spec, name = self.spec, self.spec.python_layer
+        self.options = parse_param_str(self.param_str, spec.options_class)
+        features = len(spec.differentiable)
+        if spec.label_required:
+            counts, listed = (features + 1,), ", ".join(spec.bottoms)
+        else:
+            counts, listed = (features, features + 1), f"{', '.join(spec.differentiable)}[, {spec.label_bottom}]"
+        if len(bottom) not in counts:
+            raise ValueError(f"{name} takes {' or '.join(map(str, counts))} bottoms ({listed}). Got: {len(bottom)}")
+        if spec.decisions_top is None and len(top) != 1:
+            raise ValueError(f"{name} has 1 top (the loss). Got: {len(top)}")
+        if spec.decisions_top is not None and len(top) not in (1, 2):
+            raise ValueError(f"{name} has 1 or 2 tops (loss[, {spec.decisions_top}]). Got: {len(top)}")
+        self.uniforms = LayerUniforms(self.options.seed) if self.options.draws_uniforms else None
         self.draws = None
+        self.warned = False
 
     def reshape(self, bottom, top):
-        n = _check_feature_pair(bottom, "anchor", "positive")
-        if n < 2:
-            raise ValueError(f"HardNetLossLayer needs N >= 2 pairs. Got: N = {n}")
-        if len(bottom) == 3:
-            _check_count(bottom[2], "label", n)
+        spec, name = self.spec, self.spec.python_layer
+        first = spec.differentiable[0]
+        _features(bottom[0], first)
+        for index, other in enumerate(spec.differentiable[1:], 1):
+            if bottom[index].data.shape != bottom[0].data.shape:
+                raise ValueError(f"{other} must have the shape of {first} {bottom[0].data.shape}. "
+                                 f"Got: {bottom[index].data.shape}")
+        n = bottom[0].data.shape[0]
+        if n < spec.min_n:
+            raise ValueError(f"{name} needs N >= {spec.min_n} pairs. Got: N = {n}")
+        if len(bottom) > len(spec.differentiable) and bottom[-1].data.size != n:
+            raise ValueError(f"{spec.label_bottom} must hold N = {n} values (one per pair). "
+                             f"Got: {bottom[-1].data.shape}")
+        warning = self.options.batch_warning(n)
+        if warning and not self.warned:
+            print(f"{name}: {warning}")
+            self.warned = True
         top[0].reshape()
         if len(top) == 2:
-            top[1].reshape(n, 2)
+            top[1].reshape(n, len(spec.decision_fields))
 
     def _evaluate(self, bottom, loss_weight: float, backward: bool):
-        option_fields = dict(margin=self.options.margin, anchor_swap=self.options.anchor_swap,
-                             batch_reduce=self.options.batch_reduce, loss_type=self.options.loss_type,
-                             eps=self.options.eps, duplicate_threshold=self.options.duplicate_threshold)
-        labels = bottom[2].data.reshape(-1) if len(bottom) == 3 else None
-        return hardnet_loss(_features(bottom[0], "anchor"), _features(bottom[1], "positive"), labels,
-                            uniforms=self.draws, loss_weight=loss_weight, backward=backward, check_finite=False,
-                            **option_fields)
+        spec = self.spec
+        inputs = {b: _features(bottom[i], b) for i, b in enumerate(spec.differentiable)}
+        if len(bottom) > len(spec.differentiable):
+            inputs[spec.label_bottom] = bottom[-1].data.reshape(-1)
+        # check_finite False, like the C++ layer: NaN flows into the loss instead of stopping training.
+        return spec.call(spec.core_fn, self.options, inputs, uniforms=self.draws, loss_weight=loss_weight,
+                         backward=backward, check_finite=False)
 
     def forward(self, bottom, top):
         if self.uniforms is not None:
@@ -145,15 +110,31 @@ class HardNetLossLayer(caffe.Layer):
         result = self._evaluate(bottom, 1.0, backward=False)
         top[0].data[...] = result.loss
         if len(top) == 2:
-            top[1].data[:, 0] = result.neg_index
-            top[1].data[:, 1] = result.neg_swapped
+            for column, (field, _) in enumerate(self.spec.decision_fields):
+                top[1].data[:, column] = getattr(result, field)
 
     def backward(self, top, propagate_down, bottom):
-        if not (propagate_down[0] or propagate_down[1]):
+        features = len(self.spec.differentiable)
+        if not any(propagate_down[:features]):
             return
+        # The core again, with the top's diff as loss weight: the same decisions (same inputs), exact scaling.
         result = self._evaluate(bottom, float(top[0].diff), backward=True)
-        for index, grad in ((0, result.grad_anchor), (1, result.grad_positive)):
+        for index, grad in enumerate(self.spec.gradients(result)):
             if propagate_down[index]:
                 bottom[index].diff[...] = grad.reshape(bottom[index].diff.shape)
-        if len(propagate_down) > 2 and propagate_down[2]:
-            bottom[2].diff[...] = 0
+        if len(propagate_down) > features and propagate_down[features]:
+            bottom[features].diff[...] = 0  # the labels have no gradient
+
+
+class MiningContrastiveLossLayer(LossLayer):
+    """MiningContrastiveLoss: bottoms feat, feat_p (N x D), sim (N values, 1 similar / 0 dissimilar); one top."""
+
+    spec = LOSSES["MiningContrastiveLoss"]
+
+
+class HardNetLossLayer(LossLayer):
+    """HardNetLoss: bottoms anchor, positive (N x D), optional label (N class ids); tops the loss and, optional,
+    N x 2 negatives: per row the chosen (MIN, RANDOM) or hardest (AVERAGE) negative j, -1 if none, and 1 if its
+    distance is the swapped D_ji."""
+
+    spec = LOSSES["HardNetLoss"]

@@ -1,17 +1,20 @@
-"""Parameters of both losses: defaults, validation and parsing (param_str, ``--param k=v``).
+"""Parsing the losses' options: a Python layer's param_str and the CLI's ``--param k=v``.
 
-The names and defaults are those of caffe.proto (``contrastive_loss_param`` with our ``mining_ratio``, and
-``hardnet_loss_param``), so that a Python layer's ``param_str`` reads like the C++ layer's proto text.
-Every error names the bad key and value.
+Each loss's options class (names, defaults, validation) lives in its module (:mod:`caffe_mining.losses`), with the
+names and defaults of caffe.proto (``contrastive_loss_param`` with our ``mining_ratio``, ``hardnet_loss_param``),
+so that a Python layer's ``param_str`` reads like the C++ layer's proto text. Every error names the bad key and
+value.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
 import json
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping
 
-from caffe_mining import _core
+from caffe_mining.losses import LOSSES
+from caffe_mining.losses.contrastive import ContrastiveOptions
+from caffe_mining.losses.hardnet import BATCH_REDUCES, LOSS_TYPES, HardNetOptions
 
 __all__ = [
     "BATCH_REDUCES",
@@ -24,97 +27,10 @@ __all__ = [
     "parse_key_values",
 ]
 
-#: batch_reduce values, in the order of HardNetLossParameter.BatchReduce (the index is the proto enum value).
-BATCH_REDUCES = ("MIN", "AVERAGE", "RANDOM")
-#: loss_type values, in the order of HardNetLossParameter.LossType.
-LOSS_TYPES = ("TRIPLET_MARGIN", "SOFTMAX", "CONTRASTIVE")
-
-
-@dataclasses.dataclass(frozen=True)
-class ContrastiveOptions:
-    """contrastive_loss_param of MiningContrastiveLoss."""
-
-    margin: float = 1.0
-    legacy_version: bool = False
-    mining_ratio: int = 1
-
-    def __post_init__(self) -> None:
-        _check_number("margin", self.margin)
-        _check_bool("legacy_version", self.legacy_version)
-        _check_int("mining_ratio", self.mining_ratio)
-        _raise_if(_core.contrastive_options_problem(margin=self.margin, mining_ratio=self.mining_ratio))
-
-    def proto_text(self) -> str:
-        """The ``contrastive_loss_param { ... }`` block of a prototxt."""
-        return (f"contrastive_loss_param {{ margin: {self.margin!r} "
-                f"legacy_version: {str(self.legacy_version).lower()} mining_ratio: {self.mining_ratio} }}")
-
-
-@dataclasses.dataclass(frozen=True)
-class HardNetOptions:
-    """hardnet_loss_param of HardNetLoss. ``seed`` None: RANDOM draws from an unseeded generator."""
-
-    margin: float = 1.0
-    anchor_swap: bool = False
-    batch_reduce: str = "MIN"
-    loss_type: str = "TRIPLET_MARGIN"
-    eps: float = 1e-6
-    duplicate_threshold: float = 0.008
-    seed: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        for key in ("margin", "eps", "duplicate_threshold"):
-            _check_number(key, getattr(self, key))
-        _check_bool("anchor_swap", self.anchor_swap)
-        for key, allowed in (("batch_reduce", BATCH_REDUCES), ("loss_type", LOSS_TYPES)):
-            value = getattr(self, key)
-            if not isinstance(value, str) or value.upper() not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}. Got: {value!r}")
-            object.__setattr__(self, key, value.upper())
-        # The ranges: the core's check, the one the C++ layer and the bindings make (float32 at call time).
-        _raise_if(_core.hardnet_options_problem(
-            margin=self.margin, anchor_swap=self.anchor_swap, batch_reduce=self.batch_reduce,
-            loss_type=self.loss_type, eps=self.eps, duplicate_threshold=self.duplicate_threshold))
-        if self.seed is not None:
-            _check_int("seed", self.seed)
-            if not 0 <= self.seed < 2**32:
-                raise ValueError(f"seed must be in [0, 2^32). Got: {self.seed}")
-
-    def proto_text(self) -> str:
-        """The ``hardnet_loss_param { ... }`` block of a prototxt."""
-        fields = [f"margin: {self.margin!r}", f"anchor_swap: {str(self.anchor_swap).lower()}",
-                  f"batch_reduce: {self.batch_reduce}", f"loss_type: {self.loss_type}", f"eps: {self.eps!r}",
-                  f"duplicate_threshold: {self.duplicate_threshold!r}"]
-        if self.seed is not None:
-            fields.append(f"seed: {self.seed}")
-        return "hardnet_loss_param { " + " ".join(fields) + " }"
-
-
 #: Layer type name -> its options class.
-LAYER_OPTIONS = {"MiningContrastiveLoss": ContrastiveOptions, "HardNetLoss": HardNetOptions}
+LAYER_OPTIONS = {type_name: spec.options_class for type_name, spec in LOSSES.items()}
 
-Options = Union[ContrastiveOptions, HardNetOptions]
-
-
-def _raise_if(problem: str) -> None:
-    if problem:
-        raise ValueError(problem)
-
-
-def _check_number(key: str, value: Any) -> None:
-    """The type only; the range (finite included) is the core's check."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a number. Got: {value!r}")
-
-
-def _check_bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false. Got: {value!r}")
-
-
-def _check_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} must be an integer. Got: {value!r}")
+Options = Any  # an instance of a registered loss's options class
 
 
 def options_from_mapping(options_class: type, mapping: Mapping[str, Any]) -> Options:

@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES
-from caffe_mining.results import ContrastiveResult, HardNetResult
+from caffe_mining.losses.contrastive import ContrastiveResult
+from caffe_mining.losses.hardnet import BATCH_REDUCES, LOSS_TYPES, HardNetResult
 
 __all__ = [
     "CAFFE_DIST_GUARD",

@@ -1,10 +1,10 @@
 """Helpers of the GPU tests: device copies of NumPy inputs, host copies of device results, input builders, and
 the tolerances with which a CUDA result is compared to the CPU core's.
 
-Tolerances (GPU against the CPU core, elementwise, the absolute slack scaled by the array's largest value):
-float64 rtol 1e-10, float32 rtol 1e-4. They cover summation order (GEMM tiling, reductions), FMA contraction and
-the device's expf/log1pf; decisions (picks, negatives, counts, swaps) are compared exactly, on inputs built so that
-no two competing values are within rounding of each other, or are exactly equal in any arithmetic (dyadic inputs).
+Tolerances (GPU against the CPU core, elementwise, the absolute slack scaled by the array's largest value): the
+``device_vs_host`` entries of caffe_mining.tolerances (float64 rtol 1e-10, float32 rtol 1e-4), which say what they
+cover. Decisions (picks, negatives, counts, swaps) are compared exactly, on inputs built so that no two competing
+values are within rounding of each other, or are exactly equal in any arithmetic (dyadic inputs).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from caffe_mining import functional
 from caffe_mining.results import ContrastiveResult, HardNetResult
+from caffe_mining.tolerances import TOLERANCES
 
 # CAFFE_MINING_GPU_STANDIN=cpu|planted swaps caffe_mining._core_cuda for cpu_standin (see there). Here, not in a
 # conftest.py: a second conftest module would shadow tests/conftest.py for `from conftest import ...`.
@@ -24,8 +25,6 @@ if os.environ.get("CAFFE_MINING_GPU_STANDIN"):
 
     sys.modules["caffe_mining._core_cuda"] = cpu_standin
     caffe_mining._core_cuda = cpu_standin
-
-RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 
 def to_device(x):
@@ -54,7 +53,8 @@ def host_result(result):
 def assert_close(got, expected, dtype):
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
     scale = float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0))
-    np.testing.assert_allclose(got, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * max(scale, 1e-30))
+    rtol = TOLERANCES[np.dtype(dtype).name].device_vs_host.rtol
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * max(scale, 1e-30))
 
 
 def gpu_contrastive(a, b, sim, sim_on_device=True, **kwargs) -> ContrastiveResult:

@@ -1,0 +1,70 @@
+"""What the generic code needs to know about one loss: its :class:`LossSpec`.
+
+Each loss module (:mod:`caffe_mining.losses.contrastive`, :mod:`caffe_mining.losses.hardnet`) states its loss once:
+its options, result, functional form and a ``SPEC``. The pycaffe layers (:mod:`caffe_mining.layers`), the gradient
+check (:mod:`caffe_mining.gradcheck`) and the tests read the spec instead of branching on the layer type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["LossSpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """One loss, seen uniformly.
+
+    Bottoms are ``differentiable`` (N x D features, each with a gradient in ``grad_fields`` of the result) then
+    ``label_bottom`` (N values, no gradient; optional unless ``label_required``). Every loss function (core,
+    reference) is called as ``fn(*features, labels, **options.loss_kwargs(), loss_weight=..., backward=...)``.
+    """
+
+    type_name: str  # the Caffe layer type (and the key of caffe_mining.losses.LOSSES)
+    # The options: a frozen dataclass whose fields, names and defaults are the proto message's (checked by
+    # tests/test_option_defaults.py), validating in __post_init__, with class attributes proto_param (the
+    # LayerParameter field) and choices (enum field -> names in proto order), and draws_uniforms, loss_kwargs(),
+    # proto_text(), from_proto(layer_parameter), batch_warning(n) (what the layer says once, or None).
+    options_class: type
+    python_layer: str  # class name in caffe_mining.layers
+    differentiable: Tuple[str, ...]  # bottoms with a gradient, in bottom order
+    label_bottom: str  # the per-row bottom after them (no gradient)
+    label_required: bool  # False: the label bottom may be left out
+    grad_fields: Tuple[str, ...]  # result fields holding the gradients of `differentiable`
+    decision_fields: Tuple[Tuple[str, Any], ...]  # (result field, dtype): the mining decisions, compared exactly
+    core_fn: Callable  # the C++ core through the bindings (caffe_mining.functional's function)
+    reference: str  # "module:function" of the NumPy reference, imported when first used (it imports this module)
+    draw_inputs: Callable[..., Dict[str, np.ndarray]]  # (options, n, dim, rng, has_labels) -> float64 inputs
+    decisions_top: Optional[str] = None  # name of the optional second top: per row the decision_fields
+    min_n: int = 0  # the layer refuses fewer rows
+    # (options, inputs) -> per row, the relative slack between the layer's gradient and the exact derivative of its
+    # loss that is there by design (None: none).
+    gradient_slack: Optional[Callable[[Any, Dict[str, np.ndarray]], np.ndarray]] = None
+
+    @property
+    def reference_fn(self) -> Callable:
+        module, _, function = self.reference.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    @property
+    def bottoms(self) -> Tuple[str, ...]:
+        return (*self.differentiable, self.label_bottom)
+
+    def call(self, fn: Callable, options: Any, inputs: Dict[str, Any], uniforms: Optional[np.ndarray] = None,
+             **kwargs: Any):
+        """``fn`` (core, reference or a stand-in with their signature) on ``inputs`` (by bottom name; the label
+        may be missing) with ``options``; ``kwargs``: loss_weight, backward, check_finite."""
+        arguments = [inputs[name] for name in self.differentiable] + [inputs.get(self.label_bottom)]
+        extra = dict(uniforms=uniforms) if options.draws_uniforms else {}
+        return fn(*arguments, **options.loss_kwargs(), **extra, **kwargs)
+
+    def decisions(self, result) -> Tuple[np.ndarray, ...]:
+        """The mining decisions of a result, as the arrays compared exactly."""
+        return tuple(np.asarray(getattr(result, field), dtype) for field, dtype in self.decision_fields)
+
+    def gradients(self, result) -> Tuple[Any, ...]:
+        return tuple(getattr(result, field) for field in self.grad_fields)
