@@ -30,8 +30,7 @@ def run(args) -> int:
                      "clock": args.clock, "min_sample_s": args.min_sample, "smoke": args.smoke},
         "hardnet": [], "hardnet_configs": [], "contrastive": [], "memory": [],
     }
-    _log(f"OpenBLAS kernel: {results['machine']['openblas_kernel']} (OPENBLAS_CORETYPE "
-         f"{results['machine']['openblas_coretype']['source']})")
+    _log(report.openblas_line(results["machine"]))
     hardnet_sizes = args.hardnet_sizes if args.suite in ("hardnet", "all") else []
     config_sizes = getattr(args, "config_sizes", []) if args.suite in ("hardnet-configs", "all") else []
     contrastive_sizes = args.contrastive_sizes if args.suite in ("contrastive", "all") else []
@@ -51,8 +50,10 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plotted = plot.write(results, out / PLOT_NAME)
     section = report.markdown(results, PLOT_NAME if plotted else None)
-    (out / "results.md").write_text(section)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    # The per-configuration suite alone keeps files of its own, next to those of the whole run.
+    stem = "results_configs" if args.suite == "hardnet-configs" else "results"
+    (out / f"{stem}.md").write_text(section)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     print(section)
     if args.update_readme:
         if results["hardnet"] or results["contrastive"]:
