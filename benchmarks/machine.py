@@ -15,12 +15,15 @@ from typing import Optional
 OPENBLAS_KERNEL_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "openblas_kernel.py"
 
 
-def openblas_kernel_module():
-    """scripts/openblas_kernel.py (a script of the repository, not a package module)."""
-    spec = importlib.util.spec_from_file_location("openblas_kernel", OPENBLAS_KERNEL_SCRIPT)
-    module = sys.modules["openblas_kernel"] = importlib.util.module_from_spec(spec)
+def _load_script(path: Path, name: str):
+    """A script of the repository (scripts/ is no package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+openblas_kernel = _load_script(OPENBLAS_KERNEL_SCRIPT, "caffe_mining_scripts_openblas_kernel")
 
 
 def use_tuned_openblas_kernel(environ=os.environ) -> dict:
@@ -28,7 +31,7 @@ def use_tuned_openblas_kernel(environ=os.environ) -> dict:
     OpenBLAS fell back to a generic kernel on this CPU, never over a value already there. Call it before OpenBLAS
     loads (before NumPy): the detection loads it in a child process, whose kernel is then fixed. Returns how the
     variable came to be, for the results' header."""
-    kernel = openblas_kernel_module()
+    kernel = openblas_kernel
     if kernel.VARIABLE in environ:
         fallback = environ.get(kernel.FALLBACK_MARKER)
         source = (f"set by the set-up's detection (OpenBLAS had fallen back to {fallback})" if fallback

@@ -65,8 +65,8 @@ def config_target(config: str) -> float:
 
 def configs_table(rows: List[dict]) -> str:
     """One line per (N, configuration): the SGEMM floor of those rounds, the core and the layer against it."""
-    lines = ["| N | configuration | SGEMM (floor) | core (C++, buffers reused) | × SGEMM | HardNetLoss layer (pycaffe) "
-             "| × SGEMM | target | loss |",
+    lines = ["| N | configuration | SGEMM (floor) | core (C++, buffers reused) | × SGEMM "
+             "| HardNetLoss layer (pycaffe) | × SGEMM | target | loss |",
              "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     for n in sorted({row["n"] for row in rows}):
         at_n = [row for row in rows if row["n"] == n]
@@ -140,8 +140,8 @@ def openblas_line(machine: dict) -> str:
     coretype = machine.get("openblas_coretype") or {}
     value = coretype.get("value")
     return (f"OpenBLAS kernel **{machine.get('openblas_kernel', '?')}** "
-            f"(`{machine['openblas_of_the_core']}`); OPENBLAS_CORETYPE "
-            f"{'=' + value if value else 'unset'}: {coretype.get('source', '?')}.")
+            f"(`{machine['openblas_of_the_core']}`); OPENBLAS_CORETYPE"
+            f"{'=' + value if value else ' unset'}: {coretype.get('source', '?')}.")
 
 
 def header(results: dict) -> str:

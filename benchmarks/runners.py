@@ -184,7 +184,8 @@ def config_layer_name(config: HardNetConfig) -> str:
     return f"HardNetLoss layer (pycaffe), {config.label}"
 
 
-def hardnet_config_factories(ctx: Context, n: int, dim: int, configs=HARDNET_CONFIGS) -> Dict[str, Callable[[], Runner]]:
+def hardnet_config_factories(ctx: Context, n: int, dim: int,
+                             configs=HARDNET_CONFIGS) -> Dict[str, Callable[[], Runner]]:
     """Name -> factory for every configuration at batch n: the SGEMM floor, then per configuration the core with
     its buffers reused and (with pycaffe) the layer."""
     anchor, positive = hardnet_batch(n, dim)

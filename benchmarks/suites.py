@@ -79,7 +79,8 @@ def run_hardnet_configs(ctx: runners.Context, sizes: Sequence[int], dim: int, se
         rows[-1].update(config=None, path="floor", agrees=None)
         for config in runners.HARDNET_CONFIGS:
             expected = runners.hardnet_config_reference_loss(n, dim, config)
-            for path, name in (("core", runners.config_core_name(config)), ("layer", runners.config_layer_name(config))):
+            for path, name in (("core", runners.config_core_name(config)),
+                               ("layer", runners.config_layer_name(config))):
                 if name not in timings:
                     continue
                 row = _row(n, name, timings[name], losses[name], vs_floor=paired_ratio(timings[name], floor))

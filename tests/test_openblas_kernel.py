@@ -194,6 +194,30 @@ def test_the_scripts_set_it_for_what_they_run(tmp_path):
         assert text.index("scripts/build.sh") < call < text.index(before), script
 
 
+def test_the_benchmark_sets_it_like_the_scripts(tmp_path, monkeypatch, capsys):
+    """benchmarks.machine.use_tuned_openblas_kernel (run before OpenBLAS loads) sets the detection's choice in the
+    environment it is given and says so; a value already there, preset or set by a script, is kept and named."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import machine
+
+    stub = tmp_path / "openblas_kernel.py"
+    stub.write_text("import json; print(json.dumps(dict(library='/lib/libopenblas.so.0', config='OpenBLAS 0.3.21 "
+                    "DYNAMIC_ARCH Prescott', corename='Prescott', dynamic_arch=True, preset=None, choice='SkylakeX', "
+                    "reason='OpenBLAS fell back to its generic Prescott kernel on a CPU with AVX-512')))\n")
+    monkeypatch.setattr(machine, "OPENBLAS_KERNEL_SCRIPT", stub)
+    environ = {}
+    done = machine.use_tuned_openblas_kernel(environ)
+    assert environ == {ok.VARIABLE: "SkylakeX", ok.FALLBACK_MARKER: "Prescott"}
+    assert done["value"] == "SkylakeX" and "set by the benchmark's detection" in done["source"]
+    assert f"export {ok.VARIABLE}=SkylakeX" in capsys.readouterr().err
+    assert "set-up's detection (OpenBLAS had fallen back to Prescott)" in \
+        machine.use_tuned_openblas_kernel(environ)["source"]
+    preset = {ok.VARIABLE: "Haswell"}
+    assert machine.use_tuned_openblas_kernel(preset) == {"value": "Haswell",
+                                                         "source": "preset in the environment (left as it is)"}
+    assert preset == {ok.VARIABLE: "Haswell"}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 3. Agreement of a forced kernel with the default one
 
