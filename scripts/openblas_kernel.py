@@ -140,19 +140,19 @@ def inspect(library: str = DEFAULT_LIBRARY) -> OpenBlas:
 
 
 def probe(library: str) -> dict:
-    """The kernel this process's OpenBLAS runs and one small SGEMM through it, checked exactly (small integers:
-    every product and sum is exact in float32, whatever the kernel's order)."""
+    """The kernel this process's OpenBLAS runs and one SGEMM through it, checked exactly (small integers: every
+    product and sum is exact in float32, whatever the kernel's order). M N K = 96 96 32 is above the sizes that
+    OpenBLAS's small-matrix kernels take (M N K <= 2^18 on SkylakeX), so its main GEMM kernel runs."""
     lib = ctypes.CDLL(library)
     lib.openblas_get_corename.restype = ctypes.c_char_p
-    n = 48
-    a = [float((3 * i + 5 * k) % 7 - 3) for i in range(n) for k in range(n)]
-    b = [float((2 * k + 7 * j) % 5 - 2) for k in range(n) for j in range(n)]
-    floats = ctypes.c_float * (n * n)
-    out = floats()
+    m, k = 96, 32
+    a = [float((3 * i + 5 * p) % 7 - 3) for i in range(m) for p in range(k)]
+    b = [float((2 * p + 7 * j) % 5 - 2) for p in range(k) for j in range(m)]
+    out = (ctypes.c_float * (m * m))()
     # cblas_sgemm(RowMajor=101, NoTrans=111, NoTrans=111, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    lib.cblas_sgemm(101, 111, 111, n, n, n, ctypes.c_float(1.0), floats(*a), n, floats(*b), n,
-                    ctypes.c_float(0.0), out, n)
-    exact = [sum(a[i * n + k] * b[k * n + j] for k in range(n)) for i in range(n) for j in range(n)]
+    lib.cblas_sgemm(101, 111, 111, m, m, k, ctypes.c_float(1.0), (ctypes.c_float * (m * k))(*a), k,
+                    (ctypes.c_float * (k * m))(*b), m, ctypes.c_float(0.0), out, m)
+    exact = [sum(a[i * k + p] * b[p * m + j] for p in range(k)) for i in range(m) for j in range(m)]
     return {"corename": lib.openblas_get_corename().decode(), "sgemm_exact": list(out) == exact}
 
 

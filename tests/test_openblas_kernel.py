@@ -165,6 +165,16 @@ def test_a_simulated_fallback_gets_its_tuned_kernel_checked(monkeypatch):
         assert report.choice is None and "SkylakeX failed its check" in report.reason, report.reason
 
 
+def test_confirm_refuses_a_kernel_openblas_does_not_take():
+    """A name OpenBLAS does not know runs another kernel (0.3.21: its own choice), and so does Cooperlake on a CPU
+    without bfloat16: confirm() says so instead of letting the scripts claim a kernel that is not running."""
+    _require_dynamic_openblas()
+    assert "instead" in ok.confirm("NoSuchKernel")
+    if "avx512_bf16" not in ok.cpu_flags():
+        assert "instead" in ok.confirm("Cooperlake")
+    assert ok.confirm("Prescott") is None  # every x86-64 runs it
+
+
 def test_shell_mode_prints_an_export_line_and_one_message(monkeypatch, capsys):
     monkeypatch.setattr(ok, "detect", lambda library: ok.Report("/lib/libopenblas.so.0", "OpenBLAS 0.3.21 "
                         "DYNAMIC_ARCH Prescott", "Prescott", True, None, "SkylakeX", "OpenBLAS fell back to ..."))
