@@ -61,9 +61,14 @@ class CaffeLoss:
         return self.net.blobs[name].diff
 
 
-def hardnet(caffe, anchor: np.ndarray, positive: np.ndarray) -> CaffeLoss:
-    """HardNetLoss with its defaults (MIN, TRIPLET_MARGIN, margin 1)."""
-    return CaffeLoss(caffe, "HardNetLoss", {"anchor": anchor, "positive": positive})
+def hardnet(caffe, anchor: np.ndarray, positive: np.ndarray, batch_reduce: str = "MIN", anchor_swap: bool = False,
+            seed: Optional[int] = None) -> CaffeLoss:
+    """HardNetLoss (TRIPLET_MARGIN, margin 1); the defaults are the layer's (MIN, no anchor swap)."""
+    params = [] if batch_reduce == "MIN" else [f"batch_reduce: {batch_reduce}"]
+    params += ["anchor_swap: true"] if anchor_swap else []
+    params += [f"seed: {seed}"] if seed is not None else []
+    text = f"hardnet_loss_param {{ {' '.join(params)} }}" if params else ""
+    return CaffeLoss(caffe, "HardNetLoss", {"anchor": anchor, "positive": positive}, text)
 
 
 def contrastive(caffe, feat: np.ndarray, feat_p: np.ndarray, sim: np.ndarray,

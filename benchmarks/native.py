@@ -64,12 +64,13 @@ def load() -> ctypes.CDLL:
     c_int, c_float, c_void_p, c_size_t = ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t
     lib.bench_sgemm_abt.argtypes = [c_int, c_int, _FLOAT_P, _FLOAT_P, _FLOAT_P]
     lib.bench_sgemm_abt.restype = None
-    lib.bench_hardnet_create.argtypes = [c_int]
+    lib.bench_hardnet_create.argtypes = [c_int, c_int, c_int]
     lib.bench_hardnet_create.restype = c_void_p
     lib.bench_hardnet_destroy.argtypes = [c_void_p]
     lib.bench_hardnet_bytes.argtypes = [c_void_p]
     lib.bench_hardnet_bytes.restype = c_size_t
-    lib.bench_hardnet_forward_backward.argtypes = [c_void_p, c_int, _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P]
+    lib.bench_hardnet_forward_backward.argtypes = [c_void_p, c_int, _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P,
+                                                   _FLOAT_P]
     lib.bench_hardnet_forward_backward.restype = c_float
     for prefix in ("bench_contrastive", "bench_multimap"):
         getattr(lib, f"{prefix}_create").argtypes = [c_int, c_int]

@@ -34,10 +34,13 @@ def _style(name: str) -> dict:
     return {"marker": "o"}
 
 
-def write(results: dict, path: Path) -> None:
+def write(results: dict, path: Path) -> bool:
+    """Writes the plot; False (and no file) when the run has neither the HardNet nor the contrastive suite."""
     panels = [(key, title) for key, title in (("hardnet", "HardNetLoss fwd+bwd"),
                                               ("contrastive", "MiningContrastiveLoss fwd+bwd"))
               if results.get(key)]
+    if not panels:
+        return False
     figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for name, points in _series(results[key]).items():
@@ -54,3 +57,4 @@ def write(results: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True

@@ -24,16 +24,21 @@ def run(args) -> int:
         _log("torch not installed (python -m benchmarks setup-torch): the PyTorch formulation is left out")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine.describe(args.threads, ctx.lib, ctx.caffe, ctx.torch),
+        "machine": machine.describe(args.threads, ctx.lib, ctx.caffe, ctx.torch,
+                                    getattr(args, "openblas_coretype", None)),
         "settings": {"dim": args.dim, "rounds": args.rounds, "warmup": args.warmup, "threads": args.threads,
                      "clock": args.clock, "min_sample_s": args.min_sample, "smoke": args.smoke},
-        "hardnet": [], "contrastive": [], "memory": [],
+        "hardnet": [], "hardnet_configs": [], "contrastive": [], "memory": [],
     }
+    _log(report.openblas_line(results["machine"]))
     hardnet_sizes = args.hardnet_sizes if args.suite in ("hardnet", "all") else []
+    config_sizes = getattr(args, "config_sizes", []) if args.suite in ("hardnet-configs", "all") else []
     contrastive_sizes = args.contrastive_sizes if args.suite in ("contrastive", "all") else []
     timing = suites.TimingSettings(args.rounds, args.warmup, args.min_sample, args.clock)
     if hardnet_sizes:
         results["hardnet"] = suites.run_hardnet(ctx, hardnet_sizes, args.dim, timing, _log)
+    if config_sizes:
+        results["hardnet_configs"] = suites.run_hardnet_configs(ctx, config_sizes, args.dim, timing, _log)
     if contrastive_sizes:
         results["contrastive"] = suites.run_contrastive(ctx, contrastive_sizes, args.dim, args.ratios, timing, _log)
     if not args.no_memory:
@@ -43,15 +48,21 @@ def run(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot.write(results, out / PLOT_NAME)
-    section = report.markdown(results, PLOT_NAME)
-    (out / "results.md").write_text(section)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plotted = plot.write(results, out / PLOT_NAME)
+    section = report.markdown(results, PLOT_NAME if plotted else None)
+    # The per-configuration suite alone keeps files of its own, next to those of the whole run.
+    stem = "results_configs" if args.suite == "hardnet-configs" else "results"
+    (out / f"{stem}.md").write_text(section)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     print(section)
     if args.update_readme:
-        report.update_readme(README, report.markdown(results, f"{out.resolve().relative_to(README.parent)}/"
-                                                              f"{PLOT_NAME}"))
-    disagreeing = [r["impl"] for r in results["hardnet"] + results["contrastive"] if r["agrees"] is False]
+        if results["hardnet"] or results["contrastive"]:
+            plot_path = f"{out.resolve().relative_to(README.parent)}/{PLOT_NAME}" if plotted else None
+            report.update_readme(README, report.markdown(results, plot_path, with_configs=False))
+        if results["hardnet_configs"]:
+            report.update_readme(README, report.configs_markdown(results), *report.README_CONFIGS)
+    disagreeing = [r["impl"] for r in results["hardnet"] + results["hardnet_configs"] + results["contrastive"]
+                   if r["agrees"] is False]
     if disagreeing:
         _log(f"losses disagree with the reference: {disagreeing}")
         return 1

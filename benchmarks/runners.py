@@ -9,7 +9,7 @@ get the extra memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -64,18 +64,49 @@ class SgemmFloor(Runner):
         return self.out.nbytes
 
 
+@dataclass(frozen=True)
+class HardNetConfig:
+    """A mining configuration of HardNetLoss (TRIPLET_MARGIN, margin 1 throughout)."""
+
+    batch_reduce: str = "MIN"
+    anchor_swap: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.batch_reduce + (" + anchor_swap" if self.anchor_swap else "")
+
+    def uniforms(self, n: int) -> Optional[np.ndarray]:
+        """RANDOM's uniforms of the layer's first forward pass (hardnet_loss_param.seed = RANDOM_SEED)."""
+        import caffe_mining
+
+        return caffe_mining.LayerUniforms(RANDOM_SEED).next(n) if self.batch_reduce == "RANDOM" else None
+
+
+# The core's HardNetBatchReduce values (caffe_mining/hardnet.hpp).
+BATCH_REDUCE_CODES = {"MIN": 0, "AVERAGE": 1, "RANDOM": 2}
+RANDOM_SEED = 1
+DEFAULT_CONFIG = HardNetConfig()
+# Every configuration the layer is trained with (issue 14): MIN, RANDOM and AVERAGE, each with and without swap.
+HARDNET_CONFIGS: Tuple[HardNetConfig, ...] = tuple(HardNetConfig(reduce, swap)
+                                                   for reduce in ("MIN", "RANDOM", "AVERAGE")
+                                                   for swap in (False, True))
+
+
 class NativeHardNet(Runner):
     """The core's hardnet_forward_cpu + hardnet_backward_cpu, buffers allocated once."""
 
-    def __init__(self, lib, anchor, positive):
+    def __init__(self, lib, anchor, positive, config: HardNetConfig = DEFAULT_CONFIG):
         self.lib, self.anchor, self.positive = lib, anchor, positive
-        self.handle = native.NativeHandle(lib, "hardnet", len(anchor))
+        self.handle = native.NativeHandle(lib, "hardnet", len(anchor), int(config.anchor_swap),
+                                          BATCH_REDUCE_CODES[config.batch_reduce])
+        uniforms = config.uniforms(len(anchor))
+        self.uniforms = np.zeros(len(anchor), np.float32) if uniforms is None else uniforms.astype(np.float32)
         self.grad_a = np.empty_like(anchor)
         self.grad_p = np.empty_like(positive)
 
     def __call__(self):
         return float(self.lib.bench_hardnet_forward_backward(self.handle.pointer, self.anchor.shape[1], self.anchor,
-                                                             self.positive, self.grad_a, self.grad_p))
+                                                             self.positive, self.uniforms, self.grad_a, self.grad_p))
 
     def io_bytes(self):
         return self.grad_a.nbytes + self.grad_p.nbytes
@@ -143,6 +174,40 @@ def hardnet_factories(ctx: Context, n: int, dim: int, with_reference: bool = Tru
         factories["NumPy reference (float64)"] = lambda: FunctionRunner(
             lambda: caffe_mining.reference.hardnet_loss(anchor, positive))
     return factories
+
+
+def config_core_name(config: HardNetConfig) -> str:
+    return f"core (C++, buffers reused), {config.label}"
+
+
+def config_layer_name(config: HardNetConfig) -> str:
+    return f"HardNetLoss layer (pycaffe), {config.label}"
+
+
+def hardnet_config_factories(ctx: Context, n: int, dim: int,
+                             configs=HARDNET_CONFIGS) -> Dict[str, Callable[[], Runner]]:
+    """Name -> factory for every configuration at batch n: the SGEMM floor, then per configuration the core with
+    its buffers reused and (with pycaffe) the layer."""
+    anchor, positive = hardnet_batch(n, dim)
+    factories: Dict[str, Callable[[], Runner]] = {HARDNET_FLOOR: lambda: SgemmFloor(ctx.lib, anchor, positive)}
+    for config in configs:
+        factories[config_core_name(config)] = lambda c=config: NativeHardNet(ctx.lib, anchor, positive, c)
+        if ctx.caffe is not None:
+            factories[config_layer_name(config)] = lambda c=config: CaffeRunner(caffe_nets.hardnet(
+                ctx.caffe, anchor, positive, batch_reduce=c.batch_reduce, anchor_swap=c.anchor_swap,
+                seed=RANDOM_SEED))
+    return factories
+
+
+def hardnet_config_reference_loss(n: int, dim: int, config: HardNetConfig) -> float:
+    """The NumPy reference's loss on the benchmark's batch for one configuration (RANDOM: the layer's first
+    uniforms, which the core is given too)."""
+    import caffe_mining
+
+    anchor, positive = hardnet_batch(n, dim)
+    return float(caffe_mining.reference.hardnet_loss(anchor, positive, anchor_swap=config.anchor_swap,
+                                                     batch_reduce=config.batch_reduce,
+                                                     uniforms=config.uniforms(n), backward=False).loss)
 
 
 # ---------------------------------------------------------------------------------------------------------------

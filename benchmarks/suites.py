@@ -66,6 +66,29 @@ def run_hardnet(ctx: runners.Context, sizes: Sequence[int], dim: int, settings: 
     return rows
 
 
+def run_hardnet_configs(ctx: runners.Context, sizes: Sequence[int], dim: int, settings: TimingSettings,
+                        log: Callable[[str], None]) -> List[dict]:
+    """Rows of the per-configuration table: every mining configuration through the core and the layer, each
+    against one SGEMM of the same rounds, its loss against the NumPy reference with the same options."""
+    rows = []
+    for n in sizes:
+        log(f"HardNetLoss configurations N={n} D={dim}")
+        losses, timings = _time_suite(runners.hardnet_config_factories(ctx, n, dim), settings, log)
+        floor = timings[runners.HARDNET_FLOOR]
+        rows.append(_row(n, runners.HARDNET_FLOOR, floor, None, vs_floor=1.0))
+        rows[-1].update(config=None, path="floor", agrees=None)
+        for config in runners.HARDNET_CONFIGS:
+            expected = runners.hardnet_config_reference_loss(n, dim, config)
+            for path, name in (("core", runners.config_core_name(config)),
+                               ("layer", runners.config_layer_name(config))):
+                if name not in timings:
+                    continue
+                row = _row(n, name, timings[name], losses[name], vs_floor=paired_ratio(timings[name], floor))
+                row.update(config=config.label, path=path, agrees=_agree(losses[name], expected))
+                rows.append(row)
+    return rows
+
+
 def run_contrastive(ctx: runners.Context, sizes: Sequence[int], dim: int, ratios: Sequence[int],
                     settings: TimingSettings, log: Callable[[str], None]) -> List[dict]:
     """Rows of the contrastive table: time, ratio to Caffe's ContrastiveLoss and to the multimap selection."""

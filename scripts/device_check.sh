@@ -19,8 +19,8 @@ REPO=$PWD
 if [ "${1:-}" = "--check" ]; then
   bash -n "$REPO/scripts/device_check.sh" || exit 1
   for needed in tests/gpu/test_contrastive_gpu.py tests/gpu/test_hardnet_gpu.py setup.py benchmarks/gpu.py \
-                benchmarks/caffe_time_nets.py scripts/device_summary.py models/siamese_minimal/solver.prototxt \
-                models/hardnet_minimal/solver.prototxt; do
+                benchmarks/caffe_time_nets.py scripts/device_summary.py scripts/openblas_kernel.py \
+                models/siamese_minimal/solver.prototxt models/hardnet_minimal/solver.prototxt; do
     [ -f "$needed" ] || { echo "device_check --check: $needed missing" >&2; exit 1; }
   done
   exec "${CAFFE_MINING_PYTHON:-python3}" "$REPO/scripts/package_device.py" --check
@@ -155,6 +155,10 @@ export REPO WORK LOGS PY
 export -f environment unpack py caffe_bin build_bindings gpu_tests memcheck gtests caffe_train caffe_time benchmark
 step environment 60 environment
 step unpack 90 unpack
+# Debian's OpenBLAS 0.3.21 (the payload's) does not know recent Xeons and runs its generic kernel there: the tuned
+# one for every later step, unless OPENBLAS_CORETYPE is preset (scripts/openblas_kernel.py; one line when it sets).
+openblas_exports=$(py scripts/openblas_kernel.py --shell) && eval "$openblas_exports"
+py scripts/openblas_kernel.py > "$LOGS/openblas_kernel.log" 2>&1
 step build_bindings 150 build_bindings
 step gpu_tests 150 gpu_tests
 step gtests 120 gtests

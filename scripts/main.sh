@@ -11,6 +11,7 @@ example_args=(--quick)
 [ "${1:-}" = "--full" ] && example_args=()
 
 bash "$CAFFE_MINING_REPO/scripts/build.sh"
+use_tuned_openblas_kernel
 source "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}/caffe-paths.sh"
 export PYTHONPATH="$PYCAFFE_DIR${PYTHONPATH:+:$PYTHONPATH}"
 export CAFFE_MINING_CAFFE_BIN="$CAFFE_BIN"

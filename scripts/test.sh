@@ -7,6 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 bash "$CAFFE_MINING_REPO/scripts/build.sh"
+use_tuned_openblas_kernel
 ctest --test-dir "${CAFFE_MINING_BUILD_DIR:-$CAFFE_MINING_CACHE/build-cpu}" --verbose
 
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -2,8 +2,10 @@
 
 No timing assertions (this machine is shared and noisy). What is checked: the command runs, prints the tables and
 writes results.md/.json and the PNG; every implementation's loss matches the NumPy reference computed here
-independently; MiningContrastiveLoss with mining_ratio 1 gives Caffe's ContrastiveLoss value; the memory probe sees
-at least the buffers the core is known to allocate; a disagreeing implementation fails the run.
+independently; MiningContrastiveLoss with mining_ratio 1 gives Caffe's ContrastiveLoss value; every HardNet mining
+configuration runs through the core and the layer with the reference's loss for the same options and uniforms; the
+results name the OpenBLAS kernel the run used; the memory probe sees at least the buffers the core is known to
+allocate; a disagreeing implementation fails the run.
 """
 import json
 import os
@@ -94,7 +96,7 @@ def test_ratios_are_against_the_named_baselines(smoke_run):
 
 def test_memory_probe_sees_the_core_buffers(smoke_run, caffe_with_layers):
     lib = runners.Context(runners.native.load(), None, None).lib
-    handle = runners.native.NativeHandle(lib, "hardnet", HARDNET_N)
+    handle = runners.native.NativeHandle(lib, "hardnet", HARDNET_N, 0, runners.BATCH_REDUCE_CODES["MIN"])
     buffers = lib.bench_hardnet_bytes(handle.pointer)
     assert buffers >= HARDNET_N * HARDNET_N * 4  # the distance matrix
     memory = {(r["loss"], r["impl"], r["mining_ratio"]): r for r in smoke_run.results["memory"]}
@@ -112,9 +114,48 @@ def test_a_disagreeing_implementation_fails_the_run(tmp_path, monkeypatch, caffe
     monkeypatch.setattr(runners, "contrastive_reference_loss", lambda n, dim, ratio: real(n, dim, ratio) * 1.01)
     args = SimpleNamespace(threads=1, no_torch=True, dim=DIM, rounds=1, warmup=0, clock="cpu", min_sample=0.001,
                            smoke=True, suite="contrastive", hardnet_sizes=[], contrastive_sizes=[256], ratios=[2],
-                           no_memory=True, out=str(tmp_path), update_readme=False)
+                           config_sizes=[], no_memory=True, out=str(tmp_path), update_readme=False)
     assert run_module.run(args) == 1
     assert "**disagrees**" in (tmp_path / "results.md").read_text()
+
+
+def test_every_configuration_runs_through_core_and_layer_with_the_reference_loss(smoke_run):
+    assert "| N | configuration | SGEMM (floor) | core (C++, buffers reused) | × SGEMM |" in smoke_run.done.stdout
+    rows = smoke_run.results["hardnet_configs"]
+    anchor, positive = (x.astype(np.float64) for x in inputs.hardnet_batch(HARDNET_N, DIM))
+    floor = next(r for r in rows if r["path"] == "floor")
+    assert floor["impl"] == runners.HARDNET_FLOOR and floor["vs_floor"] == 1.0
+    labels = set()
+    for reduce in ("MIN", "RANDOM", "AVERAGE"):
+        for swap in (False, True):
+            # The layer's first RANDOM draws: mt19937 seeded with the net's seed (1), as sampling.py reproduces.
+            uniforms = caffe_mining.LayerUniforms(1).next(HARDNET_N) if reduce == "RANDOM" else None
+            expected = caffe_mining.reference.hardnet_loss(anchor, positive, anchor_swap=swap, batch_reduce=reduce,
+                                                           uniforms=uniforms).loss
+            mine = [r for r in rows if r["config"] == reduce + (" + anchor_swap" if swap else "")]
+            assert {r["path"] for r in mine} == {"core", "layer"}, mine
+            for row in mine:
+                assert row["n"] == HARDNET_N and row["agrees"] is True
+                assert row["loss"] == pytest.approx(expected, rel=1e-5), row["impl"]
+                assert row["vs_floor"] == pytest.approx(np.median([t / b for t, b in zip(row["seconds"],
+                                                                                        floor["seconds"])]))
+                labels.add(row["loss"])
+    assert len(labels) >= 5  # the configurations really differ
+
+
+def test_results_name_the_openblas_kernel_and_the_variable(smoke_run):
+    """The kernel is the one the detection leaves OpenBLAS with: its choice where it sets one, else OpenBLAS's own
+    (or a preset value's); stdout says it and where OPENBLAS_CORETYPE came from."""
+    detection = json.loads(subprocess.run([sys.executable, str(REPO / "scripts" / "openblas_kernel.py"), "--json"],
+                                          capture_output=True, text=True, check=True).stdout)
+    machine = smoke_run.results["machine"]
+    assert machine["openblas_kernel"] == (detection["choice"] or detection["corename"])
+    assert f"OpenBLAS kernel **{machine['openblas_kernel']}**" in smoke_run.done.stdout
+    coretype = machine["openblas_coretype"]
+    assert coretype["value"] == (os.environ.get("OPENBLAS_CORETYPE") or detection["choice"])
+    if os.environ.get("OPENBLAS_CORETYPE") is not None:
+        assert "preset" in coretype["source"] or "set-up's detection" in coretype["source"]
+    assert coretype["source"] in smoke_run.done.stdout
 
 
 def test_verdicts_name_a_missed_target():
@@ -122,3 +163,12 @@ def test_verdicts_name_a_missed_target():
     lines = report.verdicts(rows, [])
     assert any("1.50×" in line and "MISSED" in line for line in lines)
     assert any("2.00× faster" in line and "MISSED" in line for line in lines)
+    config_rows = [dict(n=n, config=config, path=path, vs_floor=ratio) for n, config, path, ratio in (
+        (1024, "MIN + anchor_swap", "core", 1.2), (1024, "MIN + anchor_swap", "layer", 1.31),
+        (2048, "AVERAGE", "core", 3.2), (128, "RANDOM", "core", 9.0))]
+    lines = report.config_verdicts(config_rows)
+    assert lines[0].startswith("- MIN + anchor_swap ≤ 1.3× one SGEMM: core N=1024: 1.20×; layer N=1024: 1.31×")
+    assert lines[0].endswith("MISSED")
+    assert lines[1].startswith("- AVERAGE ≤ 3.3×") and lines[1].endswith("met")
+    assert len(lines) == 2  # RANDOM only below N = 512: no target there
+    assert report.config_verdicts(config_rows[3:]) == ["- none: no N ≥ 512 in this run"]

@@ -19,8 +19,8 @@ struct HardNetBuffers {
   std::vector<float> dist, pos_dist, neg_dist, row_loss, dloss_dpos, dloss_dneg, scratch;
   std::vector<int> neg_index, neg_swapped, neg_count, valid_rows;
 
-  explicit HardNetBuffers(int rows)
-      : n(rows),
+  HardNetBuffers(int rows, const caffe_mining::HardNetOptions& mode)
+      : n(rows), options(mode),
         dist(static_cast<std::size_t>(rows) * rows),
         pos_dist(rows), neg_dist(rows), row_loss(rows), dloss_dpos(rows), dloss_dneg(rows),
         scratch(caffe_mining::hardnet_scratch_count(rows, options)),
@@ -64,17 +64,25 @@ void bench_sgemm_abt(int n, int dim, const float* anchor, const float* positive,
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dim, 1.0f, anchor, dim, positive, dim, 0.0f, out, n);
 }
 
-void* bench_hardnet_create(int n) { return new HardNetBuffers(n); }
+/// Buffers for HardNetLoss at batch n: TRIPLET_MARGIN, margin 1, with anchor_swap (0/1) and batch_reduce (the
+/// core's HardNetBatchReduce: 0 MIN, 1 AVERAGE, 2 RANDOM).
+void* bench_hardnet_create(int n, int anchor_swap, int batch_reduce) {
+  caffe_mining::HardNetOptions options;
+  options.anchor_swap = anchor_swap != 0;
+  options.batch_reduce = static_cast<caffe_mining::HardNetBatchReduce>(batch_reduce);
+  return new HardNetBuffers(n, options);
+}
 void bench_hardnet_destroy(void* buffers) { delete static_cast<HardNetBuffers*>(buffers); }
 std::size_t bench_hardnet_bytes(void* buffers) { return static_cast<HardNetBuffers*>(buffers)->bytes(); }
 
-/// Default HardNetLoss (MIN, TRIPLET_MARGIN, margin 1, no anchor swap), forward then backward; returns the loss.
+/// HardNetLoss as created, forward then backward; returns the loss. `uniforms` [n] are read by RANDOM only (the layer
+/// draws new ones every pass; their values do not change the work).
 float bench_hardnet_forward_backward(void* handle, int dim, const float* anchor, const float* positive,
-                                     float* anchor_diff, float* positive_diff) {
+                                     const float* uniforms, float* anchor_diff, float* positive_diff) {
   HardNetBuffers& buffers = *static_cast<HardNetBuffers*>(handle);
   const caffe_mining::HardNetMining<float> mining = buffers.mining();
   float loss = 0.0f;
-  caffe_mining::hardnet_forward_cpu<float>(buffers.n, dim, anchor, positive, nullptr, nullptr, buffers.options,
+  caffe_mining::hardnet_forward_cpu<float>(buffers.n, dim, anchor, positive, nullptr, uniforms, buffers.options,
                                            mining, buffers.scratch.data(), &loss);
   caffe_mining::hardnet_backward_cpu<float>(buffers.n, dim, anchor, positive, nullptr, buffers.options, mining,
                                             1.0f, buffers.scratch.data(), anchor_diff, positive_diff);
