@@ -12,15 +12,19 @@ import pytest
 
 import caffe_mining
 from caffe_mining import gradcheck
-from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions
+from caffe_mining.losses.triplet import MININGS
+from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions, TripletOptions
 
 CONTRASTIVE_OPTIONS = [ContrastiveOptions(margin, legacy, ratio)
                        for margin, legacy, ratio in [(1.0, False, 1), (1.0, False, 2), (0.7, False, 3),
                                                      (1.0, True, 1), (1.0, True, 2), (1.5, True, 4)]]
 HARDNET_OPTIONS = [HardNetOptions(anchor_swap=swap, batch_reduce=br, loss_type=lt)
                    for br, lt, swap in itertools.product(BATCH_REDUCES, LOSS_TYPES, [False, True])]
+TRIPLET_OPTIONS = [TripletOptions(mining=mining, soft_margin=soft, squared=squared)
+                   for mining, soft, squared in itertools.product(MININGS, [False, True], [False, True])]
 ALL_PROBLEMS = ([("MiningContrastiveLoss", o, True) for o in CONTRASTIVE_OPTIONS]
-                + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)])
+                + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)]
+                + [("TripletLoss", o, True) for o in TRIPLET_OPTIONS])
 
 
 def problem_id(problem):

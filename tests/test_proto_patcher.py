@@ -28,7 +28,8 @@ CAFFE_PROTO_DEFAULT = os.path.join(
 SEED_000_LINE = "  optional int32 mining_ratio = 3 [default = 1];\n"
 HARDNET_LINE = "  optional HardNetLossParameter hardnet_loss_param = 149;\n"
 NEXT_ID_BEFORE = "// LayerParameter next available layer-specific ID: 149 (last added: clip_param)\n"
-NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 150 (last added: hardnet_loss_param)\n"
+TRIPLET_LINE = "  optional TripletLossParameter triplet_loss_param = 151;\n"
+NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 152 (last added: triplet_loss_param)\n"
 
 spec = importlib.util.spec_from_file_location("patch_caffe_proto", PATCHER)
 patcher = importlib.util.module_from_spec(spec)
@@ -106,7 +107,8 @@ def test_patch_once_adds_our_fields_message_and_next_id(pristine):
     text = pristine.read_text()
 
     assert message_body(text, "ContrastiveLossParameter").endswith(SEED_000_LINE)
-    assert message_body(text, "LayerParameter").endswith(HARDNET_LINE)
+    assert HARDNET_LINE in message_body(text, "LayerParameter")
+    assert message_body(text, "LayerParameter").endswith(TRIPLET_LINE)
     assert "  optional ContrastiveLossParameter contrastive_loss_param = 40;\n" in \
         message_body(text, "V1LayerParameter")  # the deprecated twin is left alone
     hardnet = message_body(text, "HardNetLossParameter")
@@ -275,8 +277,7 @@ def test_field_number_option_for_forks(pristine, capsys):
     assert run(pristine) == 2
     assert run("--field-number", "hardnet_loss_param=160", pristine) == 0
     text = pristine.read_text()
-    assert message_body(text, "LayerParameter").endswith(
-        "  optional HardNetLossParameter hardnet_loss_param = 160;\n")
+    assert "  optional HardNetLossParameter hardnet_loss_param = 160;\n" in message_body(text, "LayerParameter")
     # The comment was stale (149 was the fork's): it now names a number above every field.
     assert "// LayerParameter next available layer-specific ID: 161 (last added: hardnet_loss_param)\n" in text
     once = pristine.read_bytes()
@@ -358,7 +359,7 @@ def test_next_id_already_beyond_ours_is_left_as_is(subset):
 def test_lower_field_number_in_a_gap_keeps_next_id(subset):
     assert run("--hardnet-field-number", 130, subset) == 0
     text = subset.read_text()
-    assert NEXT_ID_BEFORE in text  # 149 is still the next free number
+    assert NEXT_ID_AFTER in text  # 152, after triplet_loss_param (151), is still the next free number
     assert "hardnet_loss_param = 130;" in text
 
 
