@@ -38,6 +38,8 @@ using caffe_mining_bindings::parse_batch_reduce;
 using caffe_mining_bindings::parse_loss_type;
 using caffe_mining_bindings::per_row_values;
 using caffe_mining_bindings::raise_if;
+using caffe_mining_bindings::triplet_class_ids;
+using caffe_mining_bindings::triplet_options;
 
 /// Any array-like as a NumPy array (lists and scalars too); TypeError when NumPy cannot make one.
 py::array as_array(const py::object& x, const char* name) {
@@ -291,25 +293,6 @@ std::string contrastive_options_problem_py(double margin, int mining_ratio, cons
 // ---------------------------------------------------------------------------------------------------------------
 // TripletLoss
 
-caffe_mining::TripletMiner parse_triplet_mining(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "BATCH_HARD") return caffe_mining::TripletMiner::kBatchHard;
-  if (name == "BATCH_ALL") return caffe_mining::TripletMiner::kBatchAll;
-  if (name == "SEMI_HARD") return caffe_mining::TripletMiner::kSemiHard;
-  throw py::value_error("mining must be one of BATCH_HARD, BATCH_ALL, SEMI_HARD. Got: '" + name + "'");
-}
-
-caffe_mining::TripletOptions triplet_options(double margin, bool soft_margin, bool squared, const std::string& mining,
-                                             double eps) {
-  caffe_mining::TripletOptions options;
-  options.margin = margin;
-  options.soft_margin = soft_margin;
-  options.squared = squared;
-  options.mining = parse_triplet_mining(mining);
-  options.eps = eps;
-  return options;
-}
-
 std::string triplet_options_problem_py(double margin, bool soft_margin, bool squared, const std::string& mining,
                                        double eps, const std::string& dtype) {
   check_dtype_name(dtype);
@@ -317,28 +300,12 @@ std::string triplet_options_problem_py(double margin, bool soft_margin, bool squ
   return dtype == "float32" ? options.validate<float>() : options.validate<double>();
 }
 
-/// The labels as dense class ids 0..C-1 in T (equality kept, so float32 never merges two large ids); they must be
-/// finite integer values.
-template <typename T>
-CArray<T> triplet_class_ids(const py::object& labels_in, int n) {
-  const CArray<double> given = per_row_values<double>(labels_in, "labels", n);
-  const int invalid = caffe_mining::triplet_find_invalid_label(given.data(), n);
-  if (invalid >= 0) {
-    throw py::value_error("labels must be finite integer class ids. Got: labels[" + std::to_string(invalid) +
-                          "] = " + caffe_mining::format_value(given.data()[invalid]));
-  }
-  return dense_class_ids<T>(labels_in, n);
-}
-
 template <typename T>
 py::tuple triplet(const py::array& embedding_in, const py::object& labels_in,
                   const caffe_mining::TripletOptions& options, double loss_weight, bool backward, bool check_finite) {
   const FeatureShape shape = feature_shape(embedding_in, "embedding");
   const int n = shape.n, dim = shape.dim;
-  if (n > caffe_mining::triplet_max_rows()) {
-    throw py::value_error("TripletLoss takes at most N = " + std::to_string(caffe_mining::triplet_max_rows()) +
-                          " rows. Got: N = " + std::to_string(n));
-  }
+  caffe_mining_bindings::check_triplet_rows(n);
   const CArray<T> embedding = CArray<T>::ensure(embedding_in);
   if (check_finite) check_finite_values(embedding, "embedding", dim);
   raise_if(options.validate<T>());
@@ -377,19 +344,8 @@ py::tuple triplet(const py::array& embedding_in, const py::object& labels_in,
                                             scratch.data(), grad_data);
     }
   }
-  // The mined triplets: BATCH_HARD one row per anchor, SEMI_HARD one per ordered positive pair (a, p) in increasing
-  // (a, p); -1 where no triplet was mined. BATCH_ALL none (its count is `terms`).
-  std::vector<int64_t> rows;
-  if (hard) {
-    for (int a = 0; a < n; ++a) rows.insert(rows.end(), {a, positive[a], negative[a]});
-  } else if (semi) {
-    const T* y = labels.data();
-    for (int a = 0; a < n; ++a) {
-      for (int p = 0; p < n; ++p) {
-        if (caffe_mining::is_positive_of(y, a, p)) rows.insert(rows.end(), {a, p, pair_negative[a * nn + p]});
-      }
-    }
-  }
+  const std::vector<int64_t> rows = caffe_mining_bindings::triplet_rows(
+      options.mining, n, labels.data(), positive.data(), negative.data(), pair_negative.data());
   py::array_t<int64_t> triplets({static_cast<py::ssize_t>(rows.size() / 3), static_cast<py::ssize_t>(3)});
   std::copy(rows.begin(), rows.end(), triplets.mutable_data());
   return py::make_tuple(static_cast<double>(loss), grad_embedding, triplets, static_cast<long long>(terms[0]));

@@ -18,6 +18,7 @@ LABEL_MASKS_HPP = "caffe_layers/include/caffe_mining/miners/label_masks.hpp"
 BATCH_HARD_HPP = "caffe_layers/include/caffe_mining/miners/batch_hard.hpp"
 SEMI_HARD_HPP = "caffe_layers/include/caffe_mining/miners/semi_hard.hpp"
 BATCH_ALL_HPP = "caffe_layers/include/caffe_mining/miners/batch_all.hpp"
+TRIPLET_GPU_STEPS_HPP = "caffe_layers/include/caffe_mining/triplet_gpu_steps.hpp"
 
 # The core's Caffe-free tests, in the order they are tried (quick, targeted files first: pytest -x stops at the first
 # failure). Tests that need pycaffe skip here (CAFFE_MINING_REQUIRE_CAFFE is cleared for the mutants' runs).
@@ -54,6 +55,7 @@ BOUNDARIES = ("tests/test_core_boundaries.py",)
 GPU_LOGIC = ("tests/test_gpu_logic_on_host.py",)
 ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 TRIPLET = ("tests/test_triplet.py",)
+EMULATION = ("tests/test_gpu_emulation.py",)
 
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------
@@ -438,4 +440,10 @@ MUTANTS = (
     Mutant("triplet_overflow_bound_dropped", TRIPLET_CPP,
            "return !(Dtype(4) * largest <= kMax);", "return false;",
            "non-finite rule: 4 max |x|^2 not finite gives NaN", kill_first=TRIPLET),
+    Mutant("triplet_gpu_pair_not_mirrored", TRIPLET_GPU_STEPS_HPP,
+           "  dist[static_cast<std::size_t>(c) * n + r] = d;\n", "",
+           "CUDA distances: each pair's distance goes to (r, c) and (c, r)", ci=True, kill_first=EMULATION),
+    Mutant("triplet_gpu_reads_upper_triangle", TRIPLET_GPU_STEPS_HPP,
+           "  if (r < c) return;", "  if (r > c) return;",
+           "CUDA distances: cuBLAS's SYRK leaves x_r.x_c in the row-major lower triangle", kill_first=EMULATION),
 )

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from caffe_mining import _core
+from caffe_mining import _core, device
 from caffe_mining.losses.fields import check_bool, check_choice, check_number, proto_decimal, raise_if
 from caffe_mining.losses.spec import LossSpec
 
@@ -96,7 +96,10 @@ def triplet_loss(embedding: np.ndarray, labels: np.ndarray, margin: float = _DEF
                  soft_margin: bool = _DEFAULT.soft_margin, squared: bool = _DEFAULT.squared,
                  mining: str = _DEFAULT.mining, eps: float = _DEFAULT.eps, loss_weight: float = 1.0,
                  backward: bool = True, check_finite: bool = True) -> TripletResult:
-    """TripletLoss on the core (CPU); see :func:`caffe_mining.reference.triplet_loss` for the math.
+    """TripletLoss on the core; see :func:`caffe_mining.reference.triplet_loss` for the math.
+
+    float32 inputs run the core in float32, float64 in float64; device arrays run the CUDA core and give device
+    arrays back (:mod:`caffe_mining.device`).
 
     Example:
         >>> x = np.array([[0.0, 0.0], [0.0, 0.5], [1.0, 0.0]]); y = np.array([0, 0, 1])
@@ -104,9 +107,14 @@ def triplet_loss(embedding: np.ndarray, labels: np.ndarray, margin: float = _DEF
         >>> round(r.loss, 6), r.triplets.tolist()
         (0.0, [[0, 1, 2], [1, 0, 2], [2, -1, -1]])
     """
-    return TripletResult(*_core.triplet_loss(embedding, labels, margin=margin, soft_margin=soft_margin,
-                                             squared=squared, mining=mining, eps=eps, loss_weight=loss_weight,
-                                             backward=backward, check_finite=check_finite))
+    kwargs = dict(margin=margin, soft_margin=soft_margin, squared=squared, mining=mining, eps=eps,
+                  loss_weight=loss_weight, backward=backward, check_finite=check_finite)
+    if device.is_device_array(embedding):
+        embedding = device.contiguous(embedding)
+        wrap = device.result_wrapper(embedding)
+        loss, grad, triplets, terms = device.cuda_core().triplet_loss(embedding, labels, **kwargs)
+        return TripletResult(loss, wrap(grad), wrap(triplets), terms)
+    return TripletResult(*_core.triplet_loss(embedding, labels, **kwargs))
 
 
 def decisions_table(options: TripletOptions, result) -> np.ndarray:
