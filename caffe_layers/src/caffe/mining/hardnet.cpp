@@ -269,20 +269,17 @@ template <bool kDiagonal, bool kColumns>
 int block_minimum_lanes(const SquaredRow<float>& squared, int start, int end, __m128* x_min_out,
                         __m128i* minus_invalid_out, const ColumnScan<float>* cols) {
   const RowLanes row(squared);
-  // Two minima (even and odd groups of four) so that consecutive minimum operations do not wait on each other; the
-  // minimum of a set does not depend on the order it is taken in.
-  __m128 x_min[2] = {_mm_set1_ps(std::numeric_limits<float>::infinity()),
-                     _mm_set1_ps(std::numeric_limits<float>::infinity())};
+  __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
   __m128i minus_invalid = _mm_setzero_si128();
   int j = start;
-  for (int group = 0; j + 4 <= end; j += 4, group ^= 1) {
+  for (; j + 4 <= end; j += 4) {
     const SquaredLanes lanes = squared_lanes<kDiagonal>(row, j);
     // An invalid lane is ORed to all ones, a NaN, and _mm_min_ps(a, b) returns b when a is NaN: it is skipped.
-    x_min[group] = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), x_min[group]);
+    x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), x_min);
     minus_invalid = _mm_add_epi32(minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
     if (kColumns) column_lanes(squared.i, j, lanes, *cols);
   }
-  *x_min_out = _mm_min_ps(x_min[0], x_min[1]);
+  *x_min_out = x_min;
   *minus_invalid_out = minus_invalid;
   return j;
 }
