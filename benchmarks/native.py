@@ -18,7 +18,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted((REPO / "benchmarks" / "native").glob("*.cpp")) + sorted(
     (REPO / "caffe_layers" / "src" / "caffe" / "mining").glob("*.cpp"))
-HEADERS = sorted((REPO / "caffe_layers" / "include" / "caffe_mining").glob("*.hpp"))
+HEADERS = sorted((REPO / "caffe_layers" / "include" / "caffe_mining").glob("*.hpp")) + sorted(
+    (REPO / "caffe_layers" / "src" / "caffe" / "mining").glob("*.inc"))  # included by the sources
 FLAGS = ["-O3", "-DNDEBUG", "-std=c++17", "-fPIC", "-shared", f"-I{REPO / 'caffe_layers' / 'include'}"]
 LIBS = ["-lopenblas"]
 

@@ -308,6 +308,8 @@ Returns:
     (loss: float, grad_feat, grad_feat_p (like feat, or None), picked: (N,) bool, cost: (N,) feat's dtype).
 )doc");
 
+  m.def("hardnet_cpu_lanes", &caffe_mining::hardnet_cpu_lanes,
+        "Lanes of the CPU's float row scan of HardNet (8: AVX2, 4: SSE2; CAFFE_MINING_CPU_LANES=sse2 forces 4).");
   m.def("hardnet_options_problem", &hardnet_options_problem_py, py::kw_only(), py::arg("margin") = 1.0,
         py::arg("anchor_swap") = false, py::arg("batch_reduce") = "MIN", py::arg("loss_type") = "TRIPLET_MARGIN",
         py::arg("eps") = 1e-6, py::arg("duplicate_threshold") = 0.008, py::arg("dtype") = "float64",

@@ -341,6 +341,11 @@ CM_HOST_DEVICE Dtype hardnet_safe_div(Dtype x, Dtype y) {
 // ---------------------------------------------------------------------------------------------------------------
 // CPU (cblas). Host pointers.
 
+/// Lanes of the CPU's float row scan (MIN and RANDOM mining, with or without anchor swap): 8 with AVX2 where the CPU
+/// has it, else 4 (SSE2); 1 without SIMD. CAFFE_MINING_CPU_LANES=sse2 in the environment (read once) forces 4. The
+/// decisions and values are the same bits on every path.
+int hardnet_cpu_lanes();
+
 /// Forward pass.
 /// @param n, dim      number of pairs (n >= 1; n = 1 gives R = 0) and descriptor length
 /// @param anchor      [n*dim] a_i, row-major
