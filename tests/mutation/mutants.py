@@ -264,7 +264,7 @@ MUTANTS = (
            "const bool diagonal = start < row.i && row.i < end;",
            "valid negative: j != i (vector lanes, the row's own column at a block's start)", ci=True),
     Mutant("lanes_labels_ignored", HARDNET_LANES,
-           "  if (row.labels != nullptr) excluded = V::or_(excluded, V::cmpeq(V::load(row.labels + j), row.label));\n",
+           "  if (row.labels != nullptr) lanes.excluded = V::or_(lanes.excluded, V::cmpeq(V::load(row.labels + j), row.label));\n",
            "",
            "labels mask same-class columns (vector lanes)"),
     Mutant("lanes_count_drops_a_lane", HARDNET_LANES,
