@@ -1,6 +1,6 @@
 // CPU implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 #include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/squared_norm.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 
 #include <cblas.h>
 
@@ -71,13 +71,13 @@ inline void sqrt_in_place(int count, double* x) {
   for (; k < count; ++k) x[k] = std::sqrt(x[k]);
 }
 
-// Row i of the GEMM's dot products a_i.p_j turned into D_ij: hardnet_distance, in two passes so that the square
+// Row i of the GEMM's dot products a_i.p_j turned into D_ij: distance_from_dot, in two passes so that the square
 // roots run vectorized (same operations in the same order, so the same values).
 template <typename Dtype>
 void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row) {
   for (int j = 0; j < n; ++j) {
     const Dtype sq = sq_norm_a + sq_norm_p[j] - Dtype(2) * row[j];
-    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in hardnet_distance
+    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in distance_from_dot
   }
   sqrt_in_place(n, row);
 }
@@ -96,19 +96,11 @@ struct RowMining {
 // comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
 // exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
 
-// The squared-scale helpers (x of hardnet_distance, the threshold on x, the largest x with the same root) are the
-// header's, shared with the CUDA path.
+// The squared-scale helpers (x of distance_from_dot, squared_threshold, largest_with_same_root) are
+// distances/dot_distance.hpp's, shared with the CUDA path.
 template <typename Dtype>
 inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  return hardnet_squared_distance(sq_norm_a, sq_norm_p, dot, eps);
-}
-template <typename Dtype>
-Dtype squared_threshold(Dtype threshold) {
-  return hardnet_squared_threshold(threshold);
-}
-template <typename Dtype>
-Dtype largest_with_same_root(Dtype x_min) {
-  return hardnet_largest_with_same_root(x_min);
+  return squared_distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
 }
 
 // Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
@@ -363,7 +355,7 @@ int eligible_at_rank(const Dtype* labels, int n, int i, int rank) {
   return -1;  // not reached
 }
 
-// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from hardnet_distance of
+// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from distance_from_dot of
 // entries (i, j) and (j, i), the values the distance matrix would hold.
 template <typename Dtype>
 struct DotMatrix {
@@ -375,7 +367,7 @@ struct DotMatrix {
   Dtype eps, threshold;
 
   Dtype distance(int i, int j) const {
-    return hardnet_distance(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
+    return distance_from_dot(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
   }
   HardNetCandidate<Dtype> candidate(int i, int j, bool swap) const {
     const Dtype d_ij = distance(i, j);
@@ -489,7 +481,7 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
     w = hardnet_average_weight(mining.dist, labels, mining.pos_dist, mining.neg_count, n, i, j, options.loss_type,
                                margin, threshold, options.anchor_swap);
   }
-  return hardnet_safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
+  return math::safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
 }
 
 // AVERAGE four rows at a time (float; TRIPLET_MARGIN and CONTRASTIVE, whose row loss needs no exp): one lane per row
@@ -848,10 +840,10 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
       Dtype* da_i = anchor_diff ? anchor_diff + i * static_cast<std::size_t>(dim) : nullptr;
       Dtype* dp_i = positive_diff ? positive_diff + i * static_cast<std::size_t>(dim) : nullptr;
       // dD_ij/da_i = (a_i - p_j) / D_ij, dD_ij/dp_j = -(a_i - p_j) / D_ij.
-      const Dtype pos_coeff = hardnet_safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
+      const Dtype pos_coeff = math::safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
       add_distance_gradient(dim, pos_coeff, a_i, p_i, da_i, dp_i);
       const int j = mining.neg_index[i];
-      const Dtype neg_coeff = hardnet_safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
+      const Dtype neg_coeff = math::safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
       const std::size_t row_j = j * static_cast<std::size_t>(dim);
       if (mining.neg_swapped[i]) {  // value D_ji = d(a_j, p_i)
         add_distance_gradient(dim, neg_coeff, anchor + row_j, p_i, anchor_diff ? anchor_diff + row_j : nullptr, dp_i);
