@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "caffe_mining/squared_norm.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 #include "caffe_mining/triplet.hpp"
 #include "caffe_mining/triplet_gpu_steps.hpp"
 

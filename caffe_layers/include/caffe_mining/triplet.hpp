@@ -49,16 +49,17 @@
 #include <cstddef>
 #include <string>
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/cuda_context.hpp"
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/math.hpp"
+#include "caffe_mining/common/option_checks.hpp"
+#include "caffe_mining/common/workspace.hpp"
+#include "caffe_mining/distances/dot_distance.hpp"
 #include "caffe_mining/losses/triplet_row_loss.hpp"
 #include "caffe_mining/miners/batch_all.hpp"
 #include "caffe_mining/miners/batch_hard.hpp"
 #include "caffe_mining/miners/label_masks.hpp"
 #include "caffe_mining/miners/semi_hard.hpp"
-#include "caffe_mining/option_checks.hpp"
-
-struct CUstream_st;
-struct cublasContext;
 
 namespace caffe_mining {
 
@@ -118,9 +119,9 @@ inline std::size_t triplet_scratch_count(int n) {
   return rows * rows + 2 * rows;
 }
 
-/// Bytes of the scratch buffer in Dtype.
+/// Bytes of the scratch buffer (triplet_scratch_count elements of Dtype), on either path.
 template <typename Dtype>
-std::size_t triplet_workspace_bytes(int n) {
+std::size_t triplet_workspace_bytes(int n, const TripletOptions& /*options*/, Device /*device*/) {
   return triplet_scratch_count(n) * sizeof(Dtype);
 }
 
@@ -134,22 +135,19 @@ inline int triplet_max_rows() {
 // ---------------------------------------------------------------------------------------------------------------
 // Element math shared by both paths.
 
-CM_HOST_DEVICE float triplet_sqrt(float x) { return sqrtf(x); }
-CM_HOST_DEVICE double triplet_sqrt(double x) { return sqrt(x); }
-
-/// D from the squared norms and the dot product: sqrt(max(s, 0) + eps), or max(s, 0) when squared.
+/// D from the squared norms and the dot product (distances/dot_distance.hpp): sqrt(max(s, 0) + eps), or max(s, 0)
+/// when squared (no eps).
 template <typename Dtype>
 CM_HOST_DEVICE Dtype triplet_distance(Dtype sq_norm_i, Dtype sq_norm_j, Dtype dot, Dtype eps, bool squared) {
-  const Dtype sq = sq_norm_i + sq_norm_j - Dtype(2) * dot;
-  const Dtype clamped = sq > Dtype(0) ? sq : Dtype(0);
-  return squared ? clamped : triplet_sqrt(clamped + eps);
+  return squared ? squared_distance_from_dot(sq_norm_i, sq_norm_j, dot, Dtype(0))
+                 : distance_from_dot(sq_norm_i, sq_norm_j, dot, eps);
 }
 
 /// dD/dx_i = factor * (x_i - x_j): 1/D (0 when D is 0), or 2 when squared.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype triplet_distance_factor(Dtype d, bool squared) {
   if (squared) return Dtype(2);
-  return d != Dtype(0) ? Dtype(1) / d : Dtype(0);
+  return math::safe_div(Dtype(1), d);
 }
 
 /// The per-anchor step of the forward pass: mines anchor a's terms from its row of D and writes row a of the
@@ -233,20 +231,20 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
 
 // ---------------------------------------------------------------------------------------------------------------
 // CUDA (cuBLAS), defined in triplet.cu (CUDA builds only). Same contracts with device pointers; `loss` is a device
-// pointer, loss_weight a host value. Queued on `stream` with no host synchronisation; `cublas` is set to `stream`
-// and host pointer mode for the call and restored before returning.
+// pointer, loss_weight a host value. Queued on context.stream with no host synchronisation; context.cublas is set to
+// that stream and host pointer mode for the call and restored before returning (CublasCallScope).
 //   - The same per-anchor steps (triplet_anchor_step, one thread per anchor) and the same S entries
 //     (triplet_gradient_weight), so the decisions are the CPU's wherever the distances are bit-equal; the dot
 //     products come from cuBLAS's SYRK and the squared norms from a warp's tree sum, which can differ from the
 //     CPU's in the last bits (as for HardNetLoss).
 //   - Deterministic: no floating-point atomics; E sums row_loss in a fixed tree order.
 template <typename Dtype>
-void triplet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* embedding,
-                         const Dtype* labels, const TripletOptions& options, const TripletMining<Dtype>& mining,
-                         Dtype* scratch, Dtype* loss);
+void triplet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
+                         const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype* scratch,
+                         Dtype* loss);
 
 template <typename Dtype>
-void triplet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* embedding,
+void triplet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding,
                           const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype loss_weight,
                           Dtype* scratch, Dtype* embedding_diff);
 

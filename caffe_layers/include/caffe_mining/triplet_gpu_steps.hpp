@@ -8,7 +8,7 @@
 
 #include <cstddef>
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 #include "caffe_mining/triplet.hpp"
 
 namespace caffe_mining {

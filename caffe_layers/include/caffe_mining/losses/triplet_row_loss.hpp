@@ -6,17 +6,10 @@
 #ifndef CAFFE_MINING_LOSSES_TRIPLET_ROW_LOSS_HPP_
 #define CAFFE_MINING_LOSSES_TRIPLET_ROW_LOSS_HPP_
 
-#include <math.h>
-
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/math.hpp"
 
 namespace caffe_mining {
-
-// float/double overloads usable on host and device (names private to this loss).
-CM_HOST_DEVICE float triplet_exp(float x) { return expf(x); }
-CM_HOST_DEVICE double triplet_exp(double x) { return exp(x); }
-CM_HOST_DEVICE float triplet_log1p(float x) { return log1pf(x); }
-CM_HOST_DEVICE double triplet_log1p(double x) { return log1p(x); }
 
 /// One term's value and its slope dl/dd_ap (= -dl/dd_an).
 template <typename Dtype>
@@ -34,11 +27,8 @@ struct TripletRowLoss {
   CM_HOST_DEVICE TripletTerm<Dtype> operator()(Dtype d_ap, Dtype d_an) const {
     TripletTerm<Dtype> term;
     if (soft) {
-      // softplus and sigmoid without overflow for large |x|
-      const Dtype x = d_ap - d_an;
-      const Dtype e = triplet_exp(x < Dtype(0) ? x : -x);  // e^-|x|, in (0, 1]
-      term.loss = (x > Dtype(0) ? x : Dtype(0)) + triplet_log1p(e);
-      term.slope = x >= Dtype(0) ? Dtype(1) / (Dtype(1) + e) : e / (Dtype(1) + e);
+      term.loss = math::softplus(d_ap - d_an);
+      term.slope = math::sigmoid(d_ap - d_an);
     } else {
       const Dtype hinge = margin + d_ap - d_an;
       term.loss = hinge > Dtype(0) ? hinge : Dtype(0);

@@ -5,7 +5,7 @@
 #ifndef CAFFE_MINING_MINERS_BATCH_ALL_HPP_
 #define CAFFE_MINING_MINERS_BATCH_ALL_HPP_
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 #include "caffe_mining/miners/label_masks.hpp"
 
 namespace caffe_mining {

@@ -4,7 +4,7 @@
 #ifndef CAFFE_MINING_MINERS_LABEL_MASKS_HPP_
 #define CAFFE_MINING_MINERS_LABEL_MASKS_HPP_
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 
 namespace caffe_mining {
 

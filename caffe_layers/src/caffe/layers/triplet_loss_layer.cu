@@ -5,13 +5,22 @@
 
 namespace caffe {
 
+namespace {
+// Caffe's default stream and cuBLAS handle, for the core's GPU calls.
+caffe_mining::CudaContext CoreContext() {
+  caffe_mining::CudaContext context;
+  context.cublas = Caffe::cublas_handle();
+  return context;
+}
+}  // namespace
+
 template <typename Dtype>
 void TripletLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
   CheckLabels(*bottom[1]);  // N values read on the host
-  caffe_mining::triplet_forward_gpu(Caffe::cublas_handle(), 0, num, dim,
+  caffe_mining::triplet_forward_gpu(CoreContext(), num, dim,
       bottom[0]->gpu_data(), bottom[1]->gpu_data(), options_, Mining(true),
       scratch_.mutable_gpu_data(), top[0]->mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
@@ -29,7 +38,7 @@ void TripletLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   if (!propagate_down[0]) return;
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
-  caffe_mining::triplet_backward_gpu(Caffe::cublas_handle(), 0, num, dim,
+  caffe_mining::triplet_backward_gpu(CoreContext(), num, dim,
       bottom[0]->gpu_data(), options_, Mining(true), top[0]->cpu_diff()[0],
       scratch_.mutable_gpu_data(), bottom[0]->mutable_gpu_diff());
   CUDA_POST_KERNEL_CHECK;

@@ -1,6 +1,6 @@
 // CPU implementation of the TripletLoss core (see caffe_mining/triplet.hpp for the math and the contracts).
 #include "caffe_mining/triplet.hpp"
-#include "caffe_mining/squared_norm.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 
 #include <cblas.h>
 

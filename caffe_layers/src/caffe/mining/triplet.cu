@@ -7,57 +7,17 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <limits>
 
+#include "caffe_mining/common/cublas_call.cuh"
+#include "caffe_mining/common/launch.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 #include "caffe_mining/triplet.hpp"
 #include "caffe_mining/triplet_gpu_steps.hpp"
 
 namespace caffe_mining {
 
 namespace {
-
-constexpr int kWarp = 32;
-constexpr int kThreads = 256;  // a power of two for the tree reductions
-constexpr int kMaxBlocks = 65535;
-constexpr unsigned int kFullMask = 0xffffffffu;
-
-int blocks_for(std::size_t count) {
-  const std::size_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
-}
-
-// cuBLAS failures are programming errors (bad sizes, a bad handle): stop loudly.
-void check_cublas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "caffe_mining::triplet: %s failed with cuBLAS status %d\n", what, static_cast<int>(status));
-    std::abort();
-  }
-}
-
-// For one call: the handle runs on the call's stream with host scalars; the caller's stream and pointer mode come
-// back at the end of the call.
-class CublasCallScope {
- public:
-  CublasCallScope(cublasHandle_t handle, cudaStream_t stream) : handle_(handle) {
-    check_cublas(cublasGetStream(handle_, &saved_stream_), "cublasGetStream");
-    check_cublas(cublasGetPointerMode(handle_, &saved_mode_), "cublasGetPointerMode");
-    check_cublas(cublasSetStream(handle_, stream), "cublasSetStream");
-    check_cublas(cublasSetPointerMode(handle_, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
-  }
-  ~CublasCallScope() {
-    check_cublas(cublasSetPointerMode(handle_, saved_mode_), "cublasSetPointerMode (restore)");
-    check_cublas(cublasSetStream(handle_, saved_stream_), "cublasSetStream (restore)");
-  }
-  CublasCallScope(const CublasCallScope&) = delete;
-  CublasCallScope& operator=(const CublasCallScope&) = delete;
-
- private:
-  cublasHandle_t handle_;
-  cudaStream_t saved_stream_ = nullptr;
-  cublasPointerMode_t saved_mode_ = CUBLAS_POINTER_MODE_HOST;
-};
 
 // Column-major upper triangle of C = A^T A, A = X^T (dim x n, lda = dim): the row-major lower triangle of X X^T.
 cublasStatus_t syrk(cublasHandle_t handle, int n, int dim, const float* x, float* c) {
@@ -79,22 +39,19 @@ cublasStatus_t gemm_sub(cublasHandle_t handle, int n, int dim, const double* x, 
   return cublasDgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, dim, n, n, &minus_one, x, dim, s, n, &one, g, dim);
 }
 
-// |x_i|^2: a warp per row, lane l summing elements l, l + 32, ... in increasing order, then the warp's tree sum.
+// |x_i|^2: a warp per row (warp_squared_norm's order).
 template <typename Dtype>
 __global__ void squared_norms_kernel(int n, int dim, const Dtype* x, Dtype* sq_norm) {
-  const int lane = threadIdx.x % kWarp;
   for (int row = (blockIdx.x * blockDim.x + threadIdx.x) / kWarp; row < n;
        row += gridDim.x * blockDim.x / kWarp) {
     const Dtype* x_row = x + static_cast<std::size_t>(row) * dim;
-    Dtype sum = Dtype(0);
-    for (int k = lane; k < dim; k += kWarp) sum += x_row[k] * x_row[k];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_down_sync(kFullMask, sum, offset);
-    if (lane == 0) sq_norm[row] = sum;
+    const Dtype sum = warp_squared_norm<Dtype>(dim, [x_row](int k) { return x_row[k]; });
+    if (threadIdx.x % kWarp == 0) sq_norm[row] = sum;
   }
 }
 
-// One block: *overflow = 1 when a norm (kMax: the largest finite Dtype) is NaN or inf or 4 max |x_i|^2 is not finite (the header's non-finite rule),
-// else 0.
+// One block: *overflow = 1 when a norm is NaN or inf or 4 max |x_i|^2 is not finite (the header's non-finite rule),
+// else 0 (kMax: the largest finite Dtype).
 template <typename Dtype>
 __global__ void overflow_kernel(int n, const Dtype* sq_norm, Dtype kMax, Dtype* overflow) {
   __shared__ Dtype largest[kThreads];
@@ -210,16 +167,17 @@ __global__ void gradient_init_kernel(int n, int dim, const Dtype* x, const Dtype
 }  // namespace
 
 template <typename Dtype>
-void triplet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* embedding,
-                         const Dtype* labels, const TripletOptions& options, const TripletMining<Dtype>& mining,
-                         Dtype* scratch, Dtype* loss) {
-  CublasCallScope scope(cublas, stream);
+void triplet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
+                         const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype* scratch,
+                         Dtype* loss) {
+  CublasCallScope scope(context);
+  cudaStream_t stream = context.stream;
   const std::size_t nn = static_cast<std::size_t>(n);
   Dtype* sq_norm = scratch;
   Dtype* overflow = scratch + nn + nn * nn;  // the backward's row sums, free during the forward
   squared_norms_kernel<<<blocks_for(nn * kWarp), kThreads, 0, stream>>>(n, dim, embedding, sq_norm);
   overflow_kernel<<<1, kThreads, 0, stream>>>(n, sq_norm, std::numeric_limits<Dtype>::max(), overflow);
-  check_cublas(syrk(cublas, n, dim, embedding, mining.dist), "syrk");
+  check_cublas(syrk(context.cublas, n, dim, embedding, mining.dist), "syrk");
   distances_kernel<<<blocks_for(nn * nn), kThreads, 0, stream>>>(n, sq_norm, overflow,
                                                                  static_cast<Dtype>(options.eps), options.squared,
                                                                  mining.dist);
@@ -229,10 +187,11 @@ void triplet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int 
 }
 
 template <typename Dtype>
-void triplet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* embedding,
+void triplet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding,
                           const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype loss_weight,
                           Dtype* scratch, Dtype* embedding_diff) {
-  CublasCallScope scope(cublas, stream);
+  CublasCallScope scope(context);
+  cudaStream_t stream = context.stream;
   const std::size_t nn = static_cast<std::size_t>(n);
   Dtype* s = scratch + nn;
   Dtype* row_sum = s + nn * nn;
@@ -241,17 +200,16 @@ void triplet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int
   row_sums_kernel<<<blocks_for(nn), kThreads, 0, stream>>>(n, s, row_sum);
   gradient_init_kernel<<<blocks_for(nn * dim), kThreads, 0, stream>>>(n, dim, embedding, row_sum, mining.terms,
                                                                       embedding_diff);
-  check_cublas(gemm_sub(cublas, n, dim, embedding, s, embedding_diff), "gemm");
+  check_cublas(gemm_sub(context.cublas, n, dim, embedding, s, embedding_diff), "gemm");
 }
 
-template void triplet_forward_gpu<float>(cublasContext*, CUstream_st*, int, int, const float*, const float*,
+template void triplet_forward_gpu<float>(const CudaContext&, int, int, const float*, const float*,
                                          const TripletOptions&, const TripletMining<float>&, float*, float*);
-template void triplet_forward_gpu<double>(cublasContext*, CUstream_st*, int, int, const double*, const double*,
+template void triplet_forward_gpu<double>(const CudaContext&, int, int, const double*, const double*,
                                           const TripletOptions&, const TripletMining<double>&, double*, double*);
-template void triplet_backward_gpu<float>(cublasContext*, CUstream_st*, int, int, const float*,
-                                          const TripletOptions&, const TripletMining<float>&, float, float*, float*);
-template void triplet_backward_gpu<double>(cublasContext*, CUstream_st*, int, int, const double*,
-                                           const TripletOptions&, const TripletMining<double>&, double, double*,
-                                           double*);
+template void triplet_backward_gpu<float>(const CudaContext&, int, int, const float*, const TripletOptions&,
+                                          const TripletMining<float>&, float, float*, float*);
+template void triplet_backward_gpu<double>(const CudaContext&, int, int, const double*, const TripletOptions&,
+                                           const TripletMining<double>&, double, double*, double*);
 
 }  // namespace caffe_mining
