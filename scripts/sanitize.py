@@ -24,7 +24,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZE_FLAGS = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"
-TESTS = ["tests/test_bindings.py", "tests/test_hardnet_min_rounding.py", "tests/test_reference.py", "tests/test_triplet.py"]
+TESTS = ["tests/test_bindings.py", "tests/test_hardnet_min_rounding.py", "tests/test_reference.py",
+         "tests/test_triplet.py"]
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehavior")
 MIN_VALID_RETURNING = 0.25
 
@@ -103,7 +104,8 @@ def draw_case(seed, index):
     elif fn == "triplet_loss":
         third = rng.integers(0, max(1, n // 3), size=n).astype(dtype)
         kwargs = dict(margin=float(rng.choice([0.0, 0.2, 1.0])), soft_margin=bool(rng.random() < 0.3),
-                      squared=bool(rng.random() < 0.3), mining=str(rng.choice(["BATCH_HARD", "BATCH_ALL", "SEMI_HARD"])),
+                      squared=bool(rng.random() < 0.3),
+                      mining=str(rng.choice(["BATCH_HARD", "BATCH_ALL", "SEMI_HARD"])),
                       eps=float(rng.choice([1e-12, 1e-6])), backward=backward)
     else:
         third = rng.integers(0, max(1, n // 2), size=n).astype(dtype) if rng.random() < 0.5 else None

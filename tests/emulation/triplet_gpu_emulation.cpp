@@ -122,7 +122,9 @@ void run_case(int c, std::mt19937* rng, const TripletOptions& options) {
   for (std::size_t e = 0; e < nn * nn; ++e) {
     expect_same(gpu.dist[e], cpu.dist[e], "dist", c, e);
     expect_same(gpu.weight[e], cpu.weight[e], "weight", c, e);
-    if (options.mining == TripletMiner::kSemiHard) expect_same(gpu.pair_negative[e], cpu.pair_negative[e], "pair", c, e);
+    if (options.mining == TripletMiner::kSemiHard) {
+      expect_same(gpu.pair_negative[e], cpu.pair_negative[e], "pair", c, e);
+    }
   }
   for (int a = 0; a < n; ++a) {
     expect_same(gpu.row_loss[a], cpu.row_loss[a], "row_loss", c, a);

@@ -118,9 +118,8 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
     row_sum[i] = sum;
   }
   for (int i = 0; i < n; ++i) {
-    for (int k = 0; k < dim; ++k) {
-      embedding_diff[i * static_cast<std::size_t>(dim) + k] = row_sum[i] * embedding[i * static_cast<std::size_t>(dim) + k];
-    }
+    const std::size_t row = i * static_cast<std::size_t>(dim);
+    for (int k = 0; k < dim; ++k) embedding_diff[row + k] = row_sum[i] * embedding[row + k];
   }
   gemm(n, dim, n, Dtype(-1), s, embedding, Dtype(1), embedding_diff);
 }
