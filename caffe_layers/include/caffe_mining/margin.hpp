@@ -132,13 +132,26 @@ struct MarginMining {
   int* counts;         ///< [2] T (the number of triplets; -1: non-finite input) and C (non-zero hinge terms)
 };
 
+/// Byte offset of workspace piece `piece` (0: distances, 1: cumulative weights; GPU only: 2 totals, 3 flag).
+template <typename Dtype>
+std::size_t margin_workspace_offset(int n, int piece) {
+  const std::size_t rows = static_cast<std::size_t>(n);
+  const std::size_t sizes[3] = {rows * rows * sizeof(Dtype), rows * rows * sizeof(double), rows * sizeof(double)};
+  std::size_t offset = 0;
+  for (int k = 0; k < piece; ++k) offset += (sizes[k] + 255) / 256 * 256;
+  return offset;
+}
+
 /// Bytes of workspace (8-byte aligned) of margin_forward_* / margin_backward_*: the n x n distances (reused as the
-/// backward's pair weights) and cumulative weights (one row on the CPU, every row on the GPU).
+/// backward's pair coefficients), cumulative weights (one row on the CPU, every row on the GPU) and, on the GPU,
+/// the rows' totals and the non-finite flag. Pieces start at multiples of 256 bytes (margin_workspace_offset).
 template <typename Dtype>
 std::size_t margin_workspace_bytes(int n, bool gpu) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  const std::size_t distances = (rows * rows * sizeof(Dtype) + 255) / 256 * 256;
-  return distances + (gpu ? rows * rows : rows) * sizeof(double);
+  const std::size_t end_of_cumulative =
+      margin_workspace_offset<Dtype>(n, 1) + (gpu ? rows * rows : rows) * sizeof(double);
+  if (!gpu) return end_of_cumulative;
+  return (end_of_cumulative + 255) / 256 * 256 + (rows * sizeof(double) + 255) / 256 * 256 + sizeof(int);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
   const std::size_t rows = static_cast<std::size_t>(n);
   const int betas = options.num_classes > 0 ? options.num_classes : 1;
   Dtype* dist = static_cast<Dtype*>(workspace);
-  double* cumulative = reinterpret_cast<double*>(static_cast<char*>(workspace) +
-                                                 (rows * rows * sizeof(Dtype) + 255) / 256 * 256);
+  double* cumulative =
+      reinterpret_cast<double*>(static_cast<char*>(workspace) + margin_workspace_offset<Dtype>(n, 1));
   bool finite = all_finite(rows * dim, embedding) && all_finite(static_cast<std::size_t>(betas), beta);
   const Dtype eps = static_cast<Dtype>(options.eps);
   for (int i = 0; finite && i < n; ++i) {
