@@ -130,7 +130,9 @@ class BuildExt(build_ext):
 
 def newer_than_object(source, obj):
     """Whether the source or any header of the core or the bindings changed after obj was built."""
-    inputs = [source, *glob("caffe_layers/include/caffe_mining/*.hpp"), *glob("python/caffe_mining/*.hpp")]
+    headers = [*glob("caffe_layers/include/caffe_mining/**/*.hpp", recursive=True),
+               *glob("caffe_layers/include/caffe_mining/**/*.cuh", recursive=True), *glob("python/caffe_mining/*.hpp")]
+    inputs = [source, *headers]
     return max(os.path.getmtime(p) for p in inputs) > os.path.getmtime(obj)
 
 

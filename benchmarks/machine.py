@@ -82,6 +82,7 @@ def describe(threads: int, lib, caffe: Optional[object], torch: Optional[object]
     import numpy
 
     import caffe_mining
+    from caffe_mining import _core
 
     lib.openblas_get_config.restype = ctypes.c_char_p  # found through the helpers' link to libopenblas
     lib.openblas_get_corename.restype = ctypes.c_char_p
@@ -97,6 +98,7 @@ def describe(threads: int, lib, caffe: Optional[object], torch: Optional[object]
         "openblas_of_the_core": lib.openblas_get_config().decode(),
         "openblas_kernel": lib.openblas_get_corename().decode(),  # what the timed SGEMM and the core ran with
         "openblas_coretype": openblas_coretype or {"value": os.environ.get("OPENBLAS_CORETYPE"), "source": "?"},
+        "hardnet_cpu_lanes": _core.hardnet_cpu_lanes(),  # the core's row scan: 8 AVX2, 4 SSE2
         "blas_libraries_loaded": loaded_libraries(r"blas"),
         "pycaffe": os.path.dirname(caffe.__file__) if caffe is not None else None,
         "torch": torch.__version__ if torch is not None else None,

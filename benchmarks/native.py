@@ -18,7 +18,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted((REPO / "benchmarks" / "native").glob("*.cpp")) + sorted(
     (REPO / "caffe_layers" / "src" / "caffe" / "mining").glob("*.cpp"))
-HEADERS = sorted((REPO / "caffe_layers" / "include" / "caffe_mining").glob("*.hpp"))
+HEADERS = sorted((REPO / "caffe_layers" / "include" / "caffe_mining").rglob("*.hpp")) + sorted(
+    (REPO / "caffe_layers" / "src" / "caffe" / "mining").glob("*.inc"))  # common/, losses/...; .inc: included
 FLAGS = ["-O3", "-DNDEBUG", "-std=c++17", "-fPIC", "-shared", f"-I{REPO / 'caffe_layers' / 'include'}"]
 LIBS = ["-lopenblas"]
 
@@ -34,7 +35,7 @@ def cache_dir() -> Path:
 def library_path() -> Path:
     digest = hashlib.sha256()
     for path in SOURCES + HEADERS:
-        digest.update(path.name.encode())
+        digest.update(str(path.relative_to(REPO)).encode())
         digest.update(path.read_bytes())
     digest.update(" ".join(FLAGS + LIBS).encode())
     return cache_dir() / f"libcm_bench_{digest.hexdigest()[:16]}.so"

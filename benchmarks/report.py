@@ -141,7 +141,8 @@ def openblas_line(machine: dict) -> str:
     value = coretype.get("value")
     return (f"OpenBLAS kernel **{machine.get('openblas_kernel', '?')}** "
             f"(`{machine['openblas_of_the_core']}`); OPENBLAS_CORETYPE"
-            f"{'=' + value if value else ' unset'}: {coretype.get('source', '?')}.")
+            f"{'=' + value if value else ' unset'}: {coretype.get('source', '?')}. HardNet's row scan: "
+            f"{machine.get('hardnet_cpu_lanes', '?')} float lanes.")
 
 
 def header(results: dict) -> str:

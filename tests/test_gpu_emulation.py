@@ -102,13 +102,13 @@ def test_contrastive_radix_select_picks_as_the_cpu(emulator, dtype, seed):
 
 @pytest.mark.parametrize("dtype", ["float", "double"])
 def test_contrastive_backward_flag_protocol(emulator, dtype):
-    """The backward keeps its non-finite flag in the first gradient element and writes that element last: finite
-    batches give the CPU's gradients bit for bit (either buffer may be absent), a non-finite pair NaN everywhere."""
+    """The backward keeps its non-finite flag in the workspace: finite batches give the CPU's gradients bit for bit
+    (either buffer may be absent), a non-finite pair NaN everywhere."""
     mismatches, out = emulator("contrastive_gpu_emulation", "backward", dtype, 1)
     assert mismatches == 0, out
 
 
-@pytest.mark.parametrize("check,plant", [("select", "index_order"), ("backward", "slot_early")])
+@pytest.mark.parametrize("check,plant", [("select", "index_order"), ("backward", "flag_ignored")])
 def test_contrastive_comparison_catches_a_planted_bug(emulator, check, plant):
     mismatches, _ = emulator("contrastive_gpu_emulation", check, "float", 1, plant)
     assert mismatches > 0

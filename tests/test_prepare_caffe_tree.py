@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPARE = os.path.join(REPO, "scripts", "prepare_caffe_tree.py")
 PROTO_FIXTURE = os.path.join(REPO, "tests", "fixtures", "proto_patcher", "caffe_subset.proto")
 IO_CPP = "src/caffe/util/io.cpp"
-OVERLAY_FILE = "include/caffe_mining/host_device.hpp"
+OVERLAY_FILE = "include/caffe_mining/common/host_device.hpp"
 
 
 def io_cpp_lines(call):

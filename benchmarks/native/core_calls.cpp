@@ -47,11 +47,16 @@ struct ContrastiveBuffers {
   ContrastiveBuffers(int rows, int columns)
       : n(rows), dim(columns),
         diff(static_cast<std::size_t>(rows) * columns), dist_sq(rows), cost(rows), picked(rows),
-        workspace(caffe_mining::contrastive_workspace_bytes_cpu(rows) / sizeof(std::uint64_t) + 1) {}
+        workspace(workspace_bytes(rows) / sizeof(std::uint64_t) + 1) {}
+
+  static std::size_t workspace_bytes(int rows) {
+    return caffe_mining::contrastive_workspace_bytes(rows, caffe_mining::ContrastiveOptions(),
+                                                     caffe_mining::Device::kCpu);
+  }
 
   std::size_t bytes() const {
     return (diff.size() + dist_sq.size() + cost.size()) * sizeof(float) + picked.size() * sizeof(int) +
-           caffe_mining::contrastive_workspace_bytes_cpu(n);
+           workspace_bytes(n);
   }
 };
 
@@ -97,13 +102,16 @@ std::size_t bench_contrastive_bytes(void* buffers) { return static_cast<Contrast
 float bench_contrastive_forward_backward(void* handle, const float* a, const float* b, const float* sim,
                                          float margin, int mining_ratio, float* grad_a, float* grad_b) {
   ContrastiveBuffers& buffers = *static_cast<ContrastiveBuffers*>(handle);
-  const int num_picked = caffe_mining::num_picked_pairs(buffers.n, mining_ratio);
-  const float loss = caffe_mining::contrastive_forward_cpu<float>(
-      buffers.n, buffers.dim, a, b, sim, margin, false, num_picked, buffers.diff.data(), buffers.dist_sq.data(),
-      buffers.cost.data(), buffers.picked.data(), buffers.workspace.data());
-  caffe_mining::contrastive_backward_cpu<float>(buffers.n, buffers.dim, sim, margin, false, num_picked, 1.0f,
-                                                buffers.diff.data(), buffers.dist_sq.data(), buffers.picked.data(),
-                                                grad_a, grad_b);
+  caffe_mining::ContrastiveOptions options;
+  options.margin = margin;
+  options.mining_ratio = mining_ratio;
+  const caffe_mining::ContrastivePairs<float> pairs = {buffers.diff.data(), buffers.dist_sq.data(),
+                                                       buffers.cost.data(), buffers.picked.data()};
+  float loss = 0.0f;
+  caffe_mining::contrastive_forward_cpu<float>(buffers.n, buffers.dim, a, b, sim, options, pairs,
+                                               buffers.workspace.data(), &loss);
+  caffe_mining::contrastive_backward_cpu<float>(buffers.n, buffers.dim, sim, options, pairs, 1.0f,
+                                                buffers.workspace.data(), grad_a, grad_b);
   return loss;
 }
 

@@ -1,7 +1,7 @@
 // Argument checks of both bindings, the CPU one (_core.cpp) and the CUDA one (_core_cuda.cpp): the same exception
 // and the same text for the same bad argument. Device arrays give their shapes through __cuda_array_interface__, so
 // these helpers take shape vectors and dtype names; the option rules themselves are the core's
-// (caffe_mining/option_checks.hpp and the losses' *_options_problem).
+// (caffe_mining/common/option_checks.hpp and the losses' options' validate()).
 #ifndef CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 #define CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 
@@ -16,8 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "caffe_mining/common/option_checks.hpp"
+#include "caffe_mining/contrastive_mining.hpp"
 #include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/option_checks.hpp"
 
 namespace caffe_mining_bindings {
 
@@ -181,6 +182,29 @@ inline caffe_mining::HardNetLossType parse_loss_type(std::string name) {
   if (name == "SOFTMAX") return caffe_mining::HardNetLossType::kSoftmax;
   if (name == "CONTRASTIVE") return caffe_mining::HardNetLossType::kContrastive;
   throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
+}
+
+/// The contrastive options of the bindings' keywords.
+inline caffe_mining::ContrastiveOptions contrastive_options(double margin, bool legacy_version, int mining_ratio) {
+  caffe_mining::ContrastiveOptions options;
+  options.margin = margin;
+  options.legacy_version = legacy_version;
+  options.mining_ratio = mining_ratio;
+  return options;
+}
+
+/// The HardNet options of the bindings' keywords (enum names as caffe.proto spells them, any case).
+inline caffe_mining::HardNetOptions hardnet_options(double margin, bool anchor_swap, const std::string& batch_reduce,
+                                                    const std::string& loss_type, double eps,
+                                                    double duplicate_threshold) {
+  caffe_mining::HardNetOptions options;
+  options.margin = margin;
+  options.anchor_swap = anchor_swap;
+  options.batch_reduce = parse_batch_reduce(batch_reduce);
+  options.loss_type = parse_loss_type(loss_type);
+  options.eps = eps;
+  options.duplicate_threshold = duplicate_threshold;
+  return options;
 }
 
 inline void check_hardnet_rows(int n) {

@@ -34,8 +34,6 @@ namespace {
 using caffe_mining_bindings::CArray;
 using caffe_mining_bindings::dense_class_ids;
 using caffe_mining_bindings::FeatureShape;
-using caffe_mining_bindings::parse_batch_reduce;
-using caffe_mining_bindings::parse_loss_type;
 using caffe_mining_bindings::per_row_values;
 using caffe_mining_bindings::raise_if;
 
@@ -89,13 +87,14 @@ py::array_t<T> new_like(const py::array& x) {
 // MiningContrastiveLoss
 
 template <typename T>
-py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, const py::object& sim_in, double margin,
-                      bool legacy_version, int mining_ratio, double loss_weight, bool backward, bool check_finite) {
+py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, const py::object& sim_in,
+                      const caffe_mining::ContrastiveOptions& options, double loss_weight, bool backward,
+                      bool check_finite) {
   const FeatureShape shape = feature_shape(feat_in, "feat");
   const int n = shape.n, dim = shape.dim;
   const CArray<T> feat = CArray<T>::ensure(feat_in);
   const CArray<T> feat_p = CArray<T>::ensure(feat_p_in);
-  raise_if(caffe_mining::contrastive_options_problem<T>(margin, mining_ratio));
+  raise_if(options.validate<T>());
   const CArray<T> sim = per_row_values<T>(sim_in, "sim", n);
   if (check_finite) {
     check_finite_values(feat, "feat", dim);
@@ -104,11 +103,11 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
   const int invalid = caffe_mining::find_invalid_label_cpu(sim.data(), n);
   if (invalid >= 0) caffe_mining_bindings::throw_invalid_sim(invalid, sim.data()[invalid]);
 
-  const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
   std::vector<T> diff(static_cast<size_t>(n) * dim), dist_sq(n);
   py::array_t<T> cost(n);
   std::vector<int> picked(n);
-  std::vector<uint64_t> workspace(caffe_mining::contrastive_workspace_bytes_cpu(n) / sizeof(uint64_t) + 1);
+  std::vector<uint64_t> workspace(
+      caffe_mining::contrastive_workspace_bytes(n, options, caffe_mining::Device::kCpu) / sizeof(uint64_t) + 1);
   py::object grad_feat = py::none(), grad_feat_p = py::none();
   py::array_t<T> grad_a, grad_b;
   if (backward) {
@@ -119,17 +118,16 @@ py::tuple contrastive(const py::array& feat_in, const py::array& feat_p_in, cons
   }
   T loss;
   {
-    T* cost_data = cost.mutable_data();
+    const caffe_mining::ContrastivePairs<T> pairs = {diff.data(), dist_sq.data(), cost.mutable_data(),
+                                                     picked.data()};
     T* grad_a_data = backward ? grad_a.mutable_data() : nullptr;
     T* grad_b_data = backward ? grad_b.mutable_data() : nullptr;
     py::gil_scoped_release release;
-    loss = caffe_mining::contrastive_forward_cpu<T>(n, dim, feat.data(), feat_p.data(), sim.data(), T(margin),
-                                                    legacy_version, num_picked, diff.data(), dist_sq.data(),
-                                                    cost_data, picked.data(), workspace.data());
+    caffe_mining::contrastive_forward_cpu<T>(n, dim, feat.data(), feat_p.data(), sim.data(), options, pairs,
+                                             workspace.data(), &loss);
     if (backward) {
-      caffe_mining::contrastive_backward_cpu<T>(n, dim, sim.data(), T(margin), legacy_version, num_picked,
-                                                T(loss_weight), diff.data(), dist_sq.data(), picked.data(),
-                                                grad_a_data, grad_b_data);
+      caffe_mining::contrastive_backward_cpu<T>(n, dim, sim.data(), options, pairs, T(loss_weight),
+                                                workspace.data(), grad_a_data, grad_b_data);
     }
   }
   py::array_t<bool> picked_mask(n);
@@ -142,17 +140,15 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
                                   bool backward, bool check_finite) {
   const py::array feat = as_array(feat_in, "feat");
   const py::array feat_p = as_array(feat_p_in, "feat_p");
-  raise_if(caffe_mining::contrastive_options_problem<double>(margin, mining_ratio));
+  const caffe_mining::ContrastiveOptions options =
+      caffe_mining_bindings::contrastive_options(margin, legacy_version, mining_ratio);
+  raise_if(options.validate<double>());
   raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
   feature_shape(feat, "feat");
   const bool single = is_float32(feat, "feat");
   check_same(feat, "feat", feat_p, "feat_p");
-  if (single) {
-    return contrastive<float>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
-                              check_finite);
-  }
-  return contrastive<double>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
-                             check_finite);
+  if (single) return contrastive<float>(feat, feat_p, sim, options, loss_weight, backward, check_finite);
+  return contrastive<double>(feat, feat_p, sim, options, loss_weight, backward, check_finite);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -164,10 +160,11 @@ void check_dtype_name(const std::string& dtype) {
   }
 }
 
-std::string hardnet_options_problem(const caffe_mining::HardNetOptions& options, const std::string& dtype) {
+/// Why `options` cannot be used in `dtype` ('float32' | 'float64'), or "".
+template <typename Options>
+std::string options_problem(const Options& options, const std::string& dtype) {
   check_dtype_name(dtype);
-  return dtype == "float32" ? caffe_mining::hardnet_options_problem<float>(options)
-                            : caffe_mining::hardnet_options_problem<double>(options);
+  return dtype == "float32" ? options.template validate<float>() : options.template validate<double>();
 }
 
 template <typename T>
@@ -187,7 +184,7 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
   CArray<T> labels, uniforms;
   const bool has_labels = !labels_in.is_none();
   const bool has_uniforms = options.batch_reduce == caffe_mining::HardNetBatchReduce::kRandom;
-  raise_if(caffe_mining::hardnet_options_problem<T>(options));
+  raise_if(options.validate<T>());
   if (has_labels) labels = dense_class_ids<T>(labels_in, n);
   if (has_uniforms) {
     if (uniforms_in.is_none()) caffe_mining_bindings::throw_missing_uniforms();
@@ -251,15 +248,10 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
                        bool backward, bool check_finite) {
   const py::array anchor = as_array(anchor_in, "anchor");
   const py::array positive = as_array(positive_in, "positive");
-  caffe_mining::HardNetOptions options;
   raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = parse_batch_reduce(batch_reduce);
-  options.loss_type = parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
-  raise_if(hardnet_options_problem(options, "float64"));
+  const caffe_mining::HardNetOptions options = caffe_mining_bindings::hardnet_options(
+      margin, anchor_swap, batch_reduce, loss_type, eps, duplicate_threshold);
+  raise_if(options.validate<double>());
   feature_shape(anchor, "anchor");
   const bool single = is_float32(anchor, "anchor");
   check_same(anchor, "anchor", positive, "positive");
@@ -272,20 +264,13 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
 std::string hardnet_options_problem_py(double margin, bool anchor_swap, const std::string& batch_reduce,
                                        const std::string& loss_type, double eps, double duplicate_threshold,
                                        const std::string& dtype) {
-  caffe_mining::HardNetOptions options;
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = parse_batch_reduce(batch_reduce);
-  options.loss_type = parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
-  return hardnet_options_problem(options, dtype);
+  return options_problem(caffe_mining_bindings::hardnet_options(margin, anchor_swap, batch_reduce, loss_type, eps,
+                                                               duplicate_threshold),
+                         dtype);
 }
 
 std::string contrastive_options_problem_py(double margin, int mining_ratio, const std::string& dtype) {
-  check_dtype_name(dtype);
-  return dtype == "float32" ? caffe_mining::contrastive_options_problem<float>(margin, mining_ratio)
-                            : caffe_mining::contrastive_options_problem<double>(margin, mining_ratio);
+  return options_problem(caffe_mining_bindings::contrastive_options(margin, false, mining_ratio), dtype);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -371,7 +356,7 @@ py::tuple margin(const py::array& embedding_in, const py::object& labels_in, con
   const std::size_t slots = static_cast<std::size_t>(capacity > 0 ? capacity : 1);
   std::vector<int> triplets(3 * slots), anchor_count(n), anchor_offset(n), counts(2);
   std::vector<T> pos_dist(slots), neg_dist(slots);
-  std::vector<uint64_t> workspace(caffe_mining::margin_workspace_bytes<T>(n, false) / sizeof(uint64_t) + 1);
+  std::vector<uint64_t> workspace(caffe_mining::margin_workspace_bytes<T>(n, options, caffe_mining::Device::kCpu) / sizeof(uint64_t) + 1);
   caffe_mining::MarginMining<T> mining;
   mining.triplets = triplets.data();
   mining.pos_dist = pos_dist.data();
@@ -450,6 +435,8 @@ Returns:
     (loss: float, grad_feat, grad_feat_p (like feat, or None), picked: (N,) bool, cost: (N,) feat's dtype).
 )doc");
 
+  m.def("hardnet_cpu_lanes", &caffe_mining::hardnet_cpu_lanes,
+        "Lanes of the CPU's float row scan of HardNet (8: AVX2, 4: SSE2; CAFFE_MINING_CPU_LANES=sse2 forces 4).");
   m.def("hardnet_options_problem", &hardnet_options_problem_py, py::kw_only(), py::arg("margin") = 1.0,
         py::arg("anchor_swap") = false, py::arg("batch_reduce") = "MIN", py::arg("loss_type") = "TRIPLET_MARGIN",
         py::arg("eps") = 1e-6, py::arg("duplicate_threshold") = 0.008, py::arg("dtype") = "float64",

@@ -36,6 +36,7 @@ def hardnet_loss(
     check_finite: bool = True,
 ) -> Tuple[float, Optional[np.ndarray], Optional[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            np.ndarray]: ...
+def hardnet_cpu_lanes() -> int: ...
 def hardnet_options_problem(
     *,
     margin: float = ...,

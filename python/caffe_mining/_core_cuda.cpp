@@ -157,6 +157,14 @@ struct DeviceContext {
   cudaEvent_t producer_done = nullptr;
   std::unique_ptr<DeviceBuffer> scratch;
 
+  /// The core's view: this module's stream and cuBLAS handle.
+  caffe_mining::CudaContext core() const {
+    caffe_mining::CudaContext context;
+    context.stream = stream;
+    context.cublas = cublas;
+    return context;
+  }
+
   /// At least `bytes` of scratch (contents undefined), reallocated only to grow.
   void* reserve(std::size_t bytes) {
     if (!scratch || scratch->bytes() < bytes) {
@@ -360,15 +368,15 @@ void finish(DeviceContext& ctx, const char* what) {
 // MiningContrastiveLoss
 
 template <typename T>
-py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const py::object& sim_in, double margin,
-                      bool legacy_version, int mining_ratio, double loss_weight, bool backward, bool check_finite) {
+py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const py::object& sim_in,
+                      const caffe_mining::ContrastiveOptions& options, double loss_weight, bool backward,
+                      bool check_finite) {
   const FeatureShape shape = checks::feature_shape(feat.shape, "feat");
   const int n = shape.n, dim = shape.dim;
   DeviceContext& ctx = context_for(feat.device);
   wait_for_producer(ctx, feat);
   wait_for_producer(ctx, feat_p);
 
-  const int num_picked = caffe_mining::num_picked_pairs(n, mining_ratio);
   const std::size_t rows = static_cast<std::size_t>(n);
   // Two passes: the first sizes the scratch, the second carves it.
   struct Pieces {
@@ -390,12 +398,13 @@ py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const 
     p.sim = carver.take<T>(rows);
     p.first_invalid = carver.take<int>(1);
     p.flag = carver.take<unsigned long long>(1);
-    p.workspace = carver.take<char>(caffe_mining::contrastive_workspace_bytes_gpu(n));
+    p.workspace =
+        carver.take<char>(caffe_mining::contrastive_workspace_bytes(n, options, caffe_mining::Device::kGpu));
     return carver.bytes();
   };
   carve(static_cast<char*>(ctx.reserve(carve(nullptr))));
 
-  checks::raise_if(caffe_mining::contrastive_options_problem<T>(margin, mining_ratio));
+  checks::raise_if(options.validate<T>());
   bool sim_on_device = false;
   const T* sim_data = device_rows<T>(ctx, sim_in, "sim", n, p.sim, &sim_on_device, [&](const py::object& host) {
     return checks::per_row_values<T>(host, "sim", n);
@@ -406,7 +415,7 @@ py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const 
     check_finite_features(ctx, a, n, dim, "feat", p.flag);
     check_finite_features(ctx, b, n, dim, "feat_p", p.flag);
   }
-  caffe_mining::find_invalid_label_gpu(sim_data, n, p.first_invalid, ctx.stream);
+  caffe_mining::find_invalid_label_gpu(ctx.core(), sim_data, n, p.first_invalid);
   check_cuda(cudaGetLastError(), "find_invalid_label_gpu");
   const int invalid = value_at(ctx, p.first_invalid, 0);
   if (invalid < n) checks::throw_invalid_sim(invalid, value_at(ctx, sim_data, invalid));
@@ -423,14 +432,12 @@ py::tuple contrastive(const DeviceInput& feat, const DeviceInput& feat_p, const 
     grad_feat = py::cast(std::move(ga));
     grad_feat_p = py::cast(std::move(gb));
   }
-  caffe_mining::contrastive_forward_gpu<T>(n, dim, a, b, sim_data, T(margin), legacy_version, num_picked, p.diff,
-                                           p.dist_sq, static_cast<T*>(cost.data()), p.picked, p.workspace, p.loss,
-                                           ctx.stream);
+  const caffe_mining::ContrastivePairs<T> pairs = {p.diff, p.dist_sq, static_cast<T*>(cost.data()), p.picked};
+  caffe_mining::contrastive_forward_gpu<T>(ctx.core(), n, dim, a, b, sim_data, options, pairs, p.workspace, p.loss);
   check_cuda(cudaGetLastError(), "contrastive_forward_gpu");
   if (backward) {
-    caffe_mining::contrastive_backward_gpu<T>(n, dim, sim_data, T(margin), legacy_version, num_picked,
-                                              T(loss_weight), p.diff, p.dist_sq, p.picked, grad_a, grad_b,
-                                              ctx.stream);
+    caffe_mining::contrastive_backward_gpu<T>(ctx.core(), n, dim, sim_data, options, pairs, T(loss_weight),
+                                              p.workspace, grad_a, grad_b);
     check_cuda(cudaGetLastError(), "contrastive_backward_gpu");
   }
   checks::int_to_bool(p.picked, static_cast<bool*>(picked.data()), n, ctx.stream);
@@ -444,19 +451,16 @@ py::tuple mining_contrastive_loss(const py::object& feat_in, const py::object& f
                                   bool backward, bool check_finite) {
   const DeviceInput feat = read_feature(feat_in, "feat", "feat");
   const DeviceInput feat_p = read_feature(feat_p_in, "feat_p", "feat");
-  checks::raise_if(caffe_mining::contrastive_options_problem<double>(margin, mining_ratio));
+  const caffe_mining::ContrastiveOptions options = checks::contrastive_options(margin, legacy_version, mining_ratio);
+  checks::raise_if(options.validate<double>());
   checks::raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
   checks::feature_shape(feat.shape, "feat");
   const bool single = checks::is_float32(feat.dtype, "feat");
   checks::check_same(feat.dtype, feat.shape, "feat", feat_p.dtype, feat_p.shape, "feat_p");
   if (feat_p.device != feat.device) throw py::value_error("feat_p must be on the device of feat");
   DeviceGuard guard(feat.device);
-  if (single) {
-    return contrastive<float>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
-                              check_finite);
-  }
-  return contrastive<double>(feat, feat_p, sim, margin, legacy_version, mining_ratio, loss_weight, backward,
-                             check_finite);
+  if (single) return contrastive<float>(feat, feat_p, sim, options, loss_weight, backward, check_finite);
+  return contrastive<double>(feat, feat_p, sim, options, loss_weight, backward, check_finite);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -514,7 +518,7 @@ py::tuple hardnet(const DeviceInput& anchor, const DeviceInput& positive, const 
     check_finite_features(ctx, a, n, dim, "anchor", p.flag);
     check_finite_features(ctx, pos, n, dim, "positive", p.flag);
   }
-  checks::raise_if(caffe_mining::hardnet_options_problem<T>(options));
+  checks::raise_if(options.validate<T>());
   const T* labels = nullptr;
   if (!labels_in.is_none()) {  // dense class ids, made on the host as _core makes them (N values go there and back)
     const py::object given = is_device_array(labels_in) ? py::object(host_copy(ctx, read_device_array(labels_in,
@@ -567,12 +571,12 @@ py::tuple hardnet(const DeviceInput& anchor, const DeviceInput& positive, const 
     grad_anchor = py::cast(std::move(ga));
     grad_positive = py::cast(std::move(gp));
   }
-  caffe_mining::hardnet_forward_gpu<T>(ctx.cublas, ctx.stream, n, dim, a, pos, labels, uniforms, options, mining,
-                                       p.scratch, p.loss);
+  caffe_mining::hardnet_forward_gpu<T>(ctx.core(), n, dim, a, pos, labels, uniforms, options, mining, p.scratch,
+                                       p.loss);
   check_cuda(cudaGetLastError(), "hardnet_forward_gpu");
   if (backward) {
-    caffe_mining::hardnet_backward_gpu<T>(ctx.cublas, ctx.stream, n, dim, a, pos, labels, options, mining,
-                                          T(loss_weight), p.scratch, grad_a, grad_p);
+    caffe_mining::hardnet_backward_gpu<T>(ctx.core(), n, dim, a, pos, labels, options, mining, T(loss_weight),
+                                          p.scratch, grad_a, grad_p);
     check_cuda(cudaGetLastError(), "hardnet_backward_gpu");
   }
   checks::widen_to_int64(p.neg_index, static_cast<int64_t*>(index_out.data()), n, ctx.stream);
@@ -591,14 +595,9 @@ py::tuple hardnet_loss(const py::object& anchor_in, const py::object& positive_i
   const DeviceInput anchor = read_feature(anchor_in, "anchor", "anchor");
   const DeviceInput positive = read_feature(positive_in, "positive", "anchor");
   checks::raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
-  caffe_mining::HardNetOptions options;
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = checks::parse_batch_reduce(batch_reduce);
-  options.loss_type = checks::parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
-  checks::raise_if(caffe_mining::hardnet_options_problem<double>(options));
+  const caffe_mining::HardNetOptions options =
+      checks::hardnet_options(margin, anchor_swap, batch_reduce, loss_type, eps, duplicate_threshold);
+  checks::raise_if(options.validate<double>());
   checks::feature_shape(anchor.shape, "anchor");
   const bool single = checks::is_float32(anchor.dtype, "anchor");
   checks::check_same(anchor.dtype, anchor.shape, "anchor", positive.dtype, positive.shape, "positive");

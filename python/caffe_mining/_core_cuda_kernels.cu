@@ -4,17 +4,15 @@
 #include <cmath>
 
 #include "_core_cuda_kernels.hpp"
+#include "caffe_mining/common/launch.hpp"
 
 namespace caffe_mining_bindings {
 
 namespace {
 
-constexpr int kThreads = 256;
+using caffe_mining::kThreads;
 
-int blocks_for(long long count) {
-  const long long blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < 4096 ? (blocks > 0 ? blocks : 1) : 4096);  // grid-stride loops beyond that
-}
+int blocks_for(long long count) { return caffe_mining::blocks_for(static_cast<std::size_t>(count)); }
 
 template <typename T>
 __device__ bool outside_unit_interval(T x) {

@@ -3,11 +3,12 @@
 //   contrastive_gpu_emulation select   <float|double> <seed> [plant]  the radix select (digit_histogram_kernel with
 //                                                                     the kinds in shared memory, choose_digit_kernel,
 //                                                                     mark_picked_kernel) against the CPU's picks
-//   contrastive_gpu_emulation backward <float|double> <seed> [plant]  the backward's flag protocol (slot in the first
-//                                                                     gradient element, written last) against the CPU
-//                                                                     gradients, and NaN everywhere for a bad pair
+//   contrastive_gpu_emulation backward <float|double> <seed> [plant]  the backward (nonfinite_pairs_kernel's flag in
+//                                                                     the workspace, backward_kernel's elements)
+//                                                                     against the CPU gradients, and NaN everywhere
+//                                                                     for a bad pair
 // Prints "cases=<c> compared=<k> mismatches=<m>" last. plant: select: index_order (equal costs by higher index
-// first); backward: slot_early (element 0 written with the others, before the flag is read back).
+// first); backward: flag_ignored (the elements do not read the workspace's flag).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -84,9 +85,14 @@ int run_select(std::mt19937_64& rng) {
       for (int i = 0; i < n; ++i) sim[i] = variant < 3 ? Dtype(rng() % 2) : Dtype(variant == 5 || i % 17 == 3);
       const int num_picked = num_picked_pairs(n, ratio);
       std::vector<int> cpu(n);
-      std::vector<uint64_t> workspace(contrastive_workspace_bytes_cpu(n) / 8 + 1);
-      contrastive_forward_cpu(n, dim, a.data(), b.data(), sim.data(), Dtype(1), legacy, num_picked, diff.data(),
-                              dist_sq.data(), cost.data(), cpu.data(), workspace.data());
+      ContrastiveOptions options;
+      options.legacy_version = legacy;
+      options.mining_ratio = ratio;
+      std::vector<uint64_t> workspace(contrastive_workspace_bytes(n, options, Device::kCpu) / 8 + 1);
+      Dtype loss;
+      contrastive_forward_cpu(n, dim, a.data(), b.data(), sim.data(), options,
+                              ContrastivePairs<Dtype>{diff.data(), dist_sq.data(), cost.data(), cpu.data()},
+                              workspace.data(), &loss);
       const std::vector<int> emulated = radix_picked(sim, cost, num_picked);
       for (int i = 0; i < n; ++i) expect(emulated[i] == cpu[i], "picked", cases, i);
       ++cases;
@@ -95,46 +101,30 @@ int run_select(std::mt19937_64& rng) {
   return cases;
 }
 
-template <typename Dtype>
-bool is_finite(Dtype x) {
-  return x - x == Dtype(0);
-}
-
-// nonfinite_pairs_kernel, backward_kernel, backward_first_kernel in queue order, on one buffer pair.
+// nonfinite_pairs_kernel then backward_kernel, in queue order: the flag lives in the workspace
+// (ContrastiveGpuWorkspace::backward_nonfinite), each element comes from the shared element functions.
 template <typename Dtype>
 void emulate_backward(int n, int dim, const Dtype* sim, Dtype margin, bool legacy, int num_picked, Dtype loss_grad,
-                      const Dtype* diff, const Dtype* dist_sq, const int* picked, Dtype* grad_a, Dtype* grad_b) {
-  const Dtype alpha = num_picked > 0 ? loss_grad / static_cast<Dtype>(num_picked) : Dtype(0);
-  Dtype* slot_buffer = grad_a ? grad_a : grad_b;
-  auto read_slot = [&]() {
-    int flag;
-    std::memcpy(&flag, slot_buffer, sizeof(int));
-    return flag != 0;
-  };
-  auto write_slot = [&](int flag) { std::memcpy(slot_buffer, &flag, sizeof(int)); };
-  auto element = [&](std::size_t idx, bool nonfinite) {
-    if (nonfinite) return Dtype(NAN);
-    const std::size_t i = idx / dim;
-    const Dtype factor =
-        picked[i] ? contrastive_diff_factor(dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha) : Dtype(0);
-    return factor != Dtype(0) ? factor * diff[idx] : Dtype(0);
-  };
-  const std::size_t count = static_cast<std::size_t>(n) * dim;
-  write_slot(0);
+                      const Dtype* diff, const Dtype* dist_sq, const int* picked, ContrastiveGpuWorkspace* workspace,
+                      Dtype* grad_a, Dtype* grad_b) {
+  const Dtype alpha = contrastive_gradient_scale(loss_grad, num_picked);
+  workspace->backward_nonfinite = 0;
   for (int i = 0; i < n; ++i) {
-    if (!is_finite(dist_sq[i])) write_slot(1);
+    if (!math::is_finite(dist_sq[i])) workspace->backward_nonfinite = 1;
   }
-  const bool early = g_plant == "slot_early";
+  const bool nonfinite = workspace->backward_nonfinite != 0 && g_plant != "flag_ignored";
+  const std::size_t count = static_cast<std::size_t>(n) * dim;
   for (std::size_t idx = 0; idx < count; ++idx) {
-    const bool nonfinite = read_slot();  // each thread reads the slot (before element 0 is written)
-    const Dtype g = element(idx, nonfinite);
-    if (grad_a && (idx != 0 || early)) grad_a[idx] = g;
-    if (grad_b && (idx != 0 || grad_a || early)) grad_b[idx] = -g;
+    Dtype g = Dtype(NAN);
+    if (!nonfinite) {
+      const std::size_t i = idx / dim;
+      const Dtype factor =
+          contrastive_pair_factor(picked[i] != 0, dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha);
+      g = contrastive_gradient(factor, diff[idx]);
+    }
+    if (grad_a) grad_a[idx] = g;
+    if (grad_b) grad_b[idx] = -g;
   }
-  const Dtype g = element(0, read_slot());
-  if (early) return;
-  if (grad_a) grad_a[0] = g;
-  else grad_b[0] = -g;
 }
 
 template <typename Dtype>
@@ -159,16 +149,21 @@ int run_backward(std::mt19937_64& rng) {
       }
       if (bad) a[static_cast<int>(unit(rng) * n) * dim] = Dtype(INFINITY);
       for (int i = 0; i < n; ++i) sim[i] = Dtype(rng() % 2);
-      const int num_picked = num_picked_pairs(n, 1 + variant % 3);
+      ContrastiveOptions options;
+      options.legacy_version = legacy;
+      options.mining_ratio = 1 + variant % 3;
+      const int num_picked = num_picked_pairs(n, options.mining_ratio);
       std::vector<int> picked(n);
-      std::vector<uint64_t> workspace(contrastive_workspace_bytes_cpu(n) / 8 + 1);
-      contrastive_forward_cpu(n, dim, a.data(), b.data(), sim.data(), Dtype(1), legacy, num_picked, diff.data(),
-                              dist_sq.data(), cost.data(), picked.data(), workspace.data());
+      std::vector<uint64_t> workspace(contrastive_workspace_bytes(n, options, Device::kCpu) / 8 + 1);
+      const ContrastivePairs<Dtype> pairs = {diff.data(), dist_sq.data(), cost.data(), picked.data()};
+      Dtype loss;
+      contrastive_forward_cpu(n, dim, a.data(), b.data(), sim.data(), options, pairs, workspace.data(), &loss);
       std::vector<Dtype> cpu_a(n * dim), cpu_b(n * dim), emu_a(n * dim, Dtype(7)), emu_b(n * dim, Dtype(7));
-      contrastive_backward_cpu(n, dim, sim.data(), Dtype(1), legacy, num_picked, Dtype(0.75), diff.data(),
-                               dist_sq.data(), picked.data(), cpu_a.data(), cpu_b.data());
+      contrastive_backward_cpu(n, dim, sim.data(), options, pairs, Dtype(0.75), nullptr, cpu_a.data(), cpu_b.data());
+      ContrastiveGpuWorkspace gpu_workspace;
       emulate_backward(n, dim, sim.data(), Dtype(1), legacy, num_picked, Dtype(0.75), diff.data(), dist_sq.data(),
-                       picked.data(), which == 2 ? nullptr : emu_a.data(), which == 1 ? nullptr : emu_b.data());
+                       picked.data(), &gpu_workspace, which == 2 ? nullptr : emu_a.data(),
+                       which == 1 ? nullptr : emu_b.data());
       for (int k = 0; k < n * dim; ++k) {
         // A non-finite pair: NaN everywhere (the policy); else the CPU's bits.
         if (which != 2) expect(bad ? std::isnan(emu_a[k]) : same_bits(emu_a[k], cpu_a[k]), "grad_a", cases, k);

@@ -73,7 +73,7 @@ void emulate_squared_min_rows(int n, const Dtype* dots, const Dtype* sq_norm_a, 
     for (int lane = 0; lane < kWarp; ++lane) {
       lanes[lane] = squared_minimum_start<Dtype>();
       for (int j = lane; j < n; j += kWarp) {
-        const Dtype x = hardnet_squared_distance(sq_norm_a[i], sq_norm_p[j], row[j], eps);
+        const Dtype x = squared_distance_from_dot(sq_norm_a[i], sq_norm_p[j], row[j], eps);
         squared_minimum_add(&lanes[lane], squared_valid(labels, i, j, x, x_threshold), x);
       }
     }
@@ -85,13 +85,13 @@ void emulate_squared_min_rows(int n, const Dtype* dots, const Dtype* sq_norm_a, 
     const SquaredMinimum<Dtype> share = lanes[0];
     int chosen = -1;
     if (share.count > 0) {
-      const Dtype x_max = hardnet_largest_with_same_root(share.x_min);
+      const Dtype x_max = largest_with_same_root(share.x_min);
       for (int start = 0; start < n && chosen < 0; start += kWarp) {
         unsigned int hits = 0;
         for (int lane = 0; lane < kWarp; ++lane) {
           const int j = start + lane;
           if (j >= n) continue;
-          const Dtype x = hardnet_squared_distance(sq_norm_a[i], sq_norm_p[j], row[j], eps);
+          const Dtype x = squared_distance_from_dot(sq_norm_a[i], sq_norm_p[j], row[j], eps);
           if (squared_valid(labels, i, j, x, x_threshold) && x <= x_max) hits |= 1u << lane;
         }
         if (hits != 0u) {
@@ -106,9 +106,9 @@ void emulate_squared_min_rows(int n, const Dtype* dots, const Dtype* sq_norm_a, 
         }
       }
     }
-    const Dtype pos = hardnet_sqrt(hardnet_squared_distance(sq_norm_a[i], sq_norm_p[i], row[i], eps));
+    const Dtype pos = math::sqrt(squared_distance_from_dot(sq_norm_a[i], sq_norm_p[i], row[i], eps));
     HardNetCandidate<Dtype> cand = {Dtype(0), false, false};
-    if (chosen >= 0) cand = {hardnet_sqrt(share.x_min), true, false};
+    if (chosen >= 0) cand = {math::sqrt(share.x_min), true, false};
     write_row(mining, i, pos, share.count, chosen, cand, Dtype(0), Dtype(0), options);
   }
 }
@@ -212,7 +212,7 @@ void emulate_gather_backward(int n, int dim, const Dtype* anchor, const Dtype* p
     key[i] = scatter_key(mining, n, i, scale);
     if (key[i] >= 0) ++incoming[key[i] >= n ? key[i] - n : key[i]];
   }
-  const bool nonfinite = !is_finite(mining.pos_dist[0]);
+  const bool nonfinite = !math::is_finite(mining.pos_dist[0]);
   for (int r = 0; r < n; ++r) {
     Dtype* da = anchor_diff + static_cast<std::size_t>(r) * dim;
     Dtype* dp = positive_diff + static_cast<std::size_t>(r) * dim;
@@ -336,14 +336,14 @@ int run_forward(std::mt19937_64& rng) {
           for (int j = 0; j < n; ++j) {
             const Dtype entry = cpu.dist[static_cast<std::size_t>(i) * n + j];
             distance_of_dot[static_cast<std::size_t>(i) * n + j] =
-                hardnet_distance(scratch[i], scratch[n + j], entry, static_cast<Dtype>(options.eps));
+                distance_from_dot(scratch[i], scratch[n + j], entry, static_cast<Dtype>(options.eps));
           }
         }
       }
       if (options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap) {
         emulate_squared_min_rows(n, cpu.dist.data(), scratch.data(), scratch.data() + n, labels,
                                  static_cast<Dtype>(options.eps),
-                                 hardnet_squared_threshold(static_cast<Dtype>(options.duplicate_threshold)),
+                                 squared_threshold(static_cast<Dtype>(options.duplicate_threshold)),
                                  options, emulated.view());
       } else {
         const bool average_matrix = options.batch_reduce == HardNetBatchReduce::kAverage;
@@ -377,7 +377,7 @@ int run_forward(std::mt19937_64& rng) {
 }
 
 // Mining outputs as a forward could leave them, drawn directly: most rows pick one of three hub negatives, some are
-// empty, some coefficients are 0, and distances may be 0 (hardnet_safe_div).
+// empty, some coefficients are 0, and distances may be 0 (math::safe_div).
 template <typename Dtype>
 void random_mining(std::mt19937_64& rng, int n, bool anchor_swap, MiningBuffers<Dtype>* m) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
@@ -464,7 +464,8 @@ int run_policy() {
     ++c;
   }
   ++g_compared;  // is_finite
-  if (is_finite(Dtype(INFINITY)) || is_finite(Dtype(NAN)) || !is_finite(std::numeric_limits<Dtype>::max())) {
+  if (math::is_finite(Dtype(INFINITY)) || math::is_finite(Dtype(NAN)) ||
+      !math::is_finite(std::numeric_limits<Dtype>::max())) {
     ++g_mismatches;
     std::printf("is_finite is wrong\n");
   }

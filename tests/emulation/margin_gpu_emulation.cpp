@@ -48,9 +48,9 @@ struct Buffers {
   std::vector<int> triplets, anchor_count, anchor_offset, counts;
   std::vector<Dtype> pos_dist, neg_dist;
   std::vector<double> workspace;
-  Buffers(int n, int capacity, bool gpu)
+  Buffers(int n, int capacity, const MarginOptions& options, Device device)
       : triplets(3 * static_cast<std::size_t>(capacity), -7), anchor_count(n), anchor_offset(n), counts(2),
-        pos_dist(capacity), neg_dist(capacity), workspace(margin_workspace_bytes<Dtype>(n, gpu) / 8 + 1) {}
+        pos_dist(capacity), neg_dist(capacity), workspace(margin_workspace_bytes<Dtype>(n, options, device) / 8 + 1) {}
   MarginMining<Dtype> view() {
     return {triplets.data(), pos_dist.data(), neg_dist.data(), anchor_count.data(), anchor_offset.data(),
             counts.data()};
@@ -149,7 +149,7 @@ void run_case(int c, std::mt19937* engine) {
   const uint64_t iteration = pick(*engine) % 50;
   const Dtype loss_weight = Dtype(0.75);
 
-  Buffers<Dtype> cpu(n, slots, false), gpu(n, slots, true);
+  Buffers<Dtype> cpu(n, slots, o, Device::kCpu), gpu(n, slots, o, Device::kGpu);
   Dtype cpu_loss, gpu_loss;
   std::vector<Dtype> cpu_grad(x.size()), gpu_grad(x.size()), cpu_beta(beta.size()), gpu_beta(beta.size());
   margin_forward_cpu(n, dim, x.data(), labels.data(), beta.data(), o, iteration, capacity, cpu.view(),

@@ -54,10 +54,10 @@ void radix_pick_f64(int n, const double* cost, const double* sim, int num_picked
 uint64_t hardness_key_f32(float cost) { return caffe_mining::hardness_key(cost); }
 uint64_t hardness_key_f64(double cost) { return caffe_mining::hardness_key(cost); }
 float hardnet_distance_f32(float sq_norm_a, float sq_norm_p, float dot, float eps) {
-  return caffe_mining::hardnet_distance(sq_norm_a, sq_norm_p, dot, eps);
+  return caffe_mining::distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
 }
 double hardnet_distance_f64(double sq_norm_a, double sq_norm_p, double dot, double eps) {
-  return caffe_mining::hardnet_distance(sq_norm_a, sq_norm_p, dot, eps);
+  return caffe_mining::distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
 }
 
 }  // extern "C"

@@ -1,9 +1,10 @@
 // Caffe-free core of MiningContrastiveLoss: the contrastive loss of Hadsell et al. (2006), as Caffe's
 // ContrastiveLossLayer computes it, restricted to the hardest 1/mining_ratio of the pairs of a batch.
 //
-// Plain pointers and sizes, no allocation: the caller passes workspace whose size the *_workspace_bytes_*
-// functions give. The per-pair math is in the CM_HOST_DEVICE functions below, shared by the CPU path
-// (contrastive_mining.cpp) and the CUDA path (contrastive_mining.cu), so CPU tests cover the GPU's math.
+// Plain pointers and sizes, no allocation: the caller passes workspace whose size contrastive_workspace_bytes
+// gives. The per-pair math is in losses/contrastive_pair.hpp and the selection steps below, CM_HOST_DEVICE
+// functions shared by the CPU path (contrastive_mining.cpp) and the CUDA path (contrastive_mining.cu), so CPU tests
+// cover the GPU's math. Options: ContrastiveOptions (defaults and validate() stated once).
 //
 // Shapes: n pairs, each feature of dim values, rows contiguous (row-major n x dim).
 //   a, b     n x dim   the two features of each pair
@@ -13,6 +14,7 @@
 //   dist_sq  n         ||a - b||^2
 //   cost     n         per-pair cost (see contrastive_cost)
 //   picked   n         1 if the pair is among the mined pairs, else 0
+// (diff, dist_sq, cost and picked are the caller's ContrastivePairs buffers.)
 //
 // Loss (K = num_picked pairs, P = set of picked pairs):
 //   E = 1/(2K) * sum_{i in P} cost_i,  E = 0 when K = 0.
@@ -34,70 +36,38 @@
 
 #include <string>
 
-#include "caffe_mining/host_device.hpp"
-#include "caffe_mining/option_checks.hpp"
-
-// cudaStream_t is `struct CUstream_st*`; naming it this way keeps this header free of CUDA headers so
-// that plain C++ code (the CPU build, the Python module) can include it.
-struct CUstream_st;
+#include "caffe_mining/common/cuda_context.hpp"
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/option_checks.hpp"
+#include "caffe_mining/common/workspace.hpp"
+#include "caffe_mining/losses/contrastive_pair.hpp"
 
 namespace caffe_mining {
 
-/// CUDA stream type without CUDA headers (same type as cudaStream_t).
-typedef CUstream_st* cm_stream_t;
+/// Options of the loss (contrastive_loss_param); the defaults are caffe.proto's.
+struct ContrastiveOptions {
+  double margin = 1.0;          ///< m, any finite value (as Caffe's ContrastiveLoss)
+  bool legacy_version = false;  ///< dissimilar cost max(m - d^2, 0) instead of max(m - d, 0)^2
+  int mining_ratio = 1;         ///< keep the hardest floor(N / mining_ratio) pairs (>= 1)
 
-/// Caffe's guard against division by a zero distance in the non-legacy dissimilar gradient.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype contrastive_distance_guard() { return Dtype(1e-4); }
-
-/// Square root for float and double on host and device.
-CM_HOST_DEVICE float cm_sqrt(float x) { return sqrtf(x); }
-CM_HOST_DEVICE double cm_sqrt(double x) { return sqrt(x); }
-
-/**
- * @brief Cost of one pair, exactly as Caffe's ContrastiveLossLayer computes it.
- *
- * similar: @f$ d^2 @f$; dissimilar: @f$ \max(m - d, 0)^2 @f$ with @f$ d = \sqrt{d^2} @f$;
- * dissimilar with @p legacy: @f$ \max(m - d^2, 0) @f$.
- */
-template <typename Dtype>
-CM_HOST_DEVICE Dtype contrastive_cost(Dtype dist_sq, bool similar, Dtype margin, bool legacy) {
-  if (similar || dist_sq != dist_sq) return dist_sq;  // a NaN distance stays NaN (the hinge would hide it)
-  if (legacy) {
-    const Dtype mdist = margin - dist_sq;
-    return mdist > Dtype(0) ? mdist : Dtype(0);
+  /// Why these options cannot be used in Dtype, or "" when they can: mining_ratio >= 1 and a finite margin (any
+  /// sign), as given and once rounded to Dtype. The layer CHECKs on it and the bindings raise ValueError with it.
+  template <typename Dtype>
+  std::string validate() const {
+    if (mining_ratio < 1) return "mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio);
+    return option_finite_problem<Dtype>("margin", margin);
   }
-  const Dtype mdist = margin - cm_sqrt(dist_sq);
-  const Dtype hinge = mdist > Dtype(0) ? mdist : Dtype(0);
-  return hinge * hinge;
-}
+};
 
-/**
- * @brief Factor g such that @f$ \partial (\alpha \cdot cost / 2) / \partial a = g \, (a - b) @f$ and
- * @f$ \partial (\alpha \cdot cost / 2) / \partial b = -g \, (a - b) @f$.
- *
- * With @f$ \alpha = \lambda / K @f$ (@f$\lambda@f$ the top diff) this is the gradient of the loss
- * @f$ \lambda E @f$ for one picked pair. Written with the same operations, in the same order, as Caffe's
- * ContrastiveLossLayer::Backward_cpu (alpha, -alpha, -alpha * mdist / (d + 1e-4)), so that mining_ratio = 1
- * reproduces Caffe's gradients. At the hinge (mdist == 0) the gradient is 0, as in Caffe.
- */
+/// The per-pair buffers of a forward pass, read again by the backward pass; caller-owned, host pointers for the CPU
+/// functions and device pointers for the GPU functions. Each holds n values, diff n x dim.
 template <typename Dtype>
-CM_HOST_DEVICE Dtype contrastive_diff_factor(Dtype dist_sq, bool similar, Dtype margin, bool legacy,
-                                             Dtype alpha) {
-  if (similar) return alpha;
-  if (legacy) return (margin - dist_sq) > Dtype(0) ? -alpha : Dtype(0);
-  const Dtype dist = cm_sqrt(dist_sq);
-  const Dtype mdist = margin - dist;
-  return mdist > Dtype(0) ? -alpha * mdist / (dist + contrastive_distance_guard<Dtype>()) : Dtype(0);
-}
-
-/// Why (margin, mining_ratio) cannot be used in Dtype, or "" when they can: a finite margin (any sign, as Caffe's
-/// ContrastiveLoss) as given and once rounded to Dtype, and mining_ratio >= 1.
-template <typename Dtype>
-std::string contrastive_options_problem(double margin, int mining_ratio) {
-  if (mining_ratio < 1) return "mining_ratio must be >= 1. Got: " + std::to_string(mining_ratio);
-  return option_finite_problem<Dtype>("margin", margin);
-}
+struct ContrastivePairs {
+  Dtype* diff;     ///< a - b
+  Dtype* dist_sq;  ///< ||a - b||^2
+  Dtype* cost;     ///< contrastive_cost of each pair
+  int* picked;     ///< 1 for the mined pairs, else 0
+};
 
 /// K = floor(n / mining_ratio), the number of pairs the loss keeps. Requires mining_ratio >= 1.
 CM_HOST_DEVICE int num_picked_pairs(int n, int mining_ratio) { return n / mining_ratio; }
@@ -232,10 +202,26 @@ CM_HOST_DEVICE bool at_least_threshold(const KindSelection& s, uint64_t key, uin
   return s.k > 0 && (key > s.key_prefix || (key == s.key_prefix && inv >= s.index_prefix));
 }
 
+constexpr int kKinds = 2;  // kind 0 = dissimilar pairs, kind 1 = similar pairs
+
 }  // namespace radix
 
-/// Bytes of CPU workspace contrastive_forward_cpu needs for n pairs.
-size_t contrastive_workspace_bytes_cpu(int n);
+/// The GPU path's workspace: the selection state, the forward's and the backward's non-finite flags. Its size does
+/// not grow with n (the radix select needs only per-kind histograms).
+struct ContrastiveGpuWorkspace {
+  radix::KindSelection kind[radix::kKinds];
+  int num_similar;
+  int nonfinite;           ///< forward: 1 when some dist_sq is not finite (the loss is NaN)
+  int backward_nonfinite;  ///< backward: the same test, made again on the dist_sq it is given
+  unsigned int histogram[radix::kKinds * radix::kBins];
+};
+
+/// Bytes of workspace that contrastive_forward_* and contrastive_backward_* need for n pairs on `device`: on the CPU
+/// n hardness keys and n pair indices (8-byte aligned), on the GPU a ContrastiveGpuWorkspace (256-byte aligned).
+inline std::size_t contrastive_workspace_bytes(int n, const ContrastiveOptions& /*options*/, Device device) {
+  if (device == Device::kGpu) return aligned_bytes(sizeof(ContrastiveGpuWorkspace));
+  return static_cast<std::size_t>(n) * (sizeof(uint64_t) + sizeof(int));
+}
 
 /// Index of the first label that is neither 0 nor 1, or -1 if all are valid.
 template <typename Dtype>
@@ -246,57 +232,51 @@ int find_invalid_label_cpu(const Dtype* sim, int n);
  *
  * @param a, b       n x dim inputs
  * @param sim        n labels (0/1)
- * @param margin     m
- * @param legacy     use max(m - d^2, 0) for dissimilar pairs
- * @param num_picked K, 0 <= K <= n (num_picked_pairs(n, mining_ratio))
- * @param diff       out, n x dim, a - b
- * @param dist_sq    out, n
- * @param cost       out, n
- * @param picked     out, n, 1 for the K mined pairs, 0 otherwise
- * @param workspace  at least contrastive_workspace_bytes_cpu(n) bytes, 8-byte aligned
- * @return E = sum of picked costs / (2K), 0 when K = 0
+ * @param options    margin, legacy_version, mining_ratio (K = num_picked_pairs(n, mining_ratio)); valid ones
+ * @param pairs      out: diff, dist_sq, cost, picked (1 for the K mined pairs, 0 otherwise)
+ * @param workspace  at least contrastive_workspace_bytes(n, options, Device::kCpu) bytes, 8-byte aligned
+ * @param loss       out: E = sum of picked costs / (2K), 0 when K = 0
  *
  * Selection is O(n) (std::nth_element per kind in the harder_pair order).
  */
 template <typename Dtype>
-Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
-                              Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
-                              Dtype* cost, int* picked, void* workspace);
+void contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
+                             const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs, void* workspace,
+                             Dtype* loss);
 
 /**
  * @brief Backward pass on the CPU: gradient of @f$ \lambda E @f$ w.r.t. a and b.
  *
- * Inputs are the forward's diff, dist_sq, picked. The scale is computed inside: alpha = loss_grad / K
- * (loss_grad = @f$\lambda@f$, the top diff; K = num_picked). Rows of unpicked pairs get 0; all rows are
- * zero when K = 0. grad_b = -grad_a. Either grad pointer may be null (not computed).
+ * Reads the forward's pairs (diff, dist_sq, picked). The scale is computed inside: alpha = loss_weight / K
+ * (loss_weight = @f$\lambda@f$, the top diff). Rows of unpicked pairs get 0; all rows are zero when K = 0.
+ * grad_b = -grad_a. Either grad pointer may be null (not computed). The CPU path uses no workspace (it may be null).
  *
  * @param grad_a  out, n x dim, may be null
  * @param grad_b  out, n x dim, may be null
  */
 template <typename Dtype>
-void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
-                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
-                              const int* picked, Dtype* grad_a, Dtype* grad_b);
+void contrastive_backward_cpu(int n, int dim, const Dtype* sim, const ContrastiveOptions& options,
+                              const ContrastivePairs<Dtype>& pairs, Dtype loss_weight, void* workspace, Dtype* grad_a,
+                              Dtype* grad_b);
 
-// ---- CUDA twins: same arguments, device pointers, asynchronous on `stream`. Defined in the .cu, ----
-// ---- available only in CUDA builds.                                                             ----
+// ---- CUDA twins: the context first (common/cuda_context.hpp; no cuBLAS handle needed), then the CPU     ----
+// ---- functions' arguments as device pointers; asynchronous on the context's stream. Defined in the .cu, ----
+// ---- available only in CUDA builds.                                                                     ----
 // Launch errors are left to the caller (cudaGetLastError; Caffe's CUDA_POST_KERNEL_CHECK).
 // Deterministic: no floating-point atomics, every sum in a fixed order, so a rerun gives the same bits.
 // dist_sq is a warp's tree sum (with FMA), not cblas's dot: it can differ from the CPU's in the last bits, and so
 // can a pick between pairs whose costs are equal on one path only; equal inputs give equal costs on each path.
-// Non-finite dist_sq in any pair: the loss is NaN and the backward writes NaN into every gradient element (the
-// backward keeps its flag in the first gradient buffer's element 0 until it writes that element last).
-
-/// Bytes of device workspace contrastive_forward_gpu needs for n pairs (256-byte aligned base).
-size_t contrastive_workspace_bytes_gpu(int n);
+// Non-finite dist_sq in any pair: the loss is NaN and the backward writes NaN into every gradient element (each
+// pass keeps its flag in the workspace).
 
 /// Writes to *first_invalid (device int) the index of the first label that is neither 0 nor 1, or n if
 /// all are valid.
 template <typename Dtype>
-void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stream_t stream = 0);
+void find_invalid_label_gpu(const CudaContext& context, const Dtype* sim, int n, int* first_invalid);
 
 /**
- * @brief Forward pass on the GPU, as contrastive_forward_cpu; the loss goes to the device scalar *loss.
+ * @brief Forward pass on the GPU, as contrastive_forward_cpu; the loss goes to the device scalar *loss, the
+ * workspace is contrastive_workspace_bytes(n, options, Device::kGpu) bytes, 256-byte aligned.
  *
  * The whole selection runs on the device with no host synchronisation: a radix select over the
  * (hardness key, inverted index) bits finds, per kind, the K_kind-th hardest pair in O(n) per digit
@@ -304,17 +284,17 @@ void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stre
  * the CPU (by index); costs themselves can differ from the CPU's in the last bits (see above).
  */
 template <typename Dtype>
-void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
-                             Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
-                             Dtype* cost, int* picked, void* workspace, Dtype* loss,
-                             cm_stream_t stream = 0);
+void contrastive_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* a, const Dtype* b,
+                             const Dtype* sim, const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs,
+                             void* workspace, Dtype* loss);
 
-/// Backward pass on the GPU, as contrastive_backward_cpu (loss_grad is a host scalar). The legacy
-/// gradient includes the (a - b) factor (Caffe's own legacy GPU backward omits it).
+/// Backward pass on the GPU, as contrastive_backward_cpu (loss_weight is a host scalar); the workspace (as the
+/// forward's) holds its non-finite flag. The legacy gradient includes the (a - b) factor (Caffe's own legacy GPU
+/// backward omits it).
 template <typename Dtype>
-void contrastive_backward_gpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
-                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
-                              const int* picked, Dtype* grad_a, Dtype* grad_b, cm_stream_t stream = 0);
+void contrastive_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* sim,
+                              const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs,
+                              Dtype loss_weight, void* workspace, Dtype* grad_a, Dtype* grad_b);
 
 }  // namespace caffe_mining
 

@@ -45,18 +45,15 @@
 #include <cstddef>
 #include <string>
 
-#include "caffe_mining/host_device.hpp"
-#include "caffe_mining/option_checks.hpp"
-
-// cudaStream_t is `CUstream_st*` and cublasHandle_t is `cublasContext*`: naming them so keeps this header free of
-// CUDA headers, so plain C++ (the CPU build, the Python module) can include it.
-struct CUstream_st;
-struct cublasContext;
+#include "caffe_mining/common/cuda_context.hpp"
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/math.hpp"
+#include "caffe_mining/common/option_checks.hpp"
+#include "caffe_mining/common/workspace.hpp"
+#include "caffe_mining/distances/dot_distance.hpp"
+#include "caffe_mining/losses/hardnet_row_loss.hpp"
 
 namespace caffe_mining {
-
-/// Per-row loss; values mirror HardNetLossParameter.LossType in caffe.proto.
-enum class HardNetLossType : int { kTripletMargin = 0, kSoftmax = 1, kContrastive = 2 };
 
 /// How a row's negative is chosen; values mirror HardNetLossParameter.BatchReduce in caffe.proto.
 enum class HardNetBatchReduce : int { kMin = 0, kAverage = 1, kRandom = 2 };
@@ -69,6 +66,10 @@ struct HardNetOptions {
   HardNetLossType loss_type = HardNetLossType::kTripletMargin;
   double eps = 1e-6;                  ///< added to the squared distance inside the square root (> 0)
   double duplicate_threshold = 0.008; ///< a candidate distance below this is a duplicate, never a negative
+
+  /// Why these options cannot be used in Dtype, or "" when they can (hardnet_options_problem).
+  template <typename Dtype>
+  std::string validate() const;
 };
 
 /// Per-row results of the forward pass, read again by the backward pass. All caller-owned, host pointers for the
@@ -104,6 +105,11 @@ std::string hardnet_options_problem(const HardNetOptions& options) {
   return problem;
 }
 
+template <typename Dtype>
+std::string HardNetOptions::validate() const {
+  return hardnet_options_problem<Dtype>(*this);
+}
+
 /// Index of the first label that is not finite (NaN labels would match nothing, silently), or -1.
 template <typename Dtype>
 int hardnet_find_invalid_label(const Dtype* labels, int n) {
@@ -125,6 +131,12 @@ inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   return 5 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
 }
 
+/// Bytes of the scratch buffer (hardnet_scratch_count elements of Dtype), on either path.
+template <typename Dtype>
+std::size_t hardnet_workspace_bytes(int n, const HardNetOptions& options, Device /*device*/) {
+  return hardnet_scratch_count(n, options) * sizeof(Dtype);
+}
+
 /// The largest n whose buffers (the n x n matrix and the scratch) each hold at most INT_MAX elements, the limit of
 /// a Caffe blob: 46340 (n * n <= INT_MAX), 46339 for AVERAGE (n * n + 2n).
 inline int hardnet_max_rows(const HardNetOptions& options) {
@@ -136,118 +148,8 @@ inline int hardnet_max_rows(const HardNetOptions& options) {
 // ---------------------------------------------------------------------------------------------------------------
 // Element math shared by both paths.
 
-// float/double overloads usable on host and device (names private to this loss: other core headers have theirs).
-CM_HOST_DEVICE float hardnet_sqrt(float x) { return sqrtf(x); }
-CM_HOST_DEVICE double hardnet_sqrt(double x) { return sqrt(x); }
-CM_HOST_DEVICE float hardnet_exp(float x) { return expf(x); }
-CM_HOST_DEVICE double hardnet_exp(double x) { return exp(x); }
-CM_HOST_DEVICE float hardnet_log1p(float x) { return log1pf(x); }
-CM_HOST_DEVICE double hardnet_log1p(double x) { return log1p(x); }
-
-/// D = sqrt(max(|a|^2 + |p|^2 - 2 a.p, 0) + eps): clamped so that rounding never yields sqrt of a negative.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
-  return hardnet_sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);
-}
-
-// Mining on the squared scale (CPU: MIN and RANDOM, with or without anchor swap; GPU: MIN without anchor swap):
-// with x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps,
-// D = sqrt(x) is correctly rounded (IEEE sqrt on the CPU and, without -use_fast_math, on the device) and so
-// non-decreasing in x. Every comparison the rule makes (D against the duplicate threshold, the row's smallest D) can
-// then be made on x with exact bounds, and the square root is taken for the row's minimum only.
-
-CM_HOST_DEVICE float hardnet_next_up(float x) { return nextafterf(x, INFINITY); }
-CM_HOST_DEVICE double hardnet_next_up(double x) { return nextafter(x, static_cast<double>(INFINITY)); }
-CM_HOST_DEVICE float hardnet_next_down(float x) { return nextafterf(x, 0.0f); }
-CM_HOST_DEVICE double hardnet_next_down(double x) { return nextafter(x, 0.0); }
-
-/// x of hardnet_distance (D = sqrt(x)), the same operations in the same order.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  const Dtype sq = sq_norm_a + sq_norm_p - Dtype(2) * dot;
-  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;
-}
-
-/// The smallest x with sqrt(x) >= threshold, so that sqrt(x) < threshold <=> x < it.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_squared_threshold(Dtype threshold) {
-  if (!(threshold > Dtype(0))) return Dtype(0);  // x >= eps > 0: nothing is below
-  Dtype x = threshold * threshold;  // within an ulp or two of the bound
-  while (hardnet_sqrt(x) < threshold) x = hardnet_next_up(x);
-  while (x > Dtype(0) && hardnet_sqrt(hardnet_next_down(x)) >= threshold) x = hardnet_next_down(x);
-  return x;
-}
-
-/// The largest x whose square root is sqrt(x_min): the x of every entry whose D equals the row's minimum D.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_largest_with_same_root(Dtype x_min) {
-  const Dtype root = hardnet_sqrt(x_min);
-  Dtype x = x_min;
-  while (x < Dtype(INFINITY) && hardnet_sqrt(hardnet_next_up(x)) == root) x = hardnet_next_up(x);
-  return x;
-}
-
-/// softplus(x) = log(1 + e^x) without overflow for large |x|.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_softplus(Dtype x) {
-  const Dtype abs_x = x < Dtype(0) ? -x : x;
-  return (x > Dtype(0) ? x : Dtype(0)) + hardnet_log1p(hardnet_exp(-abs_x));
-}
-
-/// sigmoid(x) = 1 / (1 + e^-x), the derivative of softplus, without overflow.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_sigmoid(Dtype x) {
-  if (x >= Dtype(0)) return Dtype(1) / (Dtype(1) + hardnet_exp(-x));
-  const Dtype e = hardnet_exp(x);
-  return e / (Dtype(1) + e);
-}
-
-/// Row loss l(pos, neg) for one positive distance and one negative distance.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_row_loss(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
-  switch (type) {
-    case HardNetLossType::kSoftmax:
-      return hardnet_softplus(pos - neg);
-    case HardNetLossType::kContrastive: {
-      const Dtype hinge = margin - neg;
-      return (hinge > Dtype(0) ? hinge : Dtype(0)) + pos;
-    }
-    case HardNetLossType::kTripletMargin:
-    default: {
-      const Dtype hinge = margin + pos - neg;
-      return hinge > Dtype(0) ? hinge : Dtype(0);
-    }
-  }
-}
-
-/// d l(pos, neg) / d pos (hinges: 0 at the kink).
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_row_loss_dpos(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
-  switch (type) {
-    case HardNetLossType::kSoftmax:
-      return hardnet_sigmoid(pos - neg);
-    case HardNetLossType::kContrastive:
-      return Dtype(1);
-    case HardNetLossType::kTripletMargin:
-    default:
-      return margin + pos - neg > Dtype(0) ? Dtype(1) : Dtype(0);
-  }
-}
-
-/// d l(pos, neg) / d neg (hinges: 0 at the kink).
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_row_loss_dneg(HardNetLossType type, Dtype margin, Dtype pos, Dtype neg) {
-  switch (type) {
-    case HardNetLossType::kSoftmax:
-      return -hardnet_sigmoid(pos - neg);
-    case HardNetLossType::kContrastive:
-      return margin - neg > Dtype(0) ? Dtype(-1) : Dtype(0);
-    case HardNetLossType::kTripletMargin:
-    default:
-      return margin + pos - neg > Dtype(0) ? Dtype(-1) : Dtype(0);
-  }
-}
+// The distance (distances/dot_distance.hpp) and the row losses (losses/hardnet_row_loss.hpp) are shared headers;
+// below, the mining's element rules.
 
 /// Whether D_ij (value `d`) may serve as a negative for the pair (i, j): j != i, not a duplicate, and different
 /// labels when labels are given (labels may be null).
@@ -332,14 +234,13 @@ CM_HOST_DEVICE Dtype hardnet_average_weight(const Dtype* dist, const Dtype* labe
   return weight;
 }
 
-/// x / y, 0 when y is 0 (a zero distance only happens with eps = 0 and then its numerator a - p is 0 as well).
-template <typename Dtype>
-CM_HOST_DEVICE Dtype hardnet_safe_div(Dtype x, Dtype y) {
-  return y != Dtype(0) ? x / y : Dtype(0);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // CPU (cblas). Host pointers.
+
+/// Lanes of the CPU's float row scan (MIN and RANDOM mining, with or without anchor swap): 8 with AVX2 where the CPU
+/// has it, else 4 (SSE2); 1 without SIMD. CAFFE_MINING_CPU_LANES=sse2 in the environment (read once) forces 4. The
+/// decisions and values are the same bits on every path.
+int hardnet_cpu_lanes();
 
 /// Forward pass.
 /// @param n, dim      number of pairs (n >= 1; n = 1 gives R = 0) and descriptor length
@@ -364,10 +265,11 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
                           Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
 
 // ---------------------------------------------------------------------------------------------------------------
-// CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same contracts as the CPU functions with device
-// pointers (uniforms too); `loss` is a device pointer, loss_weight a host value. Everything, the GEMMs included, is
-// queued on `stream` with no host synchronisation: for the call, `cublas` is set to `stream` and to host pointer
-// mode (alpha and beta are host scalars), and its previous stream and pointer mode are restored before returning.
+// CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same arguments as the CPU functions after the context
+// (common/cuda_context.hpp), with device pointers (uniforms too); `loss` is a device pointer, loss_weight a host
+// value. Everything, the GEMMs included, is queued on the context's stream with no host synchronisation: for the
+// call, its cuBLAS handle is set to that stream and to host pointer mode (alpha and beta are host scalars), and its
+// previous stream and pointer mode are restored before returning.
 //
 // What the GPU guarantees, and where it differs from the CPU by design:
 //   - Deterministic: the same inputs give the same bits on every run (no floating-point atomics; every sum has a
@@ -399,16 +301,14 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 //   - Needs IEEE square roots (the default; never build this file with -use_fast_math).
 
 template <typename Dtype>
-void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
-                         const Dtype* positive, const Dtype* labels, const Dtype* uniforms,
-                         const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype* scratch,
-                         Dtype* loss);
+void hardnet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
+                         const Dtype* labels, const Dtype* uniforms, const HardNetOptions& options,
+                         const HardNetMining<Dtype>& mining, Dtype* scratch, Dtype* loss);
 
 template <typename Dtype>
-void hardnet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
-                          const Dtype* positive, const Dtype* labels, const HardNetOptions& options,
-                          const HardNetMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff,
-                          Dtype* positive_diff);
+void hardnet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
+                          const Dtype* labels, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
+                          Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
 
 }  // namespace caffe_mining
 

@@ -5,19 +5,14 @@
 #ifndef CAFFE_MINING_HARDNET_GPU_STEPS_HPP_
 #define CAFFE_MINING_HARDNET_GPU_STEPS_HPP_
 
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/launch.hpp"
+#include "caffe_mining/common/math.hpp"
 #include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/losses/hardnet_row_loss.hpp"
 
 namespace caffe_mining {
 namespace hardnet_gpu {
-
-constexpr int kWarp = 32;
-
-/// Whether x is finite (inf - inf and NaN - NaN are NaN).
-template <typename Dtype>
-CM_HOST_DEVICE bool is_finite(Dtype x) {
-  return x - x == Dtype(0);
-}
 
 // ---- Non-finite policy (both paths): the forward gives loss NaN and every row empty, the backward NaN everywhere.
 
@@ -26,7 +21,7 @@ CM_HOST_DEVICE bool is_finite(Dtype x) {
 /// max_sq_norm_* are the largest finite squared norms (0 when none).
 template <typename Dtype>
 CM_HOST_DEVICE bool inputs_nonfinite(bool any_nonfinite_norm, Dtype max_sq_norm_a, Dtype max_sq_norm_p) {
-  return any_nonfinite_norm || !is_finite(Dtype(2) * (max_sq_norm_a + max_sq_norm_p));
+  return any_nonfinite_norm || !math::is_finite(Dtype(2) * (max_sq_norm_a + max_sq_norm_p));
 }
 
 // ---- Forward, MIN without anchor swap: one warp per row on the GEMM's dot products, squared scale.
@@ -146,27 +141,18 @@ template <typename Dtype>
 CM_HOST_DEVICE void write_row(const HardNetMining<Dtype>& mining, int i, Dtype pos, int count, int chosen,
                               const HardNetCandidate<Dtype>& cand, Dtype loss_sum, Dtype dpos_sum,
                               const HardNetOptions& options) {
-  const Dtype margin = static_cast<Dtype>(options.margin);
-  const HardNetLossType type = options.loss_type;
-  Dtype row_loss = Dtype(0), dpos = Dtype(0), dneg = Dtype(0);
-  if (count > 0) {
-    if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-      row_loss = loss_sum / Dtype(count);
-      dpos = dpos_sum / Dtype(count);
-    } else {
-      row_loss = hardnet_row_loss(type, margin, pos, cand.value);
-      dpos = hardnet_row_loss_dpos(type, margin, pos, cand.value);
-      dneg = hardnet_row_loss_dneg(type, margin, pos, cand.value);
-    }
-  }
+  const HardNetRowTerms<Dtype> terms =
+      hardnet_row_terms(options.loss_type, static_cast<Dtype>(options.margin),
+                        options.batch_reduce == HardNetBatchReduce::kAverage, count, pos, cand.value, loss_sum,
+                        dpos_sum);
   mining.pos_dist[i] = pos;
   mining.neg_count[i] = count;
   mining.neg_index[i] = chosen;
   mining.neg_swapped[i] = chosen >= 0 && cand.swapped ? 1 : 0;
   mining.neg_dist[i] = chosen >= 0 ? cand.value : Dtype(0);
-  mining.row_loss[i] = row_loss;
-  mining.dloss_dpos[i] = dpos;
-  mining.dloss_dneg[i] = dneg;
+  mining.row_loss[i] = terms.loss;
+  mining.dloss_dpos[i] = terms.dpos;
+  mining.dloss_dneg[i] = terms.dneg;
 }
 
 /// Non-finite inputs: the row is empty and pos_dist is NaN, the flag the backward reads (with finite inputs whose
@@ -192,14 +178,14 @@ CM_HOST_DEVICE Dtype gradient_scale(Dtype loss_weight, int valid_rows) {
 template <typename Dtype>
 CM_HOST_DEVICE Dtype positive_coeff(const HardNetMining<Dtype>& mining, int i, Dtype scale) {
   if (mining.neg_count[i] == 0) return Dtype(0);
-  return hardnet_safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
+  return math::safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
 }
 
 /// Coefficient of row i's negative term (0: skipped).
 template <typename Dtype>
 CM_HOST_DEVICE Dtype negative_coeff(const HardNetMining<Dtype>& mining, int i, Dtype scale) {
   if (mining.neg_count[i] == 0) return Dtype(0);
-  return hardnet_safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
+  return math::safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
 }
 
 /// Where row i's negative term lands: positive row j (key j, value D_ij = d(a_i, p_j)), anchor row j (key n + j,

@@ -47,14 +47,15 @@
 #include <cstddef>
 #include <string>
 
+#include "caffe_mining/common/cuda_context.hpp"
+#include "caffe_mining/common/math.hpp"
 #include "caffe_mining/common/philox.hpp"
+#include "caffe_mining/common/workspace.hpp"
 #include "caffe_mining/distances/difference_distance.hpp"
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 #include "caffe_mining/losses/margin_triplet.hpp"
 #include "caffe_mining/miners/distance_weighted.hpp"
-#include "caffe_mining/option_checks.hpp"
-
-struct CUstream_st;
+#include "caffe_mining/common/option_checks.hpp"
 
 namespace caffe_mining {
 
@@ -138,20 +139,18 @@ std::size_t margin_workspace_offset(int n, int piece) {
   const std::size_t rows = static_cast<std::size_t>(n);
   const std::size_t sizes[3] = {rows * rows * sizeof(Dtype), rows * rows * sizeof(double), rows * sizeof(double)};
   std::size_t offset = 0;
-  for (int k = 0; k < piece; ++k) offset += (sizes[k] + 255) / 256 * 256;
+  for (int k = 0; k < piece; ++k) offset += aligned_bytes(sizes[k]);
   return offset;
 }
 
-/// Bytes of workspace (8-byte aligned) of margin_forward_* / margin_backward_*: the n x n distances (reused as the
-/// backward's pair coefficients), cumulative weights (one row on the CPU, every row on the GPU) and, on the GPU,
-/// the rows' totals and the non-finite flag. Pieces start at multiples of 256 bytes (margin_workspace_offset).
+/// Bytes of workspace of margin_forward_* / margin_backward_* on `device`: the n x n distances (reused as the
+/// backward's pair coefficients), cumulative weights (one row on the CPU, every row on the GPU) and, on the GPU, the
+/// rows' totals and the non-finite flag; pieces at multiples of 256 bytes (margin_workspace_offset).
 template <typename Dtype>
-std::size_t margin_workspace_bytes(int n, bool gpu) {
+std::size_t margin_workspace_bytes(int n, const MarginOptions& /*options*/, Device device) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  const std::size_t end_of_cumulative =
-      margin_workspace_offset<Dtype>(n, 1) + (gpu ? rows * rows : rows) * sizeof(double);
-  if (!gpu) return end_of_cumulative;
-  return (end_of_cumulative + 255) / 256 * 256 + (rows * sizeof(double) + 255) / 256 * 256 + sizeof(int);
+  if (device == Device::kCpu) return margin_workspace_offset<Dtype>(n, 1) + rows * sizeof(double);
+  return margin_workspace_offset<Dtype>(n, 3) + sizeof(int);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ template <typename Dtype>
 CM_HOST_DEVICE Dtype margin_distance(int dim, const Dtype* x, int i, int j, Dtype eps) {
   const Dtype sq = difference_squared_distance(dim, x + static_cast<std::size_t>(i) * dim,
                                               x + static_cast<std::size_t>(j) * dim);
-  return ::sqrt(add_rn(sq, eps));
+  return math::sqrt(math::add_rn(sq, eps));
 }
 
 /// The uniform of draw r for (anchor, positive) at `iteration`.
@@ -245,7 +244,7 @@ CM_HOST_DEVICE int margin_pair_hinges(int r, int j, const int* triplets, const i
 /// The backward's pair coefficient (V_rj * scale) / d_rj, scale = loss_weight / C; 0 where V_rj = 0 or r = j.
 template <typename Dtype>
 CM_HOST_DEVICE Dtype margin_pair_coefficient(int hinges, Dtype scale, Dtype distance) {
-  return hinges == 0 ? Dtype(0) : mul_rn(static_cast<Dtype>(hinges), scale) / distance;
+  return hinges == 0 ? Dtype(0) : math::mul_rn(static_cast<Dtype>(hinges), scale) / distance;
 }
 
 /// Element k of dE/dx_r: sum_j coefficient_rj (x_rk - x_jk), j increasing.
@@ -256,7 +255,7 @@ CM_HOST_DEVICE Dtype margin_gradient_element(int n, int dim, int r, int k, const
   Dtype sum = Dtype(0);
   for (int j = 0; j < n; ++j) {
     if (coefficient_row[j] != Dtype(0)) {
-      sum = add_rn(sum, mul_rn(coefficient_row[j], x_rk - embedding[static_cast<std::size_t>(j) * dim + k]));
+      sum = math::add_rn(sum, math::mul_rn(coefficient_row[j], x_rk - embedding[static_cast<std::size_t>(j) * dim + k]));
     }
   }
   return sum;
@@ -271,7 +270,7 @@ CM_HOST_DEVICE Dtype margin_beta_sum(int c, int triplet_count, const int* triple
   for (int t = 0; t < triplet_count; ++t) {
     const int anchor = triplets[3 * static_cast<std::size_t>(t)];
     if (margin_class_of(labels[anchor], num_classes) != c) continue;
-    sum = add_rn(sum, margin_triplet_dbeta(pos_dist[t], neg_dist[t], beta[c], margin, nu));
+    sum = math::add_rn(sum, margin_triplet_dbeta(pos_dist[t], neg_dist[t], beta[c], margin, nu));
   }
   return sum;
 }
@@ -303,7 +302,7 @@ CM_HOST_DEVICE Dtype margin_loss_value(int triplet_count, const int* triplets, c
 /// @param iteration   the pass number (draws differ from pass to pass; mod 2^32)
 /// @param capacity    margin_triplet_capacity(labels, n, options)
 /// @param mining      outputs (triplets, distances, counts), read by the backward pass
-/// @param workspace   margin_workspace_bytes<Dtype>(n, false) bytes, 8-byte aligned
+/// @param workspace   margin_workspace_bytes<Dtype>(n, options, Device::kCpu) bytes, 8-byte aligned
 /// @param loss        [1] E
 template <typename Dtype>
 void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* labels, const Dtype* beta,
@@ -318,21 +317,22 @@ void margin_backward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
                          void* workspace, Dtype* embedding_diff, Dtype* beta_diff);
 
 // ---------------------------------------------------------------------------------------------------------------
-// CUDA, defined in margin.cu (CUDA builds only). Same contracts with device pointers (labels, beta, mining,
-// workspace = margin_workspace_bytes<Dtype>(n, true)), `loss` a device scalar, loss_weight a host value; queued on
-// `stream`, no host synchronisation. Each step is one of the functions above run by one thread (an anchor, a
+// CUDA, defined in margin.cu (CUDA builds only). Same arguments after the context (common/cuda_context.hpp; no
+// GEMM, so its cuBLAS handle may be null), with device pointers (labels, beta, mining, workspace =
+// margin_workspace_bytes<Dtype>(n, options, Device::kGpu), 256-byte aligned), `loss` a device scalar, loss_weight a
+// host value; queued on context.stream, no host synchronisation. Each step is one of the functions above run by one thread (an anchor, a
 // pair, an element), the serial sums (offsets, loss, C, beta) by one thread in the CPU's order, with products
 // rounded before they are added (mul_rn/add_rn), so the distances, the loss and the gradients are the CPU's bits
 // where the device's sqrt (IEEE) agrees, and the triplets are the CPU's except where a draw falls within the
 // last-bit differences of the device's log/exp (within 1-2 ulp of glibc's) from a boundary of the cumulative
 // weights. Deterministic (no atomics).
 template <typename Dtype>
-void margin_forward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embedding, const Dtype* labels,
+void margin_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
                         const Dtype* beta, const MarginOptions& options, uint64_t iteration, int capacity,
                         const MarginMining<Dtype>& mining, void* workspace, Dtype* loss);
 
 template <typename Dtype>
-void margin_backward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embedding, const Dtype* labels,
+void margin_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
                          const Dtype* beta, const MarginOptions& options, const MarginMining<Dtype>& mining,
                          Dtype loss_weight, void* workspace, Dtype* embedding_diff, Dtype* beta_diff);
 

@@ -12,17 +12,12 @@
 
 #include <cstddef>
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/math.hpp"
 #include "caffe_mining/margin.hpp"
 
 namespace caffe_mining {
 namespace margin_gpu {
-
-/// Finite on host and device alike (inf - inf and NaN - NaN are NaN).
-template <typename Dtype>
-CM_HOST_DEVICE bool finite(Dtype x) {
-  return x - x == Dtype(0);
-}
 
 /// Thread k of the finiteness check over the embedding ([count]) and beta ([betas]): raises *flag (every writer
 /// writes 1, so the race is benign).
@@ -30,7 +25,7 @@ template <typename Dtype>
 CM_HOST_DEVICE void check_finite(std::size_t k, std::size_t count, const Dtype* embedding, const Dtype* beta,
                                  int* flag) {
   const Dtype value = k < count ? embedding[k] : beta[k - count];
-  if (!finite(value)) *flag = 1;
+  if (!math::is_finite(value)) *flag = 1;
 }
 
 /// Thread (i, j) of the distance kernel: d_ij (both halves computed: the same bits, as the CPU's mirror).
@@ -38,7 +33,7 @@ template <typename Dtype>
 CM_HOST_DEVICE void distance(int i, int j, int n, int dim, const Dtype* embedding, Dtype eps, Dtype* dist,
                              int* flag) {
   const Dtype d = margin_distance(dim, embedding, i, j, eps);
-  if (!finite(d)) *flag = 1;
+  if (!math::is_finite(d)) *flag = 1;
   dist[static_cast<std::size_t>(i) * n + j] = d;
 }
 
@@ -111,7 +106,7 @@ CM_HOST_DEVICE void beta_gradient(int c, const Dtype* beta, const Dtype* labels,
     return;
   }
   beta_diff[c] = mining.counts[1] > 0
-      ? mul_rn(margin_beta_sum(c, mining.counts[0], mining.triplets, mining.pos_dist, mining.neg_dist, beta, labels,
+      ? math::mul_rn(margin_beta_sum(c, mining.counts[0], mining.triplets, mining.pos_dist, mining.neg_dist, beta, labels,
                                num_classes, margin, nu),
                backward_scale(mining.counts, loss_weight))
       : Dtype(0);

@@ -93,7 +93,7 @@ namespace caffe {
  * eps duplicate_threshold seed }. Requires 2 <= N <= 46340 (46339 with
  * AVERAGE: a blob holds at most INT_MAX elements), finite class ids, and
  * margin >= 0, eps > 0, duplicate_threshold >= 0, each finite also once
- * rounded to Dtype (caffe_mining::hardnet_options_problem, the check the
+ * rounded to Dtype (caffe_mining::HardNetOptions::validate, the check the
  * Python bindings make too).
  */
 template <typename Dtype>

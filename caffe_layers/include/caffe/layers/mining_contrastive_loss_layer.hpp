@@ -9,6 +9,7 @@
 #include "caffe/syncedmem.hpp"
 
 #include "caffe/layers/loss_layer.hpp"
+#include "caffe_mining/contrastive_mining.hpp"
 
 namespace caffe {
 
@@ -30,13 +31,13 @@ namespace caffe {
  *
  * - mining_ratio = 1: ContrastiveLossLayer's loss and gradients (same formulas, including its
  *   @f$ 10^{-4} @f$ guard: the non-legacy dissimilar gradient uses @f$ (m - d)/(d + 10^{-4}) @f$), equal
- *   to rounding: @f$ d_n^2 @f$ is summed in one fixed order (caffe_mining/squared_norm.hpp), not by
+ *   to rounding: @f$ d_n^2 @f$ is summed in one fixed order (caffe_mining/distances/squared_norm.hpp), not by
  *   BLAS's dot, whose rounding follows the row's alignment, so that identical pairs have identical
  *   costs and the tie rule holds.
  * - Non-finite input: when any pair's @f$ d_n^2 @f$ is NaN or infinite (a NaN or inf feature, or an
  *   overflowing difference), E = NaN and every gradient element is NaN, picked or not.
  * - Requires N >= 1 pairs of D >= 1 values, mining_ratio >= 1 and a finite margin (also once rounded
- *   to Dtype): caffe_mining::contrastive_options_problem, the check the Python bindings make too.
+ *   to Dtype): caffe_mining::ContrastiveOptions::validate, the check the Python bindings make too.
  * - mining_ratio > N: K = 0, the loss is 0 and the gradients are 0; one warning per layer instance.
  * - Divergences from the original MiningContrastiveLoss (seed 000): its backward divided by N instead
  *   of by the 2K of the forward, so its gradient was not that of its loss; here the backward is the
@@ -99,10 +100,10 @@ class MiningContrastiveLossLayer : public LossLayer<Dtype> {
 
   /// CHECK-fails naming the first label that is not 0 or 1 (first_invalid < 0 or == N: all valid).
   void CheckLabels(const Blob<Dtype>& sim, int first_invalid) const;
+  /// The core's per-pair buffers, on the host or (on_gpu) on the device.
+  caffe_mining::ContrastivePairs<Dtype> Pairs(bool on_gpu);
 
-  Dtype margin_;
-  bool legacy_version_;
-  int mining_ratio_;
+  caffe_mining::ContrastiveOptions options_;  // contrastive_loss_param
   int num_picked_;        // K for the current batch size
   bool warned_no_pairs_;  // the K = 0 warning is given once per layer instance
 
@@ -110,8 +111,8 @@ class MiningContrastiveLossLayer : public LossLayer<Dtype> {
   Blob<Dtype> dist_sq_;   // ||a - b||^2, N, cached for backward
   Blob<Dtype> cost_;      // per-pair cost, N
   Blob<int> picked_;      // 1 for picked pairs, N, cached for backward
-  shared_ptr<SyncedMemory> cpu_workspace_;  // scratch of contrastive_forward_cpu
-  shared_ptr<SyncedMemory> gpu_workspace_;  // scratch of contrastive_forward_gpu
+  shared_ptr<SyncedMemory> cpu_workspace_;  // workspace of contrastive_*_cpu
+  shared_ptr<SyncedMemory> gpu_workspace_;  // workspace of contrastive_*_gpu (selection, non-finite flags)
   shared_ptr<SyncedMemory> first_invalid_label_;  // one int written by find_invalid_label_gpu
 };
 

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 
 namespace caffe_mining {
 

@@ -5,8 +5,8 @@
 #ifndef CAFFE_MINING_LOSSES_MARGIN_TRIPLET_HPP_
 #define CAFFE_MINING_LOSSES_MARGIN_TRIPLET_HPP_
 
-#include "caffe_mining/distances/difference_distance.hpp"
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/round_to_nearest.hpp"
+#include "caffe_mining/common/host_device.hpp"
 
 namespace caffe_mining {
 
@@ -26,7 +26,8 @@ CM_HOST_DEVICE Dtype margin_neg_argument(Dtype neg_dist, Dtype beta, Dtype margi
 template <typename Dtype>
 CM_HOST_DEVICE Dtype margin_triplet_term(Dtype pos_dist, Dtype neg_dist, Dtype beta, Dtype margin, Dtype nu) {
   const Dtype pos = margin_pos_argument(pos_dist, beta, margin), neg = margin_neg_argument(neg_dist, beta, margin);
-  return add_rn((pos > Dtype(0) ? pos : Dtype(0)) + (neg > Dtype(0) ? neg : Dtype(0)), mul_rn(nu, beta));
+  const Dtype hinges = (pos > Dtype(0) ? pos : Dtype(0)) + (neg > Dtype(0) ? neg : Dtype(0));
+  return math::add_rn(hinges, math::mul_rn(nu, beta));
 }
 
 /// How many of the triplet's two hinges are non-zero (the loss divides by their count over the batch).

@@ -18,7 +18,7 @@
 
 #include <math.h>
 
-#include "caffe_mining/host_device.hpp"
+#include "caffe_mining/common/host_device.hpp"
 
 namespace caffe_mining {
 

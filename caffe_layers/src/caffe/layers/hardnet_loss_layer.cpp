@@ -26,8 +26,7 @@ void HardNetLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       static_cast<caffe_mining::HardNetLossType>(param.loss_type());
   options_.eps = param.eps();
   options_.duplicate_threshold = param.duplicate_threshold();
-  const std::string problem =
-      caffe_mining::hardnet_options_problem<Dtype>(options_);
+  const std::string problem = options_.validate<Dtype>();
   CHECK(problem.empty()) << "HardNetLoss layer " << this->layer_param_.name()
       << ": hardnet_loss_param." << problem;
   random_engine_.seed(param.has_seed() ? param.seed() : caffe_rng_rand());

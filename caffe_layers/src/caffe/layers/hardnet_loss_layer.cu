@@ -5,6 +5,15 @@
 
 namespace caffe {
 
+namespace {
+// Caffe's default stream and cuBLAS handle, for the core's GPU calls.
+caffe_mining::CudaContext CoreContext() {
+  caffe_mining::CudaContext context;
+  context.cublas = Caffe::cublas_handle();
+  return context;
+}
+}  // namespace
+
 // top[1] row i = (chosen negative j or -1, 1 if swapped).
 template <typename Dtype>
 __global__ void HardNetChoiceForward(const int num, const int* neg_index,
@@ -25,7 +34,7 @@ void HardNetLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
       caffe_mining::HardNetBatchReduce::kRandom;
   // Drawn on the host (n values copied over) so CPU and GPU pick alike.
   if (random) DrawUniforms(num);
-  caffe_mining::hardnet_forward_gpu(Caffe::cublas_handle(), 0, num, dim,
+  caffe_mining::hardnet_forward_gpu(CoreContext(), num, dim,
       bottom[0]->gpu_data(), bottom[1]->gpu_data(),
       bottom.size() > 2 ? bottom[2]->gpu_data() : NULL,
       random ? uniforms_.gpu_data() : NULL, options_, Mining(true),
@@ -50,7 +59,7 @@ void HardNetLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   if (!propagate_down[0] && !propagate_down[1]) return;
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
-  caffe_mining::hardnet_backward_gpu(Caffe::cublas_handle(), 0, num, dim,
+  caffe_mining::hardnet_backward_gpu(CoreContext(), num, dim,
       bottom[0]->gpu_data(), bottom[1]->gpu_data(),
       bottom.size() > 2 ? bottom[2]->gpu_data() : NULL, options_, Mining(true),
       top[0]->cpu_diff()[0], scratch_.mutable_gpu_data(),

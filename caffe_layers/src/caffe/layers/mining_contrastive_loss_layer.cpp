@@ -12,13 +12,12 @@ void MiningContrastiveLossLayer<Dtype>::LayerSetUp(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   LossLayer<Dtype>::LayerSetUp(bottom, top);
   const ContrastiveLossParameter& param = this->layer_param_.contrastive_loss_param();
-  mining_ratio_ = param.mining_ratio();
-  margin_ = param.margin();
-  const std::string problem =
-      caffe_mining::contrastive_options_problem<Dtype>(param.margin(), mining_ratio_);
+  options_.margin = param.margin();
+  options_.legacy_version = param.legacy_version();
+  options_.mining_ratio = param.mining_ratio();
+  const std::string problem = options_.validate<Dtype>();
   CHECK(problem.empty()) << this->type() << " layer " << this->layer_param_.name()
       << ": contrastive_loss_param." << problem;
-  legacy_version_ = param.legacy_version();
   first_invalid_label_.reset(new SyncedMemory(sizeof(int)));
 }
 
@@ -44,24 +43,39 @@ void MiningContrastiveLossLayer<Dtype>::Reshape(
   dist_sq_.Reshape(pair_shape);
   cost_.Reshape(pair_shape);
   picked_.Reshape(pair_shape);
-  num_picked_ = caffe_mining::num_picked_pairs(num, mining_ratio_);
+  num_picked_ = caffe_mining::num_picked_pairs(num, options_.mining_ratio);
   if (num_picked_ == 0 && !warned_no_pairs_) {
     LOG(WARNING) << this->type() << " layer " << this->layer_param_.name()
-        << ": mining_ratio " << mining_ratio_ << " > batch size " << num
+        << ": mining_ratio " << options_.mining_ratio << " > batch size " << num
         << ", so no pair is picked: the loss and its gradients are 0.";
     warned_no_pairs_ = true;
   }
   // Workspaces only grow, so a batch size that goes up and down does not reallocate each time.
-  const size_t cpu_bytes = std::max<size_t>(caffe_mining::contrastive_workspace_bytes_cpu(num), 1);
+  const size_t cpu_bytes = std::max<size_t>(
+      caffe_mining::contrastive_workspace_bytes(num, options_, caffe_mining::Device::kCpu), 1);
   if (!cpu_workspace_ || cpu_workspace_->size() < cpu_bytes) {
     cpu_workspace_.reset(new SyncedMemory(cpu_bytes));
   }
 #ifndef CPU_ONLY
-  const size_t gpu_bytes = std::max<size_t>(caffe_mining::contrastive_workspace_bytes_gpu(num), 1);
+  const size_t gpu_bytes = std::max<size_t>(
+      caffe_mining::contrastive_workspace_bytes(num, options_, caffe_mining::Device::kGpu), 1);
   if (!gpu_workspace_ || gpu_workspace_->size() < gpu_bytes) {
     gpu_workspace_.reset(new SyncedMemory(gpu_bytes));
   }
 #endif
+}
+
+template <typename Dtype>
+caffe_mining::ContrastivePairs<Dtype> MiningContrastiveLossLayer<Dtype>::Pairs(
+    bool on_gpu) {
+  caffe_mining::ContrastivePairs<Dtype> pairs;
+  pairs.diff = on_gpu ? diff_.mutable_gpu_data() : diff_.mutable_cpu_data();
+  pairs.dist_sq =
+      on_gpu ? dist_sq_.mutable_gpu_data() : dist_sq_.mutable_cpu_data();
+  pairs.cost = on_gpu ? cost_.mutable_gpu_data() : cost_.mutable_cpu_data();
+  pairs.picked =
+      on_gpu ? picked_.mutable_gpu_data() : picked_.mutable_cpu_data();
+  return pairs;
 }
 
 template <typename Dtype>
@@ -80,10 +94,9 @@ void MiningContrastiveLossLayer<Dtype>::Forward_cpu(
   const int dim = bottom[0]->count(1);
   const Dtype* sim = bottom[2]->cpu_data();
   CheckLabels(*bottom[2], caffe_mining::find_invalid_label_cpu(sim, num));
-  top[0]->mutable_cpu_data()[0] = caffe_mining::contrastive_forward_cpu(
-      num, dim, bottom[0]->cpu_data(), bottom[1]->cpu_data(), sim, margin_, legacy_version_,
-      num_picked_, diff_.mutable_cpu_data(), dist_sq_.mutable_cpu_data(),
-      cost_.mutable_cpu_data(), picked_.mutable_cpu_data(), cpu_workspace_->mutable_cpu_data());
+  caffe_mining::contrastive_forward_cpu(num, dim, bottom[0]->cpu_data(),
+      bottom[1]->cpu_data(), sim, options_, Pairs(false),
+      cpu_workspace_->mutable_cpu_data(), top[0]->mutable_cpu_data());
 }
 
 template <typename Dtype>
@@ -95,10 +108,10 @@ void MiningContrastiveLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
   Dtype* grad_a = propagate_down[0] ? bottom[0]->mutable_cpu_diff() : NULL;
   Dtype* grad_b = propagate_down[1] ? bottom[1]->mutable_cpu_diff() : NULL;
   if (!grad_a && !grad_b) return;
-  caffe_mining::contrastive_backward_cpu(
-      bottom[0]->shape(0), bottom[0]->count(1), bottom[2]->cpu_data(), margin_, legacy_version_,
-      num_picked_, top[0]->cpu_diff()[0], diff_.cpu_data(), dist_sq_.cpu_data(),
-      picked_.cpu_data(), grad_a, grad_b);
+  caffe_mining::contrastive_backward_cpu(bottom[0]->shape(0),
+      bottom[0]->count(1), bottom[2]->cpu_data(), options_, Pairs(false),
+      top[0]->cpu_diff()[0], cpu_workspace_->mutable_cpu_data(), grad_a,
+      grad_b);
 }
 
 #ifdef CPU_ONLY

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "caffe_mining/squared_norm.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 
 namespace caffe_mining {
 
@@ -21,11 +21,6 @@ void keep_hardest(int* first, int* last, int k, const uint64_t* key) {
 
 }  // namespace
 
-size_t contrastive_workspace_bytes_cpu(int n) {
-  // n pair indices (similar ones first, then dissimilar ones) and n hardness keys.
-  return static_cast<size_t>(n) * (sizeof(uint64_t) + sizeof(int));
-}
-
 template <typename Dtype>
 int find_invalid_label_cpu(const Dtype* sim, int n) {
   for (int i = 0; i < n; ++i) {
@@ -35,9 +30,17 @@ int find_invalid_label_cpu(const Dtype* sim, int n) {
 }
 
 template <typename Dtype>
-Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
-                              Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
-                              Dtype* cost, int* picked, void* workspace) {
+void contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
+                             const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs, void* workspace,
+                             Dtype* loss) {
+  const Dtype margin = static_cast<Dtype>(options.margin);
+  const bool legacy = options.legacy_version;
+  const int num_picked = num_picked_pairs(n, options.mining_ratio);
+  Dtype* diff = pairs.diff;
+  Dtype* dist_sq = pairs.dist_sq;
+  Dtype* cost = pairs.cost;
+  int* picked = pairs.picked;
+  // n hardness keys, then n pair indices (similar ones first, then dissimilar ones).
   uint64_t* key = static_cast<uint64_t*>(workspace);
   int* order = reinterpret_cast<int*>(key + n);
   int num_similar = 0;
@@ -57,8 +60,10 @@ Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, co
     picked[i] = 0;
     num_similar += similar;
   }
-  const Dtype kNaN = std::numeric_limits<Dtype>::quiet_NaN();
-  if (num_picked <= 0) return finite ? Dtype(0) : kNaN;
+  if (num_picked <= 0) {
+    *loss = contrastive_mean_cost(Dtype(0), num_picked, finite);
+    return;
+  }
 
   // Similar pairs fill order[0, num_similar), dissimilar ones order[num_similar, n).
   int next_similar = 0, next_dissimilar = num_similar;
@@ -70,48 +75,53 @@ Dtype contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, co
   for (int r = 0; r < k_similar; ++r) picked[order[r]] = 1;
   for (int r = 0; r < k_dissimilar; ++r) picked[order[num_similar + r]] = 1;
 
-  if (!finite) return kNaN;  // mined all the same (NaN ranks hardest), so the picks show where it is
+  // Mined all the same when not finite (NaN ranks hardest), so the picks show where it is; the loss is NaN then.
   // Summed in index order and divided as Caffe does (sum / K / 2).
-  Dtype loss(0);
-  for (int i = 0; i < n; ++i) {
-    if (picked[i]) loss += cost[i];
+  Dtype picked_sum(0);
+  if (finite) {
+    for (int i = 0; i < n; ++i) {
+      if (picked[i]) picked_sum += cost[i];
+    }
   }
-  return loss / static_cast<Dtype>(num_picked) / Dtype(2);
+  *loss = contrastive_mean_cost(picked_sum, num_picked, finite);
 }
 
 template <typename Dtype>
-void contrastive_backward_cpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
-                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
-                              const int* picked, Dtype* grad_a, Dtype* grad_b) {
+void contrastive_backward_cpu(int n, int dim, const Dtype* sim, const ContrastiveOptions& options,
+                              const ContrastivePairs<Dtype>& pairs, Dtype loss_weight, void* /*workspace*/,
+                              Dtype* grad_a, Dtype* grad_b) {
+  const Dtype margin = static_cast<Dtype>(options.margin);
+  const bool legacy = options.legacy_version;
+  const int num_picked = num_picked_pairs(n, options.mining_ratio);
+  const Dtype* diff = pairs.diff;
+  const Dtype* dist_sq = pairs.dist_sq;
+  const int* picked = pairs.picked;
   if (!std::all_of(dist_sq, dist_sq + n, [](Dtype d) { return std::isfinite(d); })) {  // non-finite input
     const size_t count = static_cast<size_t>(n) * dim;
     if (grad_a) std::fill(grad_a, grad_a + count, std::numeric_limits<Dtype>::quiet_NaN());
     if (grad_b) std::fill(grad_b, grad_b + count, std::numeric_limits<Dtype>::quiet_NaN());
     return;
   }
-  const Dtype alpha = num_picked > 0 ? loss_grad / static_cast<Dtype>(num_picked) : Dtype(0);
+  const Dtype alpha = contrastive_gradient_scale(loss_weight, num_picked);
   for (int i = 0; i < n; ++i) {
-    const Dtype factor = (num_picked > 0 && picked[i])
-        ? contrastive_diff_factor(dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha)
-        : Dtype(0);
+    const Dtype factor =
+        contrastive_pair_factor(num_picked > 0 && picked[i], dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha);
     const size_t row = static_cast<size_t>(i) * dim;
     for (int j = 0; j < dim; ++j) {
-      // Written as zero rather than 0 * diff so that unpicked rows stay 0 even if diff is not finite.
-      const Dtype g = factor != Dtype(0) ? factor * diff[row + j] : Dtype(0);
+      const Dtype g = contrastive_gradient(factor, diff[row + j]);
       if (grad_a) grad_a[row + j] = g;
       if (grad_b) grad_b[row + j] = -g;
     }
   }
 }
 
-#define CM_INSTANTIATE_CONTRASTIVE_CPU(Dtype)                                                        \
-  template int find_invalid_label_cpu<Dtype>(const Dtype*, int);                                     \
-  template Dtype contrastive_forward_cpu<Dtype>(int, int, const Dtype*, const Dtype*, const Dtype*,  \
-                                                Dtype, bool, int, Dtype*, Dtype*, Dtype*, int*,      \
-                                                void*);                                              \
-  template void contrastive_backward_cpu<Dtype>(int, int, const Dtype*, Dtype, bool, int, Dtype,     \
-                                                const Dtype*, const Dtype*, const int*, Dtype*,      \
-                                                Dtype*);
+#define CM_INSTANTIATE_CONTRASTIVE_CPU(Dtype)                                                             \
+  template int find_invalid_label_cpu<Dtype>(const Dtype*, int);                                          \
+  template void contrastive_forward_cpu<Dtype>(int, int, const Dtype*, const Dtype*, const Dtype*,        \
+                                               const ContrastiveOptions&, const ContrastivePairs<Dtype>&, \
+                                               void*, Dtype*);                                            \
+  template void contrastive_backward_cpu<Dtype>(int, int, const Dtype*, const ContrastiveOptions&,        \
+                                                const ContrastivePairs<Dtype>&, Dtype, void*, Dtype*, Dtype*);
 
 CM_INSTANTIATE_CONTRASTIVE_CPU(float)
 CM_INSTANTIATE_CONTRASTIVE_CPU(double)

@@ -10,64 +10,44 @@
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
+
+#include "caffe_mining/common/launch.hpp"
+#include "caffe_mining/common/math.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
+#include "caffe_mining/losses/contrastive_pair.hpp"
 
 namespace caffe_mining {
 
 namespace {
 
-const int kThreads = 256;
-const int kMaxBlocks = 4096;
-const int kKinds = 2;  // kind 0 = dissimilar pairs, kind 1 = similar pairs
 using radix::KindSelection;
 using radix::kBins;
+using radix::kKinds;
+using SelectionWorkspace = ContrastiveGpuWorkspace;
 
-struct SelectionWorkspace {
-  KindSelection kind[kKinds];
-  int num_similar;
-  int nonfinite;  // 1 when some dist_sq is not finite: the loss is NaN
-  unsigned int histogram[kKinds * kBins];
-};
-
-// inf - inf and NaN - NaN are NaN.
-template <typename Dtype>
-__device__ __forceinline__ bool is_finite(Dtype x) {
-  return x - x == Dtype(0);
-}
-
-inline int blocks_for(size_t count) {
-  const size_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<int>(std::min<size_t>(std::max<size_t>(blocks, 1), kMaxBlocks));
-}
-
-// One warp per pair: diff = a - b, dist_sq, cost; count the similar pairs, flag a non-finite dist_sq.
+// One warp per pair: diff = a - b, dist_sq (warp_squared_norm's order), cost; count the similar pairs, flag a
+// non-finite dist_sq.
 template <typename Dtype>
 __global__ void pair_cost_kernel(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
                                  Dtype margin, bool legacy, Dtype* diff, Dtype* dist_sq, Dtype* cost,
                                  int* picked, int* num_similar, int* nonfinite) {
-  const int lane = threadIdx.x & 31;
-  const int warps_per_block = blockDim.x / 32;
-  for (int i = blockIdx.x * warps_per_block + threadIdx.x / 32; i < n;
-       i += gridDim.x * warps_per_block) {
+  const int lane = threadIdx.x % kWarp;
+  for (int i = (blockIdx.x * blockDim.x + threadIdx.x) / kWarp; i < n; i += gridDim.x * blockDim.x / kWarp) {
     const size_t row = static_cast<size_t>(i) * dim;
-    Dtype partial(0);
-    for (int j = lane; j < dim; j += 32) {
-      const Dtype d = a[row + j] - b[row + j];
-      diff[row + j] = d;
-      partial += d * d;
-    }
     // i is the same for the whole warp, so all 32 lanes take part in the shuffles.
-    for (int offset = 16; offset > 0; offset /= 2) {
-      partial += __shfl_down_sync(0xffffffffu, partial, offset);
-    }
+    const Dtype sum = warp_squared_norm<Dtype>(dim, [&](int k) {
+      const Dtype d = a[row + k] - b[row + k];
+      diff[row + k] = d;
+      return d;
+    });
     if (lane == 0) {
       const bool similar = sim[i] != Dtype(0);
-      dist_sq[i] = partial;
-      cost[i] = contrastive_cost(partial, similar, margin, legacy);
+      dist_sq[i] = sum;
+      cost[i] = contrastive_cost(sum, similar, margin, legacy);
       picked[i] = 0;
       if (similar) atomicAdd(num_similar, 1);
-      if (!is_finite(partial)) *nonfinite = 1;  // every writer stores 1
+      if (!math::is_finite(sum)) *nonfinite = 1;  // every writer stores 1
     }
   }
 }
@@ -139,13 +119,7 @@ __global__ void picked_loss_kernel(int n, int num_picked, const Dtype* cost, con
     if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    if (*nonfinite) {
-      *loss = Dtype(NAN);
-    } else {
-      *loss = num_picked > 0 ? partial[0] / static_cast<Dtype>(num_picked) / Dtype(2) : Dtype(0);
-    }
-  }
+  if (threadIdx.x == 0) *loss = contrastive_mean_cost(partial[0], num_picked, *nonfinite == 0);
 }
 
 __global__ void set_int_kernel(int* out, int value) { *out = value; }
@@ -157,80 +131,59 @@ __global__ void invalid_label_kernel(const Dtype* sim, int n, int* first_invalid
   }
 }
 
-// The backward's non-finite flag lives, without workspace, in the first 4 bytes of the first gradient buffer that
-// is written (`slot`): zeroed, set by nonfinite_pairs_kernel, read by backward_kernel (which leaves that one
-// element alone), and element 0 is written last by backward_first_kernel.
+// The backward's non-finite flag (workspace): zeroed, then set by every pair whose dist_sq is not finite.
 template <typename Dtype>
-__global__ void nonfinite_pairs_kernel(int n, const Dtype* dist_sq, int* slot) {
+__global__ void nonfinite_pairs_kernel(int n, const Dtype* dist_sq, int* flag) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    if (!is_finite(dist_sq[i])) *slot = 1;  // every writer stores 1
+    if (!math::is_finite(dist_sq[i])) *flag = 1;  // every writer stores 1
   }
 }
 
 // Gradient element idx (pair idx / dim): NaN when some pair is not finite, else as contrastive_backward_cpu.
 template <typename Dtype>
-__device__ __forceinline__ Dtype gradient_element(size_t idx, int dim, const Dtype* sim, Dtype margin,
-                                                  bool legacy, Dtype alpha, const Dtype* diff,
-                                                  const Dtype* dist_sq, const int* picked, bool nonfinite) {
-  if (nonfinite) return Dtype(NAN);
-  const size_t i = idx / dim;
-  const Dtype factor = picked[i]
-      ? contrastive_diff_factor(dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha)
-      : Dtype(0);
-  // Written as zero rather than 0 * diff so that unpicked rows stay 0 even if diff is not finite.
-  return factor != Dtype(0) ? factor * diff[idx] : Dtype(0);
-}
-
-template <typename Dtype>
 __global__ void backward_kernel(size_t count, int dim, const Dtype* sim, Dtype margin, bool legacy,
                                 Dtype alpha, const Dtype* diff, const Dtype* dist_sq,
-                                const int* picked, const int* slot, Dtype* grad_a, Dtype* grad_b) {
-  const bool nonfinite = *slot != 0;
+                                const int* picked, const int* nonfinite_flag, Dtype* grad_a, Dtype* grad_b) {
+  const bool nonfinite = *nonfinite_flag != 0;
   for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < count;
        idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const Dtype g = gradient_element(idx, dim, sim, margin, legacy, alpha, diff, dist_sq, picked, nonfinite);
-    if (grad_a && idx != 0) grad_a[idx] = g;
-    if (grad_b && (idx != 0 || grad_a)) grad_b[idx] = -g;  // the slot is grad_a's element 0, or grad_b's
+    Dtype g = Dtype(NAN);
+    if (!nonfinite) {
+      const size_t i = idx / dim;
+      const Dtype factor =
+          contrastive_pair_factor(picked[i] != 0, dist_sq[i], sim[i] != Dtype(0), margin, legacy, alpha);
+      g = contrastive_gradient(factor, diff[idx]);
+    }
+    if (grad_a) grad_a[idx] = g;
+    if (grad_b) grad_b[idx] = -g;
   }
-}
-
-template <typename Dtype>
-__global__ void backward_first_kernel(int dim, const Dtype* sim, Dtype margin, bool legacy, Dtype alpha,
-                                      const Dtype* diff, const Dtype* dist_sq, const int* picked,
-                                      Dtype* grad_a, Dtype* grad_b) {
-  Dtype* slot_buffer = grad_a ? grad_a : grad_b;
-  const bool nonfinite = *reinterpret_cast<const int*>(slot_buffer) != 0;
-  const Dtype g = gradient_element(0, dim, sim, margin, legacy, alpha, diff, dist_sq, picked, nonfinite);
-  if (grad_a) grad_a[0] = g;
-  else grad_b[0] = -g;
 }
 
 }  // namespace
 
-size_t contrastive_workspace_bytes_gpu(int /*n*/) {
-  // The selection state does not grow with n: the radix select needs only per-kind histograms.
-  return (sizeof(SelectionWorkspace) + 255) / 256 * 256;
-}
-
 template <typename Dtype>
-void find_invalid_label_gpu(const Dtype* sim, int n, int* first_invalid, cm_stream_t stream) {
+void find_invalid_label_gpu(const CudaContext& context, const Dtype* sim, int n, int* first_invalid) {
+  cudaStream_t stream = context.stream;
   set_int_kernel<<<1, 1, 0, stream>>>(first_invalid, n);
   if (n > 0) invalid_label_kernel<Dtype><<<blocks_for(n), kThreads, 0, stream>>>(sim, n, first_invalid);
 }
 
 template <typename Dtype>
-void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, const Dtype* sim,
-                             Dtype margin, bool legacy, int num_picked, Dtype* diff, Dtype* dist_sq,
-                             Dtype* cost, int* picked, void* workspace, Dtype* loss,
-                             cm_stream_t stream) {
+void contrastive_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* a, const Dtype* b,
+                             const Dtype* sim, const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs,
+                             void* workspace, Dtype* loss) {
+  cudaStream_t stream = context.stream;
+  const Dtype margin = static_cast<Dtype>(options.margin);
+  const bool legacy = options.legacy_version;
+  const int num_picked = num_picked_pairs(n, options.mining_ratio);
+  const Dtype* cost = pairs.cost;
+  int* picked = pairs.picked;
   SelectionWorkspace* ws = static_cast<SelectionWorkspace*>(workspace);
   cudaMemsetAsync(ws, 0, sizeof(SelectionWorkspace), stream);
   if (n > 0) {
-    const int warps_per_block = kThreads / 32;
-    const int pair_blocks = static_cast<int>(
-        std::min<int>((n + warps_per_block - 1) / warps_per_block, kMaxBlocks));
-    pair_cost_kernel<Dtype><<<pair_blocks, kThreads, 0, stream>>>(
-        n, dim, a, b, sim, margin, legacy, diff, dist_sq, cost, picked, &ws->num_similar, &ws->nonfinite);
+    pair_cost_kernel<Dtype><<<blocks_for_warps(n), kThreads, 0, stream>>>(
+        n, dim, a, b, sim, margin, legacy, pairs.diff, pairs.dist_sq, pairs.cost, picked, &ws->num_similar,
+        &ws->nonfinite);
   }
   if (n > 0 && num_picked > 0) {
     const int key_bytes = static_cast<int>(sizeof(Dtype));
@@ -248,29 +201,29 @@ void contrastive_forward_gpu(int n, int dim, const Dtype* a, const Dtype* b, con
 }
 
 template <typename Dtype>
-void contrastive_backward_gpu(int n, int dim, const Dtype* sim, Dtype margin, bool legacy,
-                              int num_picked, Dtype loss_grad, const Dtype* diff, const Dtype* dist_sq,
-                              const int* picked, Dtype* grad_a, Dtype* grad_b, cm_stream_t stream) {
+void contrastive_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* sim,
+                              const ContrastiveOptions& options, const ContrastivePairs<Dtype>& pairs,
+                              Dtype loss_weight, void* workspace, Dtype* grad_a, Dtype* grad_b) {
+  cudaStream_t stream = context.stream;
   const size_t count = static_cast<size_t>(n) * dim;
   if (count == 0 || (!grad_a && !grad_b)) return;
-  const Dtype alpha = num_picked > 0 ? loss_grad / static_cast<Dtype>(num_picked) : Dtype(0);
-  int* slot = reinterpret_cast<int*>(grad_a ? grad_a : grad_b);
-  cudaMemsetAsync(slot, 0, sizeof(int), stream);
-  nonfinite_pairs_kernel<Dtype><<<blocks_for(n), kThreads, 0, stream>>>(n, dist_sq, slot);
+  const Dtype alpha = contrastive_gradient_scale(loss_weight, num_picked_pairs(n, options.mining_ratio));
+  int* flag = &static_cast<SelectionWorkspace*>(workspace)->backward_nonfinite;
+  cudaMemsetAsync(flag, 0, sizeof(int), stream);
+  nonfinite_pairs_kernel<Dtype><<<blocks_for(n), kThreads, 0, stream>>>(n, pairs.dist_sq, flag);
   backward_kernel<Dtype><<<blocks_for(count), kThreads, 0, stream>>>(
-      count, dim, sim, margin, legacy, alpha, diff, dist_sq, picked, slot, grad_a, grad_b);
-  backward_first_kernel<Dtype><<<1, 1, 0, stream>>>(dim, sim, margin, legacy, alpha, diff, dist_sq, picked,
-                                                    grad_a, grad_b);
+      count, dim, sim, static_cast<Dtype>(options.margin), options.legacy_version, alpha, pairs.diff, pairs.dist_sq,
+      pairs.picked, flag, grad_a, grad_b);
 }
 
-#define CM_INSTANTIATE_CONTRASTIVE_GPU(Dtype)                                                        \
-  template void find_invalid_label_gpu<Dtype>(const Dtype*, int, int*, cm_stream_t);                 \
-  template void contrastive_forward_gpu<Dtype>(int, int, const Dtype*, const Dtype*, const Dtype*,   \
-                                               Dtype, bool, int, Dtype*, Dtype*, Dtype*, int*,       \
-                                               void*, Dtype*, cm_stream_t);                          \
-  template void contrastive_backward_gpu<Dtype>(int, int, const Dtype*, Dtype, bool, int, Dtype,     \
-                                                const Dtype*, const Dtype*, const int*, Dtype*,      \
-                                                Dtype*, cm_stream_t);
+#define CM_INSTANTIATE_CONTRASTIVE_GPU(Dtype)                                                              \
+  template void find_invalid_label_gpu<Dtype>(const CudaContext&, const Dtype*, int, int*);                \
+  template void contrastive_forward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*,   \
+                                               const Dtype*, const ContrastiveOptions&,                    \
+                                               const ContrastivePairs<Dtype>&, void*, Dtype*);             \
+  template void contrastive_backward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*,                \
+                                                const ContrastiveOptions&, const ContrastivePairs<Dtype>&, \
+                                                Dtype, void*, Dtype*, Dtype*);
 
 CM_INSTANTIATE_CONTRASTIVE_GPU(float)
 CM_INSTANTIATE_CONTRASTIVE_GPU(double)

@@ -1,17 +1,18 @@
 // CPU implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 #include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/squared_norm.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#include <immintrin.h>
 #endif
 
 namespace caffe_mining {
@@ -70,13 +71,13 @@ inline void sqrt_in_place(int count, double* x) {
   for (; k < count; ++k) x[k] = std::sqrt(x[k]);
 }
 
-// Row i of the GEMM's dot products a_i.p_j turned into D_ij: hardnet_distance, in two passes so that the square
+// Row i of the GEMM's dot products a_i.p_j turned into D_ij: distance_from_dot, in two passes so that the square
 // roots run vectorized (same operations in the same order, so the same values).
 template <typename Dtype>
 void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row) {
   for (int j = 0; j < n; ++j) {
     const Dtype sq = sq_norm_a + sq_norm_p[j] - Dtype(2) * row[j];
-    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in hardnet_distance
+    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in distance_from_dot
   }
   sqrt_in_place(n, row);
 }
@@ -95,19 +96,11 @@ struct RowMining {
 // comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
 // exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
 
-// The squared-scale helpers (x of hardnet_distance, the threshold on x, the largest x with the same root) are the
-// header's, shared with the CUDA path.
+// The squared-scale helpers (x of distance_from_dot, squared_threshold, largest_with_same_root) are
+// distances/dot_distance.hpp's, shared with the CUDA path.
 template <typename Dtype>
 inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  return hardnet_squared_distance(sq_norm_a, sq_norm_p, dot, eps);
-}
-template <typename Dtype>
-Dtype squared_threshold(Dtype threshold) {
-  return hardnet_squared_threshold(threshold);
-}
-template <typename Dtype>
-Dtype largest_with_same_root(Dtype x_min) {
-  return hardnet_largest_with_same_root(x_min);
+  return squared_distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
 }
 
 // Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
@@ -199,126 +192,108 @@ int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_boun
 }
 
 #if defined(__SSE2__)
-// Float rows four columns at a time. GCC does not vectorize a float minimum without -ffinite-math-only, so it is
-// spelled out; each lane does the scalar version's operations in the same order, so the results are the same.
-struct SquaredLanes {
-  __m128 x;          // x of columns j..j+3
-  __m128 invalid;    // all ones where the column is not a valid negative
-  __m128 duplicate;  // all ones where the diagonal and the labels allow it but it is below the threshold
+// The float row scan in vector lanes (hardnet_row_lanes.inc), once with SSE2 (4 lanes, every x86-64) and, where the
+// compiler can target it, once with AVX2 (8 lanes), chosen at run time.
+namespace sse2_lanes {
+struct V {
+  using F = __m128;
+  using I = __m128i;
+  static constexpr int kWidth = 4;
+  static F load(const float* p) { return _mm_loadu_ps(p); }
+  static void store(float* p, F x) { _mm_storeu_ps(p, x); }
+  static void store_int(std::int32_t* p, I x) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x); }
+  static F set1(float x) { return _mm_set1_ps(x); }
+  static I set1_int(int x) { return _mm_set1_epi32(x); }
+  static F zero() { return _mm_setzero_ps(); }
+  static I zero_int() { return _mm_setzero_si128(); }
+  static F add(F a, F b) { return _mm_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm_mul_ps(a, b); }
+  static F min(F a, F b) { return _mm_min_ps(a, b); }
+  static F and_(F a, F b) { return _mm_and_ps(a, b); }
+  static F or_(F a, F b) { return _mm_or_ps(a, b); }
+  static F andnot(F a, F b) { return _mm_andnot_ps(a, b); }  // ~a & b
+  static F cmpgt(F a, F b) { return _mm_cmpgt_ps(a, b); }
+  static F cmplt(F a, F b) { return _mm_cmplt_ps(a, b); }
+  static F cmple(F a, F b) { return _mm_cmple_ps(a, b); }
+  static F cmpeq(F a, F b) { return _mm_cmpeq_ps(a, b); }
+  static int movemask(F a) { return _mm_movemask_ps(a); }
+  static I add_mask(I count, F mask) { return _mm_add_epi32(count, _mm_castps_si128(mask)); }
+  static F columns_equal(int j, I i) {  // lanes j..j+3 equal to i
+    return _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3)), i));
+  }
 };
+#include "hardnet_row_lanes.inc"
+}  // namespace sse2_lanes
 
-// The row's values broadcast to the lanes once per block: held in registers, where the compiler would otherwise
-// reload them after each float store of the anchor swap's column updates (a float store may alias the row's fields).
-struct RowLanes {
-  __m128 sq_norm_a, two, eps, x_threshold, label;
-  __m128i i;
-  const float* sq_norm_p;
-  const float* dots;
-  const float* labels;
-
-  explicit RowLanes(const SquaredRow<float>& row)
-      : sq_norm_a(_mm_set1_ps(row.sq_norm_a)), two(_mm_set1_ps(2.0f)), eps(_mm_set1_ps(row.eps)),
-        x_threshold(_mm_set1_ps(row.x_threshold)),
-        label(row.labels != nullptr ? _mm_set1_ps(row.labels[row.i]) : _mm_setzero_ps()), i(_mm_set1_epi32(row.i)),
-        sq_norm_p(row.sq_norm_p), dots(row.dots), labels(row.labels) {}
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CAFFE_MINING_AVX2_LANES 1
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
+namespace avx2_lanes {
+struct V {
+  using F = __m256;
+  using I = __m256i;
+  static constexpr int kWidth = 8;
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
+  static void store_int(std::int32_t* p, I x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x); }
+  static F set1(float x) { return _mm256_set1_ps(x); }
+  static I set1_int(int x) { return _mm256_set1_epi32(x); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static I zero_int() { return _mm256_setzero_si256(); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  static F and_(F a, F b) { return _mm256_and_ps(a, b); }
+  static F or_(F a, F b) { return _mm256_or_ps(a, b); }
+  static F andnot(F a, F b) { return _mm256_andnot_ps(a, b); }  // ~a & b
+  // The predicates of SSE's cmpgt/cmplt/cmple/cmpeq (signalling order for the inequalities, quiet for equality).
+  static F cmpgt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OS); }
+  static F cmplt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OS); }
+  static F cmple(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LE_OS); }
+  static F cmpeq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+  static int movemask(F a) { return _mm256_movemask_ps(a); }
+  static I add_mask(I count, F mask) { return _mm256_add_epi32(count, _mm256_castps_si256(mask)); }
+  static F columns_equal(int j, I i) {  // lanes j..j+7 equal to i
+    const I lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_add_epi32(_mm256_set1_epi32(j), lanes), i));
+  }
 };
+#include "hardnet_row_lanes.inc"
+}  // namespace avx2_lanes
+#pragma GCC pop_options
+#endif
 
-// kDiagonal: whether columns j..j+3 may hold column i (the positive, never a negative): checked only then.
-template <bool kDiagonal>
-inline SquaredLanes squared_lanes(const RowLanes& row, int j) {
-  const __m128 sq = _mm_sub_ps(_mm_add_ps(row.sq_norm_a, _mm_loadu_ps(row.sq_norm_p + j)),
-                               _mm_mul_ps(row.two, _mm_loadu_ps(row.dots + j)));
-  SquaredLanes lanes;
-  lanes.x = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(sq, _mm_setzero_ps()), sq), row.eps);
-  lanes.invalid = _mm_cmplt_ps(lanes.x, row.x_threshold);
-  __m128 excluded = _mm_setzero_ps();  // the diagonal and same-label columns
-  if (kDiagonal) {
-    const __m128i column = _mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3));
-    excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(column, row.i));
-  }
-  if (row.labels != nullptr) {
-    excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(_mm_loadu_ps(row.labels + j), row.label));
-  }
-  lanes.duplicate = _mm_andnot_ps(excluded, lanes.invalid);
-  lanes.invalid = _mm_or_ps(lanes.invalid, excluded);
-  return lanes;
-}
-
-// The column side of four lanes (anchor swap): the rare duplicate, and the rare entry below its column's smallest
-// x, go to the scalar updates.
-inline void column_lanes(int i, int j, const SquaredLanes& lanes, const ColumnScan<float>& cols) {
-  __m128 events = lanes.duplicate;
-  if (cols.x_min != nullptr) {
-    events = _mm_or_ps(events, _mm_andnot_ps(lanes.invalid, _mm_cmplt_ps(lanes.x, _mm_loadu_ps(cols.x_min + j))));
-  }
-  const int lanes_with_events = _mm_movemask_ps(events);
-  if (lanes_with_events == 0) return;
-  const int duplicates = _mm_movemask_ps(lanes.duplicate);
-  float x[4];
-  _mm_storeu_ps(x, lanes.x);
-  for (int lane = 0; lane < 4; ++lane) {
-    if (duplicates & (1 << lane)) {
-      cols.duplicates[j + lane] += 1.0f;
-    } else if (lanes_with_events & (1 << lane)) {
-      lower_column_minimum(cols, i, j + lane, x[lane]);
-    }
-  }
-}
-
-template <bool kDiagonal, bool kColumns>
-int block_minimum_lanes(const SquaredRow<float>& squared, int start, int end, __m128* x_min_out,
-                        __m128i* minus_invalid_out, const ColumnScan<float>* cols) {
-  const RowLanes row(squared);
-  __m128 x_min = _mm_set1_ps(std::numeric_limits<float>::infinity());
-  __m128i minus_invalid = _mm_setzero_si128();
-  int j = start;
-  for (; j + 4 <= end; j += 4) {
-    const SquaredLanes lanes = squared_lanes<kDiagonal>(row, j);
-    // An invalid lane is ORed to all ones, a NaN, and _mm_min_ps(a, b) returns b when a is NaN: it is skipped.
-    x_min = _mm_min_ps(_mm_or_ps(lanes.x, lanes.invalid), x_min);
-    minus_invalid = _mm_add_epi32(minus_invalid, _mm_castps_si128(lanes.invalid));  // -1 per invalid column
-    if (kColumns) column_lanes(squared.i, j, lanes, *cols);
-  }
-  *x_min_out = x_min;
-  *minus_invalid_out = minus_invalid;
-  return j;
-}
-
-template <bool kColumns>
-int block_minimum_lanes(const SquaredRow<float>& row, int start, int end, __m128* x_min, __m128i* minus_invalid,
-                        const ColumnScan<float>* cols) {
-  return start <= row.i && row.i < end
-             ? block_minimum_lanes<true, kColumns>(row, start, end, x_min, minus_invalid, cols)
-             : block_minimum_lanes<false, kColumns>(row, start, end, x_min, minus_invalid, cols);
+// AVX2 where the CPU has it, unless CAFFE_MINING_CPU_LANES=sse2 (read once; the tests run both paths).
+bool row_scan_uses_avx2() {
+#if defined(CAFFE_MINING_AVX2_LANES)
+  static const bool avx2 = [] {
+    const char* forced = std::getenv("CAFFE_MINING_CPU_LANES");
+    return __builtin_cpu_supports("avx2") && !(forced != nullptr && std::strcmp(forced, "sse2") == 0);
+  }();
+  return avx2;
+#else
+  return false;
+#endif
 }
 
 template <>
 BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
                                          const ColumnScan<float>* cols) {
-  __m128 x_min;
-  __m128i minus_invalid;
-  const int j = cols != nullptr ? block_minimum_lanes<true>(row, start, end, &x_min, &minus_invalid, cols)
-                                : block_minimum_lanes<false>(row, start, end, &x_min, &minus_invalid, cols);
-  float mins[4];
-  std::int32_t invalid[4];
-  _mm_storeu_ps(mins, x_min);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(invalid), minus_invalid);
-  BlockMinimum<float> block = block_minimum_scalar(row, j, end, cols);
-  block.count += (j - start) + invalid[0] + invalid[1] + invalid[2] + invalid[3];
-  for (float m : mins) block.x_min = m < block.x_min ? m : block.x_min;
-  return block;
+#if defined(CAFFE_MINING_AVX2_LANES)
+  if (row_scan_uses_avx2()) return avx2_lanes::scan_block(row, start, end, cols);
+#endif
+  return sse2_lanes::scan_block(row, start, end, cols);
 }
 
 template <>
-int first_at_most<float>(const SquaredRow<float>& squared, int start, int end, float x_bound) {
-  const RowLanes row(squared);
-  int j = start;
-  for (; j + 4 <= end; j += 4) {
-    const SquaredLanes lanes = squared_lanes<true>(row, j);
-    const int hits = _mm_movemask_ps(_mm_andnot_ps(lanes.invalid, _mm_cmple_ps(lanes.x, _mm_set1_ps(x_bound))));
-    if (hits != 0) return j + __builtin_ctz(hits);
-  }
-  return first_at_most_scalar(squared, j, end, x_bound);
+int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float x_bound) {
+#if defined(CAFFE_MINING_AVX2_LANES)
+  if (row_scan_uses_avx2()) return avx2_lanes::first_at_most_lanes(row, start, end, x_bound);
+#endif
+  return sse2_lanes::first_at_most_lanes(row, start, end, x_bound);
 }
 #endif
 
@@ -380,7 +355,7 @@ int eligible_at_rank(const Dtype* labels, int n, int i, int rank) {
   return -1;  // not reached
 }
 
-// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from hardnet_distance of
+// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from distance_from_dot of
 // entries (i, j) and (j, i), the values the distance matrix would hold.
 template <typename Dtype>
 struct DotMatrix {
@@ -392,7 +367,7 @@ struct DotMatrix {
   Dtype eps, threshold;
 
   Dtype distance(int i, int j) const {
-    return hardnet_distance(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
+    return distance_from_dot(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
   }
   HardNetCandidate<Dtype> candidate(int i, int j, bool swap) const {
     const Dtype d_ij = distance(i, j);
@@ -506,7 +481,7 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
     w = hardnet_average_weight(mining.dist, labels, mining.pos_dist, mining.neg_count, n, i, j, options.loss_type,
                                margin, threshold, options.anchor_swap);
   }
-  return hardnet_safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
+  return math::safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
 }
 
 // AVERAGE four rows at a time (float; TRIPLET_MARGIN and CONTRASTIVE, whose row loss needs no exp): one lane per row
@@ -719,6 +694,14 @@ void add_distance_gradient(int dim, Dtype coeff, const Dtype* a, const Dtype* p,
 
 }  // namespace
 
+int hardnet_cpu_lanes() {
+#if defined(__SSE2__)
+  return row_scan_uses_avx2() ? 8 : 4;
+#else
+  return 1;
+#endif
+}
+
 template <typename Dtype>
 void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
                          const Dtype* uniforms, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
@@ -857,10 +840,10 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
       Dtype* da_i = anchor_diff ? anchor_diff + i * static_cast<std::size_t>(dim) : nullptr;
       Dtype* dp_i = positive_diff ? positive_diff + i * static_cast<std::size_t>(dim) : nullptr;
       // dD_ij/da_i = (a_i - p_j) / D_ij, dD_ij/dp_j = -(a_i - p_j) / D_ij.
-      const Dtype pos_coeff = hardnet_safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
+      const Dtype pos_coeff = math::safe_div(scale * mining.dloss_dpos[i], mining.pos_dist[i]);
       add_distance_gradient(dim, pos_coeff, a_i, p_i, da_i, dp_i);
       const int j = mining.neg_index[i];
-      const Dtype neg_coeff = hardnet_safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
+      const Dtype neg_coeff = math::safe_div(scale * mining.dloss_dneg[i], mining.neg_dist[i]);
       const std::size_t row_j = j * static_cast<std::size_t>(dim);
       if (mining.neg_swapped[i]) {  // value D_ji = d(a_j, p_i)
         add_distance_gradient(dim, neg_coeff, anchor + row_j, p_i, anchor_diff ? anchor_diff + row_j : nullptr, dp_i);

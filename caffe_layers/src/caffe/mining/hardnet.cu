@@ -1,7 +1,7 @@
 // CUDA implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 // Everything stays on the device, with no host synchronisation: squared norms (a warp per row), one cuBLAS GEMM for
 // the dot products, then a warp per row for the mining:
-//   - MIN without anchor swap mines on the squared scale from the dot products (hardnet_squared_*, the CPU's rule
+//   - MIN without anchor swap mines on the squared scale from the dot products (distances/dot_distance.hpp, the CPU's rule
 //     and decisions, one square root per row; the n x n distances are never written);
 //   - every other reduction turns the dot products into D (the CPU's operations) and mines D with lane-interleaved
 //     columns, D_ji (anchor swap) coming from a block-shared transposed tile so that column reads coalesce.
@@ -11,9 +11,11 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <cstdio>
-#include <cstdlib>
-
+#include "caffe_mining/common/cublas_call.cuh"
+#include "caffe_mining/common/launch.hpp"
+#include "caffe_mining/common/math.hpp"
+#include "caffe_mining/distances/dot_distance.hpp"
+#include "caffe_mining/distances/squared_norm.hpp"
 #include "caffe_mining/hardnet.hpp"
 #include "caffe_mining/hardnet_gpu_steps.hpp"
 
@@ -22,61 +24,8 @@ namespace caffe_mining {
 namespace {
 
 using hardnet_gpu::kTileRows;
-using hardnet_gpu::kWarp;
 
-constexpr int kThreads = 256;                 // threads per block; a power of two for the tree reductions
-constexpr int kWarpsPerBlock = kThreads / kWarp;
 static_assert(kWarpsPerBlock == kTileRows, "mine_rows_kernel: one warp per row of the swap tile");
-constexpr int kMaxBlocks = 65535;
-constexpr unsigned int kFullMask = 0xffffffffu;
-
-int blocks_for(std::size_t count) {
-  const std::size_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
-}
-int blocks_for_warps(int rows) { return blocks_for(static_cast<std::size_t>(rows) * kWarp); }
-
-// cuBLAS failures are programming errors (bad sizes, a bad handle): stop loudly.
-void check_cublas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "caffe_mining::hardnet: %s failed with cuBLAS status %d\n", what, static_cast<int>(status));
-    std::abort();
-  }
-}
-
-// For one call: the handle's GEMMs run on the call's stream with host scalars (alpha, beta); the caller's stream
-// and pointer mode come back at the end of the call.
-class CublasCallScope {
- public:
-  CublasCallScope(cublasHandle_t handle, cudaStream_t stream) : handle_(handle) {
-    check_cublas(cublasGetStream(handle_, &saved_stream_), "cublasGetStream");
-    check_cublas(cublasGetPointerMode(handle_, &saved_mode_), "cublasGetPointerMode");
-    check_cublas(cublasSetStream(handle_, stream), "cublasSetStream");
-    check_cublas(cublasSetPointerMode(handle_, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
-  }
-  ~CublasCallScope() {
-    check_cublas(cublasSetPointerMode(handle_, saved_mode_), "cublasSetPointerMode (restore)");
-    check_cublas(cublasSetStream(handle_, saved_stream_), "cublasSetStream (restore)");
-  }
-  CublasCallScope(const CublasCallScope&) = delete;
-  CublasCallScope& operator=(const CublasCallScope&) = delete;
-
- private:
-  cublasHandle_t handle_;
-  cudaStream_t saved_stream_ = nullptr;
-  cublasPointerMode_t saved_mode_ = CUBLAS_POINTER_MODE_HOST;
-};
-
-// Column-major C = alpha * op(A) * op(B) + beta * C (cuBLAS convention), host scalars.
-cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
-                    float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
-  return cublasSgemm(handle, trans_a, trans_b, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
-}
-cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
-                    double alpha, const double* a, int lda, const double* b, int ldb, double beta, double* c,
-                    int ldc) {
-  return cublasDgemm(handle, trans_a, trans_b, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
-}
 
 // The forward's non-finite flag: one int after the two squared-norm vectors of the scratch (which holds at least
 // 2n + 1 elements for every reduction).
@@ -91,21 +40,13 @@ __device__ __forceinline__ bool forward_was_nonfinite(const HardNetMining<Dtype>
   return mining.valid_rows[0] < 0;
 }
 
-template <typename Dtype>
-__device__ __forceinline__ Dtype warp_sum(Dtype value) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) value += __shfl_down_sync(kFullMask, value, offset);
-  return value;  // lane 0
-}
-
-// A warp per row: |x_i|^2, lanes over k, summed by the warp's tree.
+// A warp per row: |x_i|^2 in warp_squared_norm's order.
 template <typename Dtype>
 __global__ void squared_norms_kernel(int n, int dim, const Dtype* x, Dtype* sq_norm) {
   const int lane = threadIdx.x % kWarp;
   for (int i = (blockIdx.x * blockDim.x + threadIdx.x) / kWarp; i < n; i += gridDim.x * blockDim.x / kWarp) {
     const Dtype* row = x + static_cast<std::size_t>(i) * dim;
-    Dtype sum = Dtype(0);
-    for (int k = lane; k < dim; k += kWarp) sum += row[k] * row[k];
-    sum = warp_sum(sum);
+    const Dtype sum = warp_squared_norm<Dtype>(dim, [row](int k) { return row[k]; });
     if (lane == 0) sq_norm[i] = sum;
   }
 }
@@ -120,8 +61,8 @@ __global__ void nonfinite_check_kernel(int n, const Dtype* sq_norm_a, const Dtyp
   int bad = 0;
   for (int i = t; i < n; i += kThreads) {
     const Dtype a = sq_norm_a[i], p = sq_norm_p[i];
-    if (hardnet_gpu::is_finite(a)) max_a = a > max_a ? a : max_a; else bad = 1;
-    if (hardnet_gpu::is_finite(p)) max_p = p > max_p ? p : max_p; else bad = 1;
+    if (math::is_finite(a)) max_a = a > max_a ? a : max_a; else bad = 1;
+    if (math::is_finite(p)) max_p = p > max_p ? p : max_p; else bad = 1;
   }
   red_a[t] = max_a;
   red_p[t] = max_p;
@@ -155,7 +96,7 @@ __global__ void squared_min_rows_kernel(int n, const Dtype* dots, const Dtype* s
     const Dtype sq_a = sq_norm_a[i];
     hardnet_gpu::SquaredMinimum<Dtype> share = hardnet_gpu::squared_minimum_start<Dtype>();
     for (int j = lane; j < n; j += kWarp) {
-      const Dtype x = hardnet_squared_distance(sq_a, sq_norm_p[j], row[j], eps);
+      const Dtype x = squared_distance_from_dot(sq_a, sq_norm_p[j], row[j], eps);
       hardnet_gpu::squared_minimum_add(&share, hardnet_gpu::squared_valid(labels, i, j, x, x_threshold), x);
     }
     for (int offset = kWarp / 2; offset > 0; offset /= 2) {  // butterfly: every lane gets the row's result
@@ -166,12 +107,12 @@ __global__ void squared_min_rows_kernel(int n, const Dtype* dots, const Dtype* s
     }
     int chosen = -1;
     if (share.count > 0) {
-      const Dtype x_max = hardnet_largest_with_same_root(share.x_min);
+      const Dtype x_max = largest_with_same_root(share.x_min);
       for (int start = 0; start < n && chosen < 0; start += kWarp) {
         const int j = start + lane;
         bool hit = false;
         if (j < n) {
-          const Dtype x = hardnet_squared_distance(sq_a, sq_norm_p[j], row[j], eps);
+          const Dtype x = squared_distance_from_dot(sq_a, sq_norm_p[j], row[j], eps);
           hit = hardnet_gpu::squared_valid(labels, i, j, x, x_threshold) && x <= x_max;
         }
         const unsigned int hits = __ballot_sync(kFullMask, hit);
@@ -179,22 +120,22 @@ __global__ void squared_min_rows_kernel(int n, const Dtype* dots, const Dtype* s
       }
     }
     if (lane == 0) {
-      const Dtype pos = hardnet_sqrt(hardnet_squared_distance(sq_a, sq_norm_p[i], row[i], eps));
+      const Dtype pos = math::sqrt(squared_distance_from_dot(sq_a, sq_norm_p[i], row[i], eps));
       HardNetCandidate<Dtype> cand = {Dtype(0), false, false};
-      if (chosen >= 0) cand = {hardnet_sqrt(share.x_min), true, false};
+      if (chosen >= 0) cand = {math::sqrt(share.x_min), true, false};
       hardnet_gpu::write_row(mining, i, pos, share.count, chosen, cand, Dtype(0), Dtype(0), options);
     }
   }
 }
 
-// dist holds a_i . p_j on entry, D_ij on exit (hardnet_distance, as the CPU computes it).
+// dist holds a_i . p_j on entry, D_ij on exit (distance_from_dot, as the CPU computes it).
 template <typename Dtype>
 __global__ void distance_kernel(int n, const Dtype* sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* dist) {
   const std::size_t count = static_cast<std::size_t>(n) * n;
   for (std::size_t index = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < count;
        index += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
     const int i = static_cast<int>(index / n), j = static_cast<int>(index % n);
-    dist[index] = hardnet_distance(sq_norm_a[i], sq_norm_p[j], dist[index], eps);
+    dist[index] = distance_from_dot(sq_norm_a[i], sq_norm_p[j], dist[index], eps);
   }
 }
 
@@ -422,7 +363,7 @@ __global__ void average_weight_kernel(int n, const Dtype* labels, HardNetOptions
                                  options.loss_type, static_cast<Dtype>(options.margin),
                                  static_cast<Dtype>(options.duplicate_threshold), options.anchor_swap);
     }
-    weight[index] = hardnet_safe_div(scale * w, mining.dist[index]);
+    weight[index] = math::safe_div(scale * w, mining.dist[index]);
   }
 }
 
@@ -490,11 +431,12 @@ __global__ void average_edges_kernel(std::size_t count, HardNetMining<Dtype> min
 }  // namespace
 
 template <typename Dtype>
-void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
-                         const Dtype* positive, const Dtype* labels, const Dtype* uniforms,
-                         const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype* scratch,
-                         Dtype* loss) {
-  CublasCallScope scope(cublas, stream);
+void hardnet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
+                         const Dtype* labels, const Dtype* uniforms, const HardNetOptions& options,
+                         const HardNetMining<Dtype>& mining, Dtype* scratch, Dtype* loss) {
+  CublasCallScope scope(context);
+  cudaStream_t stream = context.stream;
+  cublasHandle_t cublas = context.cublas;
   Dtype* sq_norm_a = scratch;
   Dtype* sq_norm_p = scratch + n;
   int* flag = nonfinite_flag(scratch, n);
@@ -507,7 +449,7 @@ void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int 
                     mining.dist, n),
                "A * P^T");
   if (options.batch_reduce == HardNetBatchReduce::kMin && !options.anchor_swap) {
-    const Dtype x_threshold = hardnet_squared_threshold(static_cast<Dtype>(options.duplicate_threshold));
+    const Dtype x_threshold = squared_threshold(static_cast<Dtype>(options.duplicate_threshold));
     squared_min_rows_kernel<Dtype><<<blocks_for_warps(n), kThreads, 0, stream>>>(
         n, mining.dist, sq_norm_a, sq_norm_p, labels, eps, x_threshold, flag, options, mining);
   } else {
@@ -521,10 +463,11 @@ void hardnet_forward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int 
 }
 
 template <typename Dtype>
-void hardnet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int dim, const Dtype* anchor,
-                          const Dtype* positive, const Dtype* labels, const HardNetOptions& options,
-                          const HardNetMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff,
-                          Dtype* positive_diff) {
+void hardnet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
+                          const Dtype* labels, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
+                          Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff) {
+  cudaStream_t stream = context.stream;
+  cublasHandle_t cublas = context.cublas;
   const std::size_t elements = static_cast<std::size_t>(n) * dim;
   if (anchor_diff == nullptr && positive_diff == nullptr) return;
   if (options.batch_reduce != HardNetBatchReduce::kAverage) {
@@ -538,7 +481,7 @@ void hardnet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int
     return;
   }
   // AVERAGE: dA = diag(V 1) A - V P, dP = diag(V^T 1) P - V^T A.
-  CublasCallScope scope(cublas, stream);
+  CublasCallScope scope(context);
   const std::size_t nn = static_cast<std::size_t>(n) * n;
   Dtype* weight = scratch;
   Dtype* row_sum = scratch + nn;
@@ -566,17 +509,17 @@ void hardnet_backward_gpu(cublasContext* cublas, CUstream_st* stream, int n, int
                                                                              positive_diff);
 }
 
-template void hardnet_forward_gpu<float>(cublasContext*, CUstream_st*, int, int, const float*, const float*,
-                                         const float*, const float*, const HardNetOptions&,
-                                         const HardNetMining<float>&, float*, float*);
-template void hardnet_forward_gpu<double>(cublasContext*, CUstream_st*, int, int, const double*, const double*,
-                                          const double*, const double*, const HardNetOptions&,
-                                          const HardNetMining<double>&, double*, double*);
-template void hardnet_backward_gpu<float>(cublasContext*, CUstream_st*, int, int, const float*, const float*,
-                                          const float*, const HardNetOptions&, const HardNetMining<float>&, float,
-                                          float*, float*, float*);
-template void hardnet_backward_gpu<double>(cublasContext*, CUstream_st*, int, int, const double*, const double*,
-                                           const double*, const HardNetOptions&, const HardNetMining<double>&,
-                                           double, double*, double*, double*);
+template void hardnet_forward_gpu<float>(const CudaContext&, int, int, const float*, const float*, const float*,
+                                         const float*, const HardNetOptions&, const HardNetMining<float>&, float*,
+                                         float*);
+template void hardnet_forward_gpu<double>(const CudaContext&, int, int, const double*, const double*, const double*,
+                                          const double*, const HardNetOptions&, const HardNetMining<double>&, double*,
+                                          double*);
+template void hardnet_backward_gpu<float>(const CudaContext&, int, int, const float*, const float*, const float*,
+                                          const HardNetOptions&, const HardNetMining<float>&, float, float*, float*,
+                                          float*);
+template void hardnet_backward_gpu<double>(const CudaContext&, int, int, const double*, const double*,
+                                           const double*, const HardNetOptions&, const HardNetMining<double>&, double,
+                                           double*, double*, double*);
 
 }  // namespace caffe_mining

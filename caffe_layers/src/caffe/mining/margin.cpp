@@ -88,7 +88,7 @@ void margin_backward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
   const Dtype scale = active > 0 ? loss_weight / static_cast<Dtype>(active) : Dtype(0);
   if (beta_diff) {
     for (int c = 0; c < betas; ++c) {
-      beta_diff[c] = active > 0 ? mul_rn(margin_beta_sum(c, triplet_count, mining.triplets, mining.pos_dist,
+      beta_diff[c] = active > 0 ? math::mul_rn(margin_beta_sum(c, triplet_count, mining.triplets, mining.pos_dist,
                                                          mining.neg_dist, beta, labels, options.num_classes, margin,
                                                          nu),
                                          scale)

@@ -3,6 +3,7 @@
 // whole pass is queued on the caller's stream with no host synchronisation; the decisions the steps make from
 // counts (non-finite input, C = 0) are read on the device.
 #include "caffe_mining/margin.hpp"
+#include "caffe_mining/common/launch.hpp"
 #include "caffe_mining/margin_gpu_steps.hpp"
 
 #include <cuda_runtime.h>
@@ -13,14 +14,6 @@
 namespace caffe_mining {
 
 namespace {
-
-const int kThreads = 256;
-const int kMaxBlocks = 4096;
-
-inline int blocks_for(std::size_t count) {
-  const std::size_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
-}
 
 #define CM_GRID_STRIDE(index, count)                                                                   \
   for (std::size_t index = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < (count); \
@@ -107,9 +100,10 @@ T* piece(void* workspace, std::size_t offset) {
 }  // namespace
 
 template <typename Dtype>
-void margin_forward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embedding, const Dtype* labels,
+void margin_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
                         const Dtype* beta, const MarginOptions& options, uint64_t iteration, int capacity,
                         const MarginMining<Dtype>& mining, void* workspace, Dtype* loss) {
+  cudaStream_t stream = context.stream;
   const std::size_t count = static_cast<std::size_t>(n) * dim;
   const std::size_t betas = options.num_classes > 0 ? options.num_classes : 1;
   Dtype* dist = piece<Dtype>(workspace, 0);
@@ -132,9 +126,10 @@ void margin_forward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embedd
 }
 
 template <typename Dtype>
-void margin_backward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embedding, const Dtype* labels,
+void margin_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
                          const Dtype* beta, const MarginOptions& options, const MarginMining<Dtype>& mining,
                          Dtype loss_weight, void* workspace, Dtype* embedding_diff, Dtype* beta_diff) {
+  cudaStream_t stream = context.stream;
   const int betas = options.num_classes > 0 ? options.num_classes : 1;
   const Dtype margin = static_cast<Dtype>(options.margin), nu = static_cast<Dtype>(options.nu);
   if (beta_diff) {
@@ -151,10 +146,10 @@ void margin_backward_gpu(CUstream_st* stream, int n, int dim, const Dtype* embed
 }
 
 #define CAFFE_MINING_INSTANTIATE_MARGIN_GPU(Dtype)                                                                  \
-  template void margin_forward_gpu<Dtype>(CUstream_st*, int, int, const Dtype*, const Dtype*, const Dtype*,        \
+  template void margin_forward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*, const Dtype*,        \
                                           const MarginOptions&, uint64_t, int, const MarginMining<Dtype>&, void*,   \
                                           Dtype*);                                                                  \
-  template void margin_backward_gpu<Dtype>(CUstream_st*, int, int, const Dtype*, const Dtype*, const Dtype*,       \
+  template void margin_backward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*, const Dtype*,       \
                                            const MarginOptions&, const MarginMining<Dtype>&, Dtype, void*, Dtype*, \
                                            Dtype*);
 CAFFE_MINING_INSTANTIATE_MARGIN_GPU(float)

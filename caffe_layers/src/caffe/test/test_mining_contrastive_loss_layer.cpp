@@ -726,10 +726,16 @@ TYPED_TEST(MiningContrastiveRadixSelectTest, TestMatchesCpuSelection) {
       }
       const int num_picked = caffe_mining::num_picked_pairs(num, mining_ratio);
       vector<int> cpu_picked(num);
-      vector<char> workspace(caffe_mining::contrastive_workspace_bytes_cpu(num) + 8);
-      caffe_mining::contrastive_forward_cpu(num, dim, &a[0], &b[0], &sim[0], Dtype(1), legacy,
-          num_picked, &diff[0], &dist_sq[0], &cost[0], &cpu_picked[0],
-          static_cast<void*>(&workspace[0]));
+      caffe_mining::ContrastiveOptions options;
+      options.legacy_version = legacy;
+      options.mining_ratio = mining_ratio;
+      vector<char> workspace(caffe_mining::contrastive_workspace_bytes(num, options,
+          caffe_mining::Device::kCpu) + 8);
+      const caffe_mining::ContrastivePairs<Dtype> pairs = {&diff[0], &dist_sq[0], &cost[0],
+          &cpu_picked[0]};
+      Dtype loss;
+      caffe_mining::contrastive_forward_cpu(num, dim, &a[0], &b[0], &sim[0], options, pairs,
+          static_cast<void*>(&workspace[0]), &loss);
       const vector<int> radix_picked = this->RadixPicked(sim, cost, num_picked);
       EXPECT_TRUE(cpu_picked == radix_picked) << "N = " << num << ", variant " << variant;
       int count = 0;

@@ -1,7 +1,7 @@
 // Lets one inline function serve both the CPU and the CUDA path of the core:
 // compiled by nvcc it is callable from host and device code, by a plain C++ compiler it is ordinary inline code.
-#ifndef CAFFE_MINING_HOST_DEVICE_HPP_
-#define CAFFE_MINING_HOST_DEVICE_HPP_
+#ifndef CAFFE_MINING_COMMON_HOST_DEVICE_HPP_
+#define CAFFE_MINING_COMMON_HOST_DEVICE_HPP_
 
 #if defined(__CUDACC__)
 #define CM_HOST_DEVICE __host__ __device__ __forceinline__
@@ -9,4 +9,4 @@
 #define CM_HOST_DEVICE inline
 #endif
 
-#endif  // CAFFE_MINING_HOST_DEVICE_HPP_
+#endif  // CAFFE_MINING_COMMON_HOST_DEVICE_HPP_

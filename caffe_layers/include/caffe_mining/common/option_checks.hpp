@@ -2,8 +2,8 @@
 // (ValueError with the message) and, through the bindings, the Python options: one validation, one wording.
 // A value must be finite and in range both as given (double, as the proto and Python hold it) and once rounded to
 // the Dtype the loss runs in (float: 1e-50 becomes 0 and 1e39 becomes inf).
-#ifndef CAFFE_MINING_OPTION_CHECKS_HPP_
-#define CAFFE_MINING_OPTION_CHECKS_HPP_
+#ifndef CAFFE_MINING_COMMON_OPTION_CHECKS_HPP_
+#define CAFFE_MINING_COMMON_OPTION_CHECKS_HPP_
 
 #include <cmath>
 #include <cstdio>
@@ -49,4 +49,4 @@ std::string option_finite_problem(const char* name, double value) {
 
 }  // namespace caffe_mining
 
-#endif  // CAFFE_MINING_OPTION_CHECKS_HPP_
+#endif  // CAFFE_MINING_COMMON_OPTION_CHECKS_HPP_

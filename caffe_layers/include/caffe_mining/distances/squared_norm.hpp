@@ -1,9 +1,11 @@
 // |x|^2 summed in one fixed order, so that identical rows give identical values wherever they sit in memory.
 // BLAS dot products are not such a function: OpenBLAS's ddot rounds differently with the row's alignment, which
-// broke the tie rule (identical pairs got different costs). Host code; the CUDA path has its own fixed order
-// (a warp per row, lane k taking elements k, k + 32, ...).
-#ifndef CAFFE_MINING_SQUARED_NORM_HPP_
-#define CAFFE_MINING_SQUARED_NORM_HPP_
+// broke the tie rule (identical pairs got different costs). squared_norm is the CPU's order; the CUDA kernels use
+// warp_squared_norm's (a warp per row, lane l taking elements l, l + 32, ..., then the warp's tree sum).
+#ifndef CAFFE_MINING_DISTANCES_SQUARED_NORM_HPP_
+#define CAFFE_MINING_DISTANCES_SQUARED_NORM_HPP_
+
+#include "caffe_mining/common/launch.hpp"
 
 namespace caffe_mining {
 
@@ -22,6 +24,20 @@ inline Dtype squared_norm(int dim, const Dtype* x) {
   return ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
 }
 
+#if defined(__CUDACC__)
+/// |x|^2 of a row of dim values by one warp, x_k = element(k): lane l sums x_k^2 for k = l, l + 32, ... in
+/// increasing k, then warp_sum (lane 0 holds the result). Every lane of the warp must call it.
+template <typename Dtype, typename Element>
+__device__ __forceinline__ Dtype warp_squared_norm(int dim, const Element& element) {
+  Dtype sum = Dtype(0);
+  for (int k = threadIdx.x % kWarp; k < dim; k += kWarp) {
+    const Dtype x = element(k);
+    sum += x * x;
+  }
+  return warp_sum(sum);
+}
+#endif
+
 }  // namespace caffe_mining
 
-#endif  // CAFFE_MINING_SQUARED_NORM_HPP_
+#endif  // CAFFE_MINING_DISTANCES_SQUARED_NORM_HPP_
