@@ -41,8 +41,10 @@ class MarginOptions:
     proto_param: ClassVar[str] = "margin_loss_param"
     #: The enum fields: their names in the order of the proto's values.
     choices: ClassVar[Dict[str, Tuple[str, ...]]] = {"sampler": SAMPLERS}
-    #: The draws are the core's own (Philox keyed by seed and iteration), not caller-given uniforms.
+    #: The draws are the core's own (Philox keyed by seed and iteration), not caller-given uniforms ...
     draws_uniforms: ClassVar[bool] = False
+    #: ... and the layers key them by their forward-pass count: a new pass, new triplets.
+    draws_per_pass: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for key in ("margin", "beta_init", "nu", "cutoff", "nonzero_loss_cutoff", "eps"):
