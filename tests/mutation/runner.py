@@ -75,6 +75,9 @@ class Scratch:
         self.env["PYTHONPATH"] = str(path / "python")  # this copy's package alone: never an installed one
         self.env["PYTHONDONTWRITEBYTECODE"] = "1"
         self.build_env = dict(self.env)  # the tests keep CC/CXX as given (some compile with $CXX themselves)
+        # Only the CPU extension: no test of TEST_FILES runs the CUDA one (its logic is checked by emulation), and
+        # nvcc, which ccache does not wrap here, would recompile it for every mutant (minutes under load).
+        self.build_env["CAFFE_MINING_CUDA"] = "0"
         ccache = shutil.which("ccache")
         if ccache:  # unchanged translation units come from the cache: a mutant recompiles what it reaches
             for var in ("CC", "CXX"):
