@@ -276,37 +276,13 @@ std::string contrastive_options_problem_py(double margin, int mining_ratio, cons
 // ---------------------------------------------------------------------------------------------------------------
 // MarginLoss
 
-caffe_mining::NegativeSampler parse_sampler(const std::string& name) {
-  if (name == "DISTANCE_WEIGHTED") return caffe_mining::NegativeSampler::kDistanceWeighted;
-  if (name == "UNIFORM") return caffe_mining::NegativeSampler::kUniform;
-  throw py::value_error("sampler must be 'DISTANCE_WEIGHTED' or 'UNIFORM'. Got: '" + name + "'");
-}
-
-caffe_mining::MarginOptions margin_options(double margin, double beta_init, double nu, int num_classes,
-                                           int negatives_per_positive, const std::string& sampler, double cutoff,
-                                           double nonzero_loss_cutoff, double eps, uint64_t seed) {
-  caffe_mining::MarginOptions options;
-  options.margin = margin;
-  options.beta_init = beta_init;
-  options.nu = nu;
-  options.num_classes = num_classes;
-  options.negatives_per_positive = negatives_per_positive;
-  options.sampler = parse_sampler(sampler);
-  options.cutoff = cutoff;
-  options.nonzero_loss_cutoff = nonzero_loss_cutoff;
-  options.eps = eps;
-  options.seed = seed;
-  return options;
-}
-
 std::string margin_options_problem_py(double margin, double beta_init, double nu, int num_classes,
                                       int negatives_per_positive, const std::string& sampler, double cutoff,
                                       double nonzero_loss_cutoff, double eps, uint64_t seed,
                                       const std::string& dtype) {
   check_dtype_name(dtype);
-  const caffe_mining::MarginOptions options = margin_options(margin, beta_init, nu, num_classes,
-                                                             negatives_per_positive, sampler, cutoff,
-                                                             nonzero_loss_cutoff, eps, seed);
+  const caffe_mining::MarginOptions options = caffe_mining_bindings::margin_options(
+      margin, beta_init, nu, num_classes, negatives_per_positive, sampler, cutoff, nonzero_loss_cutoff, eps, seed);
   return dtype == "float32" ? options.validate<float>() : options.validate<double>();
 }
 
@@ -319,40 +295,10 @@ py::tuple margin(const py::array& embedding_in, const py::object& labels_in, con
   raise_if(options.validate<T>());
   const CArray<T> embedding = CArray<T>::ensure(embedding_in);
   if (check_finite) check_finite_values(embedding, "embedding", dim);
-  // Labels are checked as given (integers; in [0, num_classes) when it is > 0), then given to the core as T: class
-  // ids by rank when only their equality matters (large ids stay distinct in float32), else as they are.
-  const CArray<double> given = per_row_values<double>(labels_in, "labels", n);
-  const int invalid = caffe_mining::margin_find_invalid_label(given.data(), n, options.num_classes);
-  if (invalid >= 0) {
-    const std::string range = options.num_classes > 0
-        ? " in [0, num_classes = " + std::to_string(options.num_classes) + ")" : "";
-    throw py::value_error("labels must be integer class ids" + range + ". Got: labels[" + std::to_string(invalid) +
-                          "] = " + caffe_mining::format_value(given.data()[invalid]));
-  }
-  const CArray<T> labels = options.num_classes > 0 ? per_row_values<T>(labels_in, "labels", n)
-                                                   : dense_class_ids<T>(labels_in, n);
+  const CArray<T> labels = caffe_mining_bindings::margin_labels<T>(labels_in, n, options.num_classes);
   const int betas = options.num_classes > 0 ? options.num_classes : 1;
-  CArray<T> beta;
-  if (beta_in.is_none()) {
-    beta = CArray<T>(betas);
-    for (int c = 0; c < betas; ++c) beta.mutable_data()[c] = static_cast<T>(options.beta_init);
-  } else {
-    beta = CArray<T>::ensure(beta_in);
-    if (!beta || beta.size() != betas) {
-      throw py::value_error("beta must hold max(1, num_classes) = " + std::to_string(betas) + " values. Got: " +
-                            (beta ? std::to_string(beta.size()) : py::repr(beta_in).cast<std::string>()));
-    }
-    if (check_finite) {
-      for (int c = 0; c < betas; ++c) {
-        if (!std::isfinite(beta.data()[c])) {
-          throw py::value_error("beta holds a non-finite value (" + caffe_mining::format_value(beta.data()[c]) +
-                                ") at index " + std::to_string(c) + "; pass check_finite=False to compute anyway");
-        }
-      }
-    }
-  }
-  const long long capacity = caffe_mining::margin_triplet_capacity(labels.data(), n, options);
-  if (capacity < 0) throw py::value_error("the batch has too many (anchor, positive, draw) triplets for int sizes");
+  const CArray<T> beta = caffe_mining_bindings::margin_beta<T>(beta_in, betas, options.beta_init, check_finite);
+  const int capacity = caffe_mining_bindings::margin_capacity(labels, n, options);
   const std::size_t slots = static_cast<std::size_t>(capacity > 0 ? capacity : 1);
   std::vector<int> triplets(3 * slots), anchor_count(n), anchor_offset(n), counts(2);
   std::vector<T> pos_dist(slots), neg_dist(slots);
@@ -379,7 +325,7 @@ py::tuple margin(const py::array& embedding_in, const py::object& labels_in, con
     T* grad_b_data = backward ? grad_b.mutable_data() : nullptr;
     py::gil_scoped_release release;
     caffe_mining::margin_forward_cpu<T>(n, dim, embedding.data(), labels.data(), beta.data(), options, iteration,
-                                        static_cast<int>(capacity), mining, workspace.data(), &loss);
+                                        capacity, mining, workspace.data(), &loss);
     if (backward) {
       caffe_mining::margin_backward_cpu<T>(n, dim, embedding.data(), labels.data(), beta.data(), options, mining,
                                            T(loss_weight), workspace.data(), grad_x_data, grad_b_data);
@@ -403,9 +349,9 @@ py::tuple margin_loss(const py::object& embedding_in, const py::object& labels, 
                       uint64_t seed, uint64_t iteration, double loss_weight, bool backward, bool check_finite) {
   const py::array embedding = as_array(embedding_in, "embedding");
   raise_if(caffe_mining::option_finite_problem<double>("loss_weight", loss_weight));
-  const caffe_mining::MarginOptions options = margin_options(margin_value, beta_init, nu, num_classes,
-                                                             negatives_per_positive, sampler, cutoff,
-                                                             nonzero_loss_cutoff, eps, seed);
+  const caffe_mining::MarginOptions options = caffe_mining_bindings::margin_options(
+      margin_value, beta_init, nu, num_classes, negatives_per_positive, sampler, cutoff, nonzero_loss_cutoff, eps,
+      seed);
   raise_if(options.validate<double>());
   feature_shape(embedding, "embedding");
   if (is_float32(embedding, "embedding")) {

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from caffe_mining import _core
+from caffe_mining import _core, device
 from caffe_mining.losses.fields import check_choice, check_int, check_number, proto_decimal, raise_if
 from caffe_mining.losses.spec import LossSpec
 
@@ -115,17 +115,25 @@ def margin_loss(embedding: np.ndarray, labels: np.ndarray, beta: Optional[np.nda
                 backward: bool = True, check_finite: bool = True) -> MarginResult:
     """MarginLoss on the core; see :func:`caffe_mining.reference.margin_loss` for the math.
 
+    float32 inputs run the core in float32, float64 in float64; a device embedding runs the CUDA core (labels and
+    beta may be host or device values) and gives device arrays back (:mod:`caffe_mining.device`).
+
     Example:
         >>> x = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
         >>> r = margin_loss(x, [0, 0, 1, 1], sampler="UNIFORM")
         >>> r.triplets.shape, r.hinge_count
         ((2, 3), 4)
     """
-    return MarginResult(*_core.margin_loss(
-        embedding, labels, beta, margin=margin, beta_init=beta_init, nu=nu, num_classes=num_classes,
-        negatives_per_positive=negatives_per_positive, sampler=sampler, cutoff=cutoff,
-        nonzero_loss_cutoff=nonzero_loss_cutoff, eps=eps, seed=seed, iteration=iteration, loss_weight=loss_weight,
-        backward=backward, check_finite=check_finite))
+    kwargs = dict(margin=margin, beta_init=beta_init, nu=nu, num_classes=num_classes,
+                  negatives_per_positive=negatives_per_positive, sampler=sampler, cutoff=cutoff,
+                  nonzero_loss_cutoff=nonzero_loss_cutoff, eps=eps, seed=seed, iteration=iteration,
+                  loss_weight=loss_weight, backward=backward, check_finite=check_finite)
+    if device.is_device_array(embedding):
+        embedding = device.contiguous(embedding)
+        wrap = device.result_wrapper(embedding)
+        loss, *arrays, hinge_count = device.cuda_core().margin_loss(embedding, labels, beta, **kwargs)
+        return MarginResult(loss, *map(wrap, arrays), hinge_count)
+    return MarginResult(*_core.margin_loss(embedding, labels, beta, **kwargs))
 
 
 def draw_inputs(options: MarginOptions, n: int, dim: int, rng: np.random.Generator,
