@@ -302,7 +302,8 @@ py::tuple margin(const py::array& embedding_in, const py::object& labels_in, con
   const std::size_t slots = static_cast<std::size_t>(capacity > 0 ? capacity : 1);
   std::vector<int> triplets(3 * slots), anchor_count(n), anchor_offset(n), counts(2);
   std::vector<T> pos_dist(slots), neg_dist(slots);
-  std::vector<uint64_t> workspace(caffe_mining::margin_workspace_bytes<T>(n, options, caffe_mining::Device::kCpu) / sizeof(uint64_t) + 1);
+  const std::size_t workspace_bytes = caffe_mining::margin_workspace_bytes<T>(n, options, caffe_mining::Device::kCpu);
+  std::vector<uint64_t> workspace(workspace_bytes / sizeof(uint64_t) + 1);
   caffe_mining::MarginMining<T> mining;
   mining.triplets = triplets.data();
   mining.pos_dist = pos_dist.data();

@@ -255,7 +255,8 @@ CM_HOST_DEVICE Dtype margin_gradient_element(int n, int dim, int r, int k, const
   Dtype sum = Dtype(0);
   for (int j = 0; j < n; ++j) {
     if (coefficient_row[j] != Dtype(0)) {
-      sum = math::add_rn(sum, math::mul_rn(coefficient_row[j], x_rk - embedding[static_cast<std::size_t>(j) * dim + k]));
+      const Dtype diff = x_rk - embedding[static_cast<std::size_t>(j) * dim + k];
+      sum = math::add_rn(sum, math::mul_rn(coefficient_row[j], diff));
     }
   }
   return sum;
@@ -317,14 +318,14 @@ void margin_backward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
                          void* workspace, Dtype* embedding_diff, Dtype* beta_diff);
 
 // ---------------------------------------------------------------------------------------------------------------
-// CUDA, defined in margin.cu (CUDA builds only). Same arguments after the context (common/cuda_context.hpp; no
-// GEMM, so its cuBLAS handle may be null), with device pointers (labels, beta, mining, workspace =
+// CUDA, defined in margin.cu (CUDA builds only). Same arguments after the context (common/cuda_context.hpp; no GEMM,
+// so its cuBLAS handle may be null), with device pointers (labels, beta, mining, workspace =
 // margin_workspace_bytes<Dtype>(n, options, Device::kGpu), 256-byte aligned), `loss` a device scalar, loss_weight a
-// host value; queued on context.stream, no host synchronisation. Each step is one of the functions above run by one thread (an anchor, a
-// pair, an element), the serial sums (offsets, loss, C, beta) by one thread in the CPU's order, with products
-// rounded before they are added (mul_rn/add_rn), so the distances, the loss and the gradients are the CPU's bits
-// where the device's sqrt (IEEE) agrees, and the triplets are the CPU's except where a draw falls within the
-// last-bit differences of the device's log/exp (within 1-2 ulp of glibc's) from a boundary of the cumulative
+// host value; queued on context.stream, no host synchronisation. Each step is one of the functions above run by one
+// thread (an anchor, a pair, an element), the serial sums (offsets, loss, C, beta) by one thread in the CPU's order,
+// with products rounded before they are added (mul_rn/add_rn), so the distances, the loss and the gradients are the
+// CPU's bits where the device's sqrt (IEEE) agrees, and the triplets are the CPU's except where a draw falls within
+// the last-bit differences of the device's log/exp (within 1-2 ulp of glibc's) from a boundary of the cumulative
 // weights. Deterministic (no atomics).
 template <typename Dtype>
 void margin_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,

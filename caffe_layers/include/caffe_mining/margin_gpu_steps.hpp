@@ -105,11 +105,13 @@ CM_HOST_DEVICE void beta_gradient(int c, const Dtype* beta, const Dtype* labels,
     beta_diff[c] = Dtype(NAN);
     return;
   }
-  beta_diff[c] = mining.counts[1] > 0
-      ? math::mul_rn(margin_beta_sum(c, mining.counts[0], mining.triplets, mining.pos_dist, mining.neg_dist, beta, labels,
-                               num_classes, margin, nu),
-               backward_scale(mining.counts, loss_weight))
-      : Dtype(0);
+  if (mining.counts[1] == 0) {
+    beta_diff[c] = Dtype(0);
+    return;
+  }
+  const Dtype sum = margin_beta_sum(c, mining.counts[0], mining.triplets, mining.pos_dist, mining.neg_dist, beta,
+                                    labels, num_classes, margin, nu);
+  beta_diff[c] = math::mul_rn(sum, backward_scale(mining.counts, loss_weight));
 }
 
 /// Thread (r, j) of the coefficient kernel: (V_rj / C) / d_rj into coefficient[r * n + j].

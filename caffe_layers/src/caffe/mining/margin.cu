@@ -145,13 +145,13 @@ void margin_backward_gpu(const CudaContext& context, int n, int dim, const Dtype
       n, dim, embedding, coefficient, mining.counts, embedding_diff);
 }
 
-#define CAFFE_MINING_INSTANTIATE_MARGIN_GPU(Dtype)                                                                  \
-  template void margin_forward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*, const Dtype*,        \
-                                          const MarginOptions&, uint64_t, int, const MarginMining<Dtype>&, void*,   \
-                                          Dtype*);                                                                  \
-  template void margin_backward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*, const Dtype*,       \
-                                           const MarginOptions&, const MarginMining<Dtype>&, Dtype, void*, Dtype*, \
-                                           Dtype*);
+#define CAFFE_MINING_INSTANTIATE_MARGIN_GPU(Dtype)                                                           \
+  template void margin_forward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*,           \
+                                          const Dtype*, const MarginOptions&, uint64_t, int,                  \
+                                          const MarginMining<Dtype>&, void*, Dtype*);                         \
+  template void margin_backward_gpu<Dtype>(const CudaContext&, int, int, const Dtype*, const Dtype*,          \
+                                           const Dtype*, const MarginOptions&, const MarginMining<Dtype>&,    \
+                                           Dtype, void*, Dtype*, Dtype*);
 CAFFE_MINING_INSTANTIATE_MARGIN_GPU(float)
 CAFFE_MINING_INSTANTIATE_MARGIN_GPU(double)
 #undef CAFFE_MINING_INSTANTIATE_MARGIN_GPU
