@@ -13,6 +13,8 @@ CONTRASTIVE_PAIR_HPP = "caffe_layers/include/caffe_mining/losses/contrastive_pai
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
 HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
 HARDNET_LANES = "caffe_layers/src/caffe/mining/hardnet_row_lanes.inc"
+GEMM_DISTANCES_CPP = "caffe_layers/src/caffe/mining/gemm_distances.cpp"
+DISTANCE_GRADIENTS_CPP = "caffe_layers/src/caffe/mining/distance_gradients.cpp"
 HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_loss.hpp"
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
 
@@ -237,9 +239,9 @@ MUTANTS = (
            "AVERAGE with anchor swap: a swapped candidate's weight goes to D_ji"),
 
     # ---- HardNetLoss CPU: distances, the row-by-row MIN path and its SSE lanes (hardnet.cpp) -----------------------
-    Mutant("distances_unclamped", HARDNET_CPP,
+    Mutant("distances_unclamped", GEMM_DISTANCES_CPP,
            "row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;", "row[j] = sq + eps;",
-           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)"),
+           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)", ci=True),
     Mutant("squared_distance_unclamped", DOT_DISTANCE_HPP,
            "  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;\n}", "  return sq + eps;\n}",
            "D = sqrt(max(sq, 0) + eps): clamped before eps (row-by-row path)"),
@@ -393,8 +395,8 @@ MUTANTS = (
     Mutant("average_col_sum_transposed", HARDNET_CPP,
            "col_sum[j] += weight[i * nn + j];", "col_sum[i] += weight[i * nn + j];",
            "AVERAGE gradient of p: diag(V^T 1) P - V^T A"),
-    Mutant("average_positive_gemm_untransposed", HARDNET_CPP,
-           "gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "AVERAGE gradient of p: V^T A"),
+    Mutant("average_positive_gemm_untransposed", DISTANCE_GRADIENTS_CPP,
+           "cpu_gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "cpu_gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "AVERAGE gradient of p: V^T A", ci=True),
 )
