@@ -377,30 +377,21 @@ RowMining<Dtype> average_row(const Dtype* dist, const Dtype* labels, int n, int 
 template <typename Dtype>
 void record_row(const HardNetOptions& options, int i, Dtype pos, const RowMining<Dtype>& found,
                 const HardNetMining<Dtype>& mining, Dtype* loss_sum, int* valid_rows) {
-  const Dtype margin = static_cast<Dtype>(options.margin);
-  const HardNetLossType type = options.loss_type;
   const Dtype neg = found.candidate.value;
   mining.pos_dist[i] = pos;
   mining.neg_count[i] = found.count;
   mining.neg_index[i] = found.chosen;
   mining.neg_swapped[i] = found.chosen >= 0 && found.candidate.swapped ? 1 : 0;
   mining.neg_dist[i] = found.chosen >= 0 ? neg : Dtype(0);
-  Dtype row_loss = Dtype(0), dpos = Dtype(0), dneg = Dtype(0);
-  if (found.count > 0) {
-    ++*valid_rows;
-    if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-      row_loss = found.average_loss / Dtype(found.count);
-      dpos = found.average_dpos / Dtype(found.count);
-    } else {
-      row_loss = hardnet_row_loss(type, margin, pos, neg);
-      dpos = hardnet_row_loss_dpos(type, margin, pos, neg);
-      dneg = hardnet_row_loss_dneg(type, margin, pos, neg);
-    }
-  }
-  mining.row_loss[i] = row_loss;
-  mining.dloss_dpos[i] = dpos;
-  mining.dloss_dneg[i] = dneg;
-  *loss_sum += row_loss;
+  if (found.count > 0) ++*valid_rows;
+  const HardNetRowTerms<Dtype> terms =
+      hardnet_row_terms(options.loss_type, static_cast<Dtype>(options.margin),
+                        options.batch_reduce == HardNetBatchReduce::kAverage, found.count, pos, neg,
+                        found.average_loss, found.average_dpos);
+  mining.row_loss[i] = terms.loss;
+  mining.dloss_dpos[i] = terms.dpos;
+  mining.dloss_dneg[i] = terms.dneg;
+  *loss_sum += terms.loss;
 }
 
 // AVERAGE's scalar weight V_ij = W_ij / D_ij (scaled): the diagonal carries the row's dloss/dpos, the others
