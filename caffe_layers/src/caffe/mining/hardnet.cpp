@@ -416,7 +416,7 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
 // along j with their row sums added per lane after a transpose. Same operations in the same order as average_row
 // and average_weight_at, so the same bits; SOFTMAX, double, and the last n % 4 rows and columns take those.
 template <typename Dtype>
-int average_forward_lanes(const Dtype*, const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
+int average_forward_lanes(const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
                           Dtype*, int*) {
   return 0;
 }
@@ -452,9 +452,8 @@ inline __m128 dneg_over_count_lanes(HardNetLossType type, __m128 margin, __m128 
 }
 
 template <>
-int average_forward_lanes<float>(const float* labels, const float* uniforms_unused, int n, const HardNetOptions& options,
+int average_forward_lanes<float>(const float* labels, int n, const HardNetOptions& options,
                                  const HardNetMining<float>& mining, float* loss_sum, int* valid_rows) {
-  (void)uniforms_unused;
   if (!average_has_lanes(options)) return 0;
   const float* dist = mining.dist;
   const std::size_t nn = static_cast<std::size_t>(n);
@@ -643,7 +642,7 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   if (options.batch_reduce == HardNetBatchReduce::kAverage) {
     // AVERAGE reads every candidate, and its backward the whole distance matrix: computed first.
     for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
-    for (int i = average_forward_lanes(labels, uniforms, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
+    for (int i = average_forward_lanes(labels, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
       const Dtype pos = mining.dist[i * nn + i];
       record_row(options, i, pos, average_row(mining.dist, labels, n, i, pos, options), mining, &loss_sum,
                  &valid_rows);
