@@ -15,7 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {
-    "hardnet_gpu_emulation": ["tests/emulation/hardnet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/hardnet.cpp"],
+    "hardnet_gpu_emulation": ["tests/emulation/hardnet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/hardnet.cpp",
+                              "caffe_layers/src/caffe/mining/gemm_distances.cpp",
+                              "caffe_layers/src/caffe/mining/distance_gradients.cpp"],
     "contrastive_gpu_emulation": ["tests/emulation/contrastive_gpu_emulation.cpp",
                                   "caffe_layers/src/caffe/mining/contrastive_mining.cpp"],
     "margin_gpu_emulation": ["tests/emulation/margin_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/margin.cpp"],

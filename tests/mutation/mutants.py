@@ -13,6 +13,8 @@ CONTRASTIVE_PAIR_HPP = "caffe_layers/include/caffe_mining/losses/contrastive_pai
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
 HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
 HARDNET_LANES = "caffe_layers/src/caffe/mining/hardnet_row_lanes.inc"
+GEMM_DISTANCES_CPP = "caffe_layers/src/caffe/mining/gemm_distances.cpp"
+DISTANCE_GRADIENTS_CPP = "caffe_layers/src/caffe/mining/distance_gradients.cpp"
 HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_loss.hpp"
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
 MARGIN_HPP = "caffe_layers/include/caffe_mining/margin.hpp"
@@ -246,9 +248,9 @@ MUTANTS = (
            "AVERAGE with anchor swap: a swapped candidate's weight goes to D_ji"),
 
     # ---- HardNetLoss CPU: distances, the row-by-row MIN path and its SSE lanes (hardnet.cpp) -----------------------
-    Mutant("distances_unclamped", HARDNET_CPP,
+    Mutant("distances_unclamped", GEMM_DISTANCES_CPP,
            "row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;", "row[j] = sq + eps;",
-           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)"),
+           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)", ci=True),
     Mutant("squared_distance_unclamped", DOT_DISTANCE_HPP,
            "  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;\n}", "  return sq + eps;\n}",
            "D = sqrt(max(sq, 0) + eps): clamped before eps (row-by-row path)"),
@@ -375,13 +377,10 @@ MUTANTS = (
            "AVERAGE gradient: D_ii carries the row's d l / d pos (lanes)", kill_first=ROUNDING),
     # ---- HardNetLoss CPU: forward reductions ---------------------------------------------------------------------
     Mutant("forward_mean_counts_empty_rows", HARDNET_CPP,
-           "  if (found.count > 0) {\n    ++*valid_rows;", "  ++*valid_rows;\n  if (found.count > 0) {",
+           "  if (found.count > 0) ++*valid_rows;", "  ++*valid_rows;",
            "the loss is the mean over the R non-empty rows", ci=True, kill_first=BOUNDARIES),
-    Mutant("average_loss_not_averaged", HARDNET_CPP,
-           "row_loss = found.average_loss / Dtype(found.count);", "row_loss = found.average_loss;",
-           "AVERAGE: (1/count_i) sum_j l(d_ii, c_ij)"),
-    Mutant("average_dpos_not_averaged", HARDNET_CPP,
-           "dpos = found.average_dpos / Dtype(found.count);", "dpos = found.average_dpos;",
+    Mutant("average_dpos_not_averaged", HARDNET_ROW_LOSS_HPP,
+           "terms.dpos = dpos_sum / Dtype(count);", "terms.dpos = dpos_sum;",
            "AVERAGE gradient: averaged over the row's candidates"),
     Mutant("neg_swapped_never_reported", HARDNET_CPP,
            "found.chosen >= 0 && found.candidate.swapped ? 1 : 0;", "0;",
@@ -402,10 +401,10 @@ MUTANTS = (
     Mutant("average_col_sum_transposed", HARDNET_CPP,
            "col_sum[j] += weight[i * nn + j];", "col_sum[i] += weight[i * nn + j];",
            "AVERAGE gradient of p: diag(V^T 1) P - V^T A"),
-    Mutant("average_positive_gemm_untransposed", HARDNET_CPP,
-           "gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "AVERAGE gradient of p: V^T A"),
+    Mutant("average_positive_gemm_untransposed", DISTANCE_GRADIENTS_CPP,
+           "cpu_gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "cpu_gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "AVERAGE gradient of p: V^T A", ci=True),
     # ---- MarginLoss: the sampler (miners/distance_weighted.hpp) ------------------------------------------------
     Mutant("margin_dw_distance_exponent", SAMPLER_HPP,
            "-(dim - 2.0) * ::log(clipped)", "-(dim - 1.0) * ::log(clipped)",
