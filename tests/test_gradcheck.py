@@ -12,6 +12,7 @@ import pytest
 
 import caffe_mining
 from caffe_mining import gradcheck
+from caffe_mining.losses.margin import MarginOptions
 from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions
 
 CONTRASTIVE_OPTIONS = [ContrastiveOptions(margin, legacy, ratio)
@@ -19,8 +20,11 @@ CONTRASTIVE_OPTIONS = [ContrastiveOptions(margin, legacy, ratio)
                                                      (1.0, True, 1), (1.0, True, 2), (1.5, True, 4)]]
 HARDNET_OPTIONS = [HardNetOptions(anchor_swap=swap, batch_reduce=br, loss_type=lt)
                    for br, lt, swap in itertools.product(BATCH_REDUCES, LOSS_TYPES, [False, True])]
+MARGIN_OPTIONS = [MarginOptions(), MarginOptions(sampler="UNIFORM", nu=0.1), MarginOptions(negatives_per_positive=3),
+                  MarginOptions(num_classes=3, nonzero_loss_cutoff=0.0, seed=5)]
 ALL_PROBLEMS = ([("MiningContrastiveLoss", o, True) for o in CONTRASTIVE_OPTIONS]
-                + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)])
+                + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)]
+                + [("MarginLoss", o, True) for o in MARGIN_OPTIONS])
 
 
 def problem_id(problem):

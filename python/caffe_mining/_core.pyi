@@ -48,3 +48,37 @@ def hardnet_options_problem(
     dtype: str = "float64",
 ) -> str: ...
 def contrastive_options_problem(*, margin: float = ..., mining_ratio: int = ..., dtype: str = "float64") -> str: ...
+def margin_loss(
+    embedding: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    beta: Optional[npt.ArrayLike] = None,
+    *,
+    margin: float = ...,
+    beta_init: float = ...,
+    nu: float = ...,
+    num_classes: int = ...,
+    negatives_per_positive: int = ...,
+    sampler: str = ...,
+    cutoff: float = ...,
+    nonzero_loss_cutoff: float = ...,
+    eps: float = ...,
+    seed: int = ...,
+    iteration: int = 0,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[np.ndarray], Optional[np.ndarray], np.ndarray, np.ndarray, np.ndarray, int]: ...
+def margin_options_problem(
+    *,
+    margin: float = ...,
+    beta_init: float = ...,
+    nu: float = ...,
+    num_classes: int = ...,
+    negatives_per_positive: int = ...,
+    sampler: str = ...,
+    cutoff: float = ...,
+    nonzero_loss_cutoff: float = ...,
+    eps: float = ...,
+    seed: int = ...,
+    dtype: str = "float64",
+) -> str: ...

@@ -15,6 +15,7 @@ __all__ = ["LOSSES", "LossSpec"]
 _MODULES = (
     "contrastive",
     "hardnet",
+    "margin",
 )
 
 #: Caffe layer type -> its spec (each module's SPEC); the gradient check, the pycaffe layers and the tests read it.
