@@ -15,9 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {
-    "hardnet_gpu_emulation": ["tests/emulation/hardnet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/hardnet.cpp"],
+    "hardnet_gpu_emulation": ["tests/emulation/hardnet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/hardnet.cpp",
+                              "caffe_layers/src/caffe/mining/gemm_distances.cpp",
+                              "caffe_layers/src/caffe/mining/distance_gradients.cpp"],
     "contrastive_gpu_emulation": ["tests/emulation/contrastive_gpu_emulation.cpp",
                                   "caffe_layers/src/caffe/mining/contrastive_mining.cpp"],
+    "margin_gpu_emulation": ["tests/emulation/margin_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/margin.cpp"],
     "triplet_gpu_emulation": ["tests/emulation/triplet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/triplet.cpp"],
 }
 SEEDS = [1, 2, 3]
@@ -127,4 +130,22 @@ def test_triplet_kernels_decide_as_the_cpu(emulator, dtype, seed):
 def test_triplet_comparison_catches_a_planted_bug(emulator):
     """The dot products where the CPU's SYRK leaves them (row-major upper) instead of cuBLAS's (lower)."""
     mismatches, _ = emulator("triplet_gpu_emulation", "float", 1, "upper_triangle")
+    assert mismatches > 0
+
+
+@pytest.mark.parametrize("dtype", ["float", "double"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_margin_kernels_draw_and_differentiate_as_the_cpu(emulator, dtype, seed):
+    """margin.cu's kernels, step by step (threads in reverse order): the same counts, offsets, triplets, distances,
+    loss and gradients (embedding and beta) as the CPU core, bit for bit, with singletons, per-class beta, nu,
+    UNIFORM, the cutoff disabled, duplicate rows and NaN input."""
+    mismatches, out = emulator("margin_gpu_emulation", dtype, seed)
+    assert mismatches == 0, out
+
+
+@pytest.mark.parametrize("plant", ["order", "fma", "one_row"])
+def test_margin_comparison_catches_a_planted_bug(emulator, plant):
+    """A gradient summed in another order or with a fused multiply-add, or every anchor's weights kept in the
+    CPU's single row while the draw kernel runs after all rows: each is seen."""
+    mismatches, _ = emulator("margin_gpu_emulation", "float", 1, plant)
     assert mismatches > 0

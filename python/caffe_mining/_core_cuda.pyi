@@ -65,3 +65,23 @@ def triplet_loss(
     backward: bool = True,
     check_finite: bool = True,
 ) -> Tuple[float, Optional[DeviceArray], DeviceArray, int]: ...
+def margin_loss(
+    embedding: Any,
+    labels: Any,
+    beta: Any = None,
+    *,
+    margin: float = ...,
+    beta_init: float = ...,
+    nu: float = ...,
+    num_classes: int = ...,
+    negatives_per_positive: int = ...,
+    sampler: str = ...,
+    cutoff: float = ...,
+    nonzero_loss_cutoff: float = ...,
+    eps: float = ...,
+    seed: int = ...,
+    iteration: int = 0,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[DeviceArray], Optional[DeviceArray], DeviceArray, DeviceArray, DeviceArray, int]: ...

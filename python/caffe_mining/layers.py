@@ -14,8 +14,9 @@ LossLayer, so give its loss top a ``loss_weight`` (Caffe's default for Python la
     }
 
 ``param_str`` is a JSON object or a Python dict literal with the fields of contrastive_loss_param
-(margin, legacy_version, mining_ratio) or hardnet_loss_param (margin, anchor_swap, batch_reduce, loss_type, eps,
-duplicate_threshold, seed); unknown keys and bad values raise ValueError naming them.
+(margin, legacy_version, mining_ratio), hardnet_loss_param (margin, anchor_swap, batch_reduce, loss_type, eps,
+duplicate_threshold, seed) or margin_loss_param (margin, beta_init, nu, num_classes, negatives_per_positive,
+sampler, cutoff, nonzero_loss_cutoff, eps, seed); unknown keys and bad values raise ValueError naming them.
 
 Bottoms, tops and the math are those of the C++ layers (see caffe_mining.reference). HardNetLossLayer with RANDOM
 and a seed draws the same negatives as the C++ layer with that seed (caffe_mining.sampling.LayerUniforms); without
@@ -34,7 +35,7 @@ from caffe_mining.losses.spec import LossSpec
 from caffe_mining.options import parse_param_str
 from caffe_mining.sampling import LayerUniforms
 
-__all__ = ["HardNetLossLayer", "LossLayer", "MiningContrastiveLossLayer"]
+__all__ = ["HardNetLossLayer", "LossLayer", "MarginLossLayer", "MiningContrastiveLossLayer"]
 
 
 def _features(blob, name: str) -> np.ndarray:
@@ -147,3 +148,44 @@ class TripletLossLayer(LossLayer):
     none) or, for BATCH_ALL, 1 x 1 the number of terms with loss > 0."""
 
     spec = LOSSES["TripletLoss"]
+
+
+class MarginLossLayer(LossLayer):
+    """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); one top, the
+    loss. beta is the layer's blob (``self.blobs[0]``: one value, or num_classes), filled with beta_init at set-up
+    and learnt by the solver (its diff accumulates); the draws are keyed by seed and this layer's forward-pass
+    count, as in the C++ layer."""
+
+    spec = LOSSES["MarginLoss"]
+
+    def setup(self, bottom, top):
+        super().setup(bottom, top)
+        betas = max(1, self.options.num_classes)
+        if len(self.blobs) == 0:
+            self.blobs.add_blob(betas)
+            self.blobs[0].data[...] = self.options.beta_init
+        elif self.blobs[0].data.size != betas:
+            raise ValueError(f"MarginLossLayer: beta must hold max(1, num_classes) = {betas} values. "
+                             f"Got: {self.blobs[0].data.shape}")
+        self.passes = 0
+        self.draw_pass = 0
+
+    def _evaluate(self, bottom, loss_weight: float, backward: bool):
+        return self.spec.core_fn(_features(bottom[0], "embedding"), bottom[1].data.reshape(-1),
+                                 self.blobs[0].data.reshape(-1).copy(), **self.options.loss_kwargs(),
+                                 iteration=self.draw_pass, loss_weight=loss_weight, backward=backward,
+                                 check_finite=False)
+
+    def forward(self, bottom, top):
+        self.draw_pass = self.passes
+        self.passes += 1
+        top[0].data[...] = self._evaluate(bottom, 1.0, backward=False).loss
+
+    def backward(self, top, propagate_down, bottom):
+        # The core again on the forward's pass number: the same triplets, exact scaling.
+        result = self._evaluate(bottom, float(top[0].diff), backward=True)
+        if propagate_down[0]:
+            bottom[0].diff[...] = result.grad_embedding.reshape(bottom[0].diff.shape)
+        if len(propagate_down) > 1 and propagate_down[1]:
+            bottom[1].diff[...] = 0
+        self.blobs[0].diff[...] += result.grad_beta.reshape(self.blobs[0].diff.shape)

@@ -99,3 +99,14 @@ def triplet_loss(embedding, labels, **kwargs):
     if _planted() and out[1] is not None:
         out[1] = out[1] * (1 + 1e-3)
     return _to_device(out)
+
+
+def margin_loss(embedding, labels, beta=None, **kwargs):
+    out = list(_core.margin_loss(_feature(embedding, "embedding", "embedding"), _rows(labels), _rows(beta),
+                                 **kwargs))
+    if _planted() and len(out[3]) > 0:  # the first triplet takes another negative
+        out[3] = out[3].copy()
+        out[3][0, 2] = (out[3][0, 2] + 1) % len(_rows(labels))
+    if _planted() and out[1] is not None:
+        out[1] = out[1] * (1 + 1e-3)
+    return _to_device(out)

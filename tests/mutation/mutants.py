@@ -13,8 +13,15 @@ CONTRASTIVE_PAIR_HPP = "caffe_layers/include/caffe_mining/losses/contrastive_pai
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
 HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
 HARDNET_LANES = "caffe_layers/src/caffe/mining/hardnet_row_lanes.inc"
+GEMM_DISTANCES_CPP = "caffe_layers/src/caffe/mining/gemm_distances.cpp"
+DISTANCE_GRADIENTS_CPP = "caffe_layers/src/caffe/mining/distance_gradients.cpp"
 HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_loss.hpp"
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
+MARGIN_HPP = "caffe_layers/include/caffe_mining/margin.hpp"
+MARGIN_CPP = "caffe_layers/src/caffe/mining/margin.cpp"
+SAMPLER_HPP = "caffe_layers/include/caffe_mining/miners/distance_weighted.hpp"
+MARGIN_TRIPLET_HPP = "caffe_layers/include/caffe_mining/losses/margin_triplet.hpp"
+PHILOX_HPP = "caffe_layers/include/caffe_mining/common/philox.hpp"
 TRIPLET_HPP = "caffe_layers/include/caffe_mining/triplet.hpp"
 TRIPLET_CPP = "caffe_layers/src/caffe/mining/triplet.cpp"
 TRIPLET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/triplet_row_loss.hpp"
@@ -37,6 +44,8 @@ TEST_FILES = (
     "tests/test_bindings.py",
     "tests/test_gradcheck.py",
     "tests/test_cpu_lanes.py",
+    "tests/test_margin.py",
+    "tests/test_margin_sampling.py",
 )
 DESELECTED = {
     "tests/test_gradcheck.py::test_cli_without_pycaffe_says_so":
@@ -60,6 +69,8 @@ BOUNDARIES = ("tests/test_core_boundaries.py",)
 GPU_LOGIC = ("tests/test_gpu_logic_on_host.py",)
 GPU_EMULATION = ("tests/test_gpu_emulation.py",)
 ROUNDING = ("tests/test_hardnet_min_rounding.py",)
+
+MARGIN = ("tests/test_margin.py", "tests/test_margin_sampling.py")
 TRIPLET = ("tests/test_triplet.py",)
 
 MUTANTS = (
@@ -247,9 +258,9 @@ MUTANTS = (
            "AVERAGE with anchor swap: a swapped candidate's weight goes to D_ji"),
 
     # ---- HardNetLoss CPU: distances, the row-by-row MIN path and its SSE lanes (hardnet.cpp) -----------------------
-    Mutant("distances_unclamped", HARDNET_CPP,
+    Mutant("distances_unclamped", GEMM_DISTANCES_CPP,
            "row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;", "row[j] = sq + eps;",
-           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)"),
+           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)", ci=True),
     Mutant("squared_distance_unclamped", DOT_DISTANCE_HPP,
            "  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;\n}", "  return sq + eps;\n}",
            "D = sqrt(max(sq, 0) + eps): clamped before eps (row-by-row path)"),
@@ -376,13 +387,10 @@ MUTANTS = (
            "AVERAGE gradient: D_ii carries the row's d l / d pos (lanes)", kill_first=ROUNDING),
     # ---- HardNetLoss CPU: forward reductions ---------------------------------------------------------------------
     Mutant("forward_mean_counts_empty_rows", HARDNET_CPP,
-           "  if (found.count > 0) {\n    ++*valid_rows;", "  ++*valid_rows;\n  if (found.count > 0) {",
+           "  if (found.count > 0) ++*valid_rows;", "  ++*valid_rows;",
            "the loss is the mean over the R non-empty rows", ci=True, kill_first=BOUNDARIES),
-    Mutant("average_loss_not_averaged", HARDNET_CPP,
-           "row_loss = found.average_loss / Dtype(found.count);", "row_loss = found.average_loss;",
-           "AVERAGE: (1/count_i) sum_j l(d_ii, c_ij)"),
-    Mutant("average_dpos_not_averaged", HARDNET_CPP,
-           "dpos = found.average_dpos / Dtype(found.count);", "dpos = found.average_dpos;",
+    Mutant("average_dpos_not_averaged", HARDNET_ROW_LOSS_HPP,
+           "terms.dpos = dpos_sum / Dtype(count);", "terms.dpos = dpos_sum;",
            "AVERAGE gradient: averaged over the row's candidates"),
     Mutant("neg_swapped_never_reported", HARDNET_CPP,
            "found.chosen >= 0 && found.candidate.swapped ? 1 : 0;", "0;",
@@ -403,10 +411,81 @@ MUTANTS = (
     Mutant("average_col_sum_transposed", HARDNET_CPP,
            "col_sum[j] += weight[i * nn + j];", "col_sum[i] += weight[i * nn + j];",
            "AVERAGE gradient of p: diag(V^T 1) P - V^T A"),
-    Mutant("average_positive_gemm_untransposed", HARDNET_CPP,
-           "gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
-           "AVERAGE gradient of p: V^T A"),
+    Mutant("average_positive_gemm_untransposed", DISTANCE_GRADIENTS_CPP,
+           "cpu_gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "cpu_gemm(false, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);",
+           "AVERAGE gradient of p: V^T A", ci=True),
+    # ---- MarginLoss: the sampler (miners/distance_weighted.hpp) ------------------------------------------------
+    Mutant("margin_dw_distance_exponent", SAMPLER_HPP,
+           "-(dim - 2.0) * ::log(clipped)", "-(dim - 1.0) * ::log(clipped)",
+           "weight 1/q(d), q(d) ∝ d^(D-2) (...)", kill_first=MARGIN),
+    Mutant("margin_dw_gap_exponent", SAMPLER_HPP,
+           "0.5 * (dim - 3.0) * ::log(gap)", "0.5 * (dim - 2.0) * ::log(gap)",
+           "q(d) ∝ ... (1 - d^2/4)^((D-3)/2)", ci=True, kill_first=MARGIN),
+    Mutant("margin_dw_cutoff_ignored", SAMPLER_HPP,
+           "const double clipped = distance > cutoff ? distance : cutoff;", "const double clipped = distance;",
+           "d̂ = max(d, cutoff)", kill_first=MARGIN),
+    Mutant("margin_dw_gap_unfloored", SAMPLER_HPP,
+           "  if (!(gap > kSphereGapFloor)) gap = kSphereGapFloor;\n", "",
+           "log(1 - d̂^2/4) floored: finite where d̂ >= 2", kill_first=MARGIN),
+    Mutant("margin_nonzero_cutoff_inclusive", SAMPLER_HPP,
+           "distance < nonzero_loss_cutoff;", "distance <= nonzero_loss_cutoff;",
+           "weight 0 at d >= nonzero_loss_cutoff", kill_first=MARGIN),
+    Mutant("margin_same_label_negatives", SAMPLER_HPP,
+           "if (labels[j] == labels[anchor]) return false;", "if (j == anchor) return false;",
+           "negatives are of another class", kill_first=MARGIN),
+    Mutant("margin_row_max_not_subtracted", SAMPLER_HPP,
+           "::exp(distance_weighted_log_weight(distance, dim, cutoff) - max_log)",
+           "::exp(distance_weighted_log_weight(distance, dim, cutoff) - 1400.0)",
+           "weights relative to the row's own maximum, not a batch-wide one (no row underflows to 0)", kill_first=MARGIN),
+    # ---- MarginLoss: the draws (margin.hpp, common/philox.hpp) ------------------------------------------------
+    Mutant("margin_empty_row_drawn", MARGIN_HPP,
+           "*count = (positives > 0 && total > 0.0) ? positives * negatives_per_positive : 0;",
+           "*count = positives > 0 ? positives * negatives_per_positive : 0;",
+           "an anchor with no drawable negative contributes no triplet", ci=True, kill_first=MARGIN),
+    Mutant("margin_iteration_ignored", MARGIN_HPP,
+           "counter.word[3] = static_cast<uint32_t>(iteration);", "counter.word[3] = 0;",
+           "draws keyed by (seed, iteration)", kill_first=MARGIN),
+    Mutant("margin_seed_halves_swapped", MARGIN_HPP,
+           "static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)",
+           "static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(seed)",
+           "key = (seed mod 2^32, seed / 2^32)", kill_first=MARGIN),
+    Mutant("margin_philox_rounds", PHILOX_HPP,
+           "for (int round = 0; round < 10; ++round) {", "for (int round = 0; round < 7; ++round) {",
+           "Philox4x32-10: ten rounds", ci=True, kill_first=MARGIN),
+    # ---- MarginLoss: loss and gradients (losses/margin_triplet.hpp, margin.hpp, margin.cpp) -------------------
+    Mutant("margin_beta_gradient_sign", MARGIN_TRIPLET_HPP,
+           "return (neg_on - pos_on) + nu;", "return (pos_on - neg_on) + nu;",
+           "dE/dbeta = sum (-[pos > 0] + [neg > 0] + nu) / C", ci=True, kill_first=MARGIN),
+    Mutant("margin_beta_gradient_without_nu", MARGIN_TRIPLET_HPP,
+           "return (neg_on - pos_on) + nu;", "return neg_on - pos_on;",
+           "nu beta per triplet: its gradient", kill_first=MARGIN),
+    Mutant("margin_nu_term_dropped", MARGIN_TRIPLET_HPP,
+           "return math::add_rn(hinges, math::mul_rn(nu, beta));", "return hinges;",
+           "E includes nu beta per triplet", kill_first=MARGIN),
+    Mutant("margin_pos_hinge_sign", MARGIN_TRIPLET_HPP,
+           "return (pos_dist - beta) + margin;", "return (beta - pos_dist) + margin;",
+           "pos hinge (d_ap - beta + alpha)+", kill_first=MARGIN),
+    Mutant("margin_divides_by_all_terms", MARGIN_HPP,
+           "active += margin_triplet_active(pos_dist[t], neg_dist[t], anchor_beta, margin);", "active += 2;",
+           "C = the number of non-zero hinge terms", kill_first=MARGIN),
+    Mutant("margin_zero_count_divides", MARGIN_HPP,
+           "return active > 0 ? static_cast<Dtype>(sum / active) : Dtype(0);",
+           "return static_cast<Dtype>(sum / active);",
+           "C = 0 gives E = 0, never 0/0", kill_first=MARGIN),
+    Mutant("margin_class_beta_ignored", MARGIN_HPP,
+           "return num_classes > 0 ? static_cast<int>(label) : 0;", "return 0;",
+           "beta_c(a), c(a) = y_a with num_classes > 0", kill_first=MARGIN),
+    Mutant("margin_backward_one_side", MARGIN_HPP,
+           "for (int side = 0; side < 2; ++side) {\n    const int anchor = side == 0 ? r : j, other = side == 0 ? j : r;\n    const Dtype",
+           "for (int side = 0; side < 1; ++side) {\n    const int anchor = side == 0 ? r : j, other = side == 0 ? j : r;\n    const Dtype",
+           "dd_ij/dx_i and dd_ij/dx_j: both ends of every pair", kill_first=MARGIN),
+    Mutant("margin_negative_pair_sign", MARGIN_HPP,
+           "        --hinges;", "        ++hinges;",
+           "dE/dd_an = -[neg > 0] / C", kill_first=MARGIN),
+    Mutant("margin_non_finite_unflagged", MARGIN_CPP,
+           "      if (!std::isfinite(d)) finite = false;\n", "",
+           "a distance that overflows: E = NaN, no triplet", ci=True, kill_first=MARGIN),
     # ---- TripletLoss: label masks, miners, row loss (miners/*.hpp, losses/triplet_row_loss.hpp) --------------------
     Mutant("triplet_positive_includes_anchor", LABEL_MASKS_HPP,
            "return j != anchor && labels[j] == labels[anchor];", "return labels[j] == labels[anchor];",

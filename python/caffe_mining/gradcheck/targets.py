@@ -64,8 +64,8 @@ class PycaffeTarget:
     engine 'caffe': the C++ layer (the spec's type_name); 'python': the Python layer
     (``python_layer`` = 'module.Class', default caffe_mining.layers' class). ``layer_param`` (text of a
     LayerParameter, e.g. from a real net) replaces the generated layer; its bottoms and tops are renamed.
-    The net is rebuilt before every evaluation of a layer that draws uniforms (HardNet RANDOM), so that each
-    evaluation sees the first draws of a freshly seeded layer (the reference's uniforms).
+    The net is rebuilt before every evaluation of a layer that draws anew at every pass (HardNet RANDOM, MarginLoss),
+    so that each evaluation sees the first draws of a freshly seeded layer (the reference's).
     """
 
     def __init__(self, problem: Problem, shapes: Dict[str, Tuple[int, ...]], engine: str = "caffe",
@@ -89,7 +89,9 @@ class PycaffeTarget:
         handle, self.path = tempfile.mkstemp(suffix=".prototxt", prefix="gradcheck_")
         with os.fdopen(handle, "w") as f:
             f.write(self.prototxt)
-        self.fresh_net_each_time = problem.options.draws_uniforms
+        # A layer that draws anew at every pass (HardNet RANDOM's uniforms, MarginLoss's triplets) is rebuilt before
+        # every evaluation, so each one sees the draws of pass 0 (the reference's).
+        self.fresh_net_each_time = problem.options.draws_uniforms or getattr(problem.options, "draws_per_pass", False)
         self.net = self._new_net()
 
     def __del__(self) -> None:

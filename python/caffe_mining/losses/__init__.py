@@ -15,6 +15,7 @@ __all__ = ["LOSSES", "LossSpec"]
 _MODULES = (
     "contrastive",
     "hardnet",
+    "margin",
     "triplet",
 )
 

@@ -1,8 +1,7 @@
 // CPU implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 #include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/distances/squared_norm.hpp"
-
-#include <cblas.h>
+#include "caffe_mining/distances/gemm_distances.hpp"
+#include "caffe_mining/gradients/distance_gradients.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -18,69 +17,6 @@
 namespace caffe_mining {
 
 namespace {
-
-// Row-major C = alpha * op(A) * op(B) + beta * C.
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-          int ldb, float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
-              alpha, a, lda, b, ldb, beta, c, ldc);
-}
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
-          int ldb, double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
-              alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// |x_i|^2 of each row, in the fixed order of squared_norm: identical rows get identical norms (ties stay ties).
-template <typename Dtype>
-void squared_norms(int n, int dim, const Dtype* x, Dtype* sq_norm) {
-  for (int i = 0; i < n; ++i) sq_norm[i] = squared_norm(dim, x + static_cast<std::size_t>(i) * dim);
-}
-
-// Whether some squared distance could be NaN or overflow (the non-finite rule of hardnet.hpp): a norm that is NaN or
-// inf (a NaN or inf feature, or an overflowing sum), or 2 (max |a_i|^2 + max |p_j|^2) = inf, which bounds every
-// |a_i|^2 + |p_j|^2 - 2 a_i.p_j <= (|a_i| + |p_j|)^2.
-template <typename Dtype>
-bool distances_overflow(int n, const Dtype* sq_norm_a, const Dtype* sq_norm_p) {
-  const Dtype kMax = std::numeric_limits<Dtype>::max();
-  Dtype max_a = Dtype(0), max_p = Dtype(0);
-  for (int i = 0; i < n; ++i) {
-    if (!(sq_norm_a[i] <= kMax) || !(sq_norm_p[i] <= kMax)) return true;  // NaN or inf
-    max_a = std::max(max_a, sq_norm_a[i]);
-    max_p = std::max(max_p, sq_norm_p[i]);
-  }
-  return !(Dtype(2) * (max_a + max_p) <= kMax);
-}
-
-// x = sqrt(x) over a buffer. Under GCC's default -fmath-errno a sqrt loop keeps a libm call (for errno on a negative
-// argument) and does not vectorize; the SSE square root is the same correctly rounded IEEE operation, so the values
-// are identical (GCC 12 ignores __attribute__((optimize("no-math-errno"))) for this). Other targets take the plain
-// loop (vectorized there when math errno is off).
-inline void sqrt_in_place(int count, float* x) {
-  int k = 0;
-#if defined(__SSE2__)
-  for (; k + 4 <= count; k += 4) _mm_storeu_ps(x + k, _mm_sqrt_ps(_mm_loadu_ps(x + k)));
-#endif
-  for (; k < count; ++k) x[k] = std::sqrt(x[k]);
-}
-inline void sqrt_in_place(int count, double* x) {
-  int k = 0;
-#if defined(__SSE2__)
-  for (; k + 2 <= count; k += 2) _mm_storeu_pd(x + k, _mm_sqrt_pd(_mm_loadu_pd(x + k)));
-#endif
-  for (; k < count; ++k) x[k] = std::sqrt(x[k]);
-}
-
-// Row i of the GEMM's dot products a_i.p_j turned into D_ij: distance_from_dot, in two passes so that the square
-// roots run vectorized (same operations in the same order, so the same values).
-template <typename Dtype>
-void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row) {
-  for (int j = 0; j < n; ++j) {
-    const Dtype sq = sq_norm_a + sq_norm_p[j] - Dtype(2) * row[j];
-    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in distance_from_dot
-  }
-  sqrt_in_place(n, row);
-}
 
 // What the mining of one row found.
 template <typename Dtype>
@@ -441,30 +377,21 @@ RowMining<Dtype> average_row(const Dtype* dist, const Dtype* labels, int n, int 
 template <typename Dtype>
 void record_row(const HardNetOptions& options, int i, Dtype pos, const RowMining<Dtype>& found,
                 const HardNetMining<Dtype>& mining, Dtype* loss_sum, int* valid_rows) {
-  const Dtype margin = static_cast<Dtype>(options.margin);
-  const HardNetLossType type = options.loss_type;
   const Dtype neg = found.candidate.value;
   mining.pos_dist[i] = pos;
   mining.neg_count[i] = found.count;
   mining.neg_index[i] = found.chosen;
   mining.neg_swapped[i] = found.chosen >= 0 && found.candidate.swapped ? 1 : 0;
   mining.neg_dist[i] = found.chosen >= 0 ? neg : Dtype(0);
-  Dtype row_loss = Dtype(0), dpos = Dtype(0), dneg = Dtype(0);
-  if (found.count > 0) {
-    ++*valid_rows;
-    if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-      row_loss = found.average_loss / Dtype(found.count);
-      dpos = found.average_dpos / Dtype(found.count);
-    } else {
-      row_loss = hardnet_row_loss(type, margin, pos, neg);
-      dpos = hardnet_row_loss_dpos(type, margin, pos, neg);
-      dneg = hardnet_row_loss_dneg(type, margin, pos, neg);
-    }
-  }
-  mining.row_loss[i] = row_loss;
-  mining.dloss_dpos[i] = dpos;
-  mining.dloss_dneg[i] = dneg;
-  *loss_sum += row_loss;
+  if (found.count > 0) ++*valid_rows;
+  const HardNetRowTerms<Dtype> terms =
+      hardnet_row_terms(options.loss_type, static_cast<Dtype>(options.margin),
+                        options.batch_reduce == HardNetBatchReduce::kAverage, found.count, pos, neg,
+                        found.average_loss, found.average_dpos);
+  mining.row_loss[i] = terms.loss;
+  mining.dloss_dpos[i] = terms.dpos;
+  mining.dloss_dneg[i] = terms.dneg;
+  *loss_sum += terms.loss;
 }
 
 // AVERAGE's scalar weight V_ij = W_ij / D_ij (scaled): the diagonal carries the row's dloss/dpos, the others
@@ -489,7 +416,7 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
 // along j with their row sums added per lane after a transpose. Same operations in the same order as average_row
 // and average_weight_at, so the same bits; SOFTMAX, double, and the last n % 4 rows and columns take those.
 template <typename Dtype>
-int average_forward_lanes(const Dtype*, const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
+int average_forward_lanes(const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
                           Dtype*, int*) {
   return 0;
 }
@@ -525,9 +452,8 @@ inline __m128 dneg_over_count_lanes(HardNetLossType type, __m128 margin, __m128 
 }
 
 template <>
-int average_forward_lanes<float>(const float* labels, const float* uniforms_unused, int n, const HardNetOptions& options,
+int average_forward_lanes<float>(const float* labels, int n, const HardNetOptions& options,
                                  const HardNetMining<float>& mining, float* loss_sum, int* valid_rows) {
-  (void)uniforms_unused;
   if (!average_has_lanes(options)) return 0;
   const float* dist = mining.dist;
   const std::size_t nn = static_cast<std::size_t>(n);
@@ -674,24 +600,6 @@ int average_backward_lanes<float>(const float* labels, const HardNetOptions& opt
 }
 #endif
 
-// The gradient of one distance d(a, p) with coefficient c: a_diff += c (a - p) and p_diff -= c (a - p), over dim
-// values, in one pass over a and p (either target may be null).
-template <typename Dtype>
-void add_distance_gradient(int dim, Dtype coeff, const Dtype* a, const Dtype* p, Dtype* a_diff, Dtype* p_diff) {
-  if (coeff == Dtype(0)) return;
-  if (a_diff != nullptr && p_diff != nullptr) {
-    for (int k = 0; k < dim; ++k) {
-      const Dtype step = coeff * (a[k] - p[k]);
-      a_diff[k] += step;
-      p_diff[k] -= step;
-    }
-  } else if (a_diff != nullptr) {
-    for (int k = 0; k < dim; ++k) a_diff[k] += coeff * (a[k] - p[k]);
-  } else if (p_diff != nullptr) {
-    for (int k = 0; k < dim; ++k) p_diff[k] -= coeff * (a[k] - p[k]);
-  }
-}
-
 }  // namespace
 
 int hardnet_cpu_lanes() {
@@ -727,14 +635,14 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
     *loss = std::numeric_limits<Dtype>::quiet_NaN();
     return;
   }
-  gemm(false, true, n, n, dim, Dtype(1), anchor, dim, positive, dim, Dtype(0), mining.dist, n);
+  dot_products(n, dim, anchor, positive, mining.dist);
   Dtype loss_sum = Dtype(0);
   int valid_rows = 0;
 
   if (options.batch_reduce == HardNetBatchReduce::kAverage) {
     // AVERAGE reads every candidate, and its backward the whole distance matrix: computed first.
     for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
-    for (int i = average_forward_lanes(labels, uniforms, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
+    for (int i = average_forward_lanes(labels, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
       const Dtype pos = mining.dist[i * nn + i];
       record_row(options, i, pos, average_row(mining.dist, labels, n, i, pos, options), mining, &loss_sum,
                  &valid_rows);
@@ -869,20 +777,7 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
       col_sum[j] += weight[i * nn + j];
     }
   }
-  if (anchor_diff != nullptr) {
-    for (int i = 0; i < n; ++i) {
-      for (int k = 0; k < dim; ++k) anchor_diff[i * static_cast<std::size_t>(dim) + k] =
-          row_sum[i] * anchor[i * static_cast<std::size_t>(dim) + k];
-    }
-    gemm(false, false, n, dim, n, Dtype(-1), weight, n, positive, dim, Dtype(1), anchor_diff, dim);
-  }
-  if (positive_diff != nullptr) {
-    for (int j = 0; j < n; ++j) {
-      for (int k = 0; k < dim; ++k) positive_diff[j * static_cast<std::size_t>(dim) + k] =
-          col_sum[j] * positive[j * static_cast<std::size_t>(dim) + k];
-    }
-    gemm(true, false, n, dim, n, Dtype(-1), weight, n, anchor, dim, Dtype(1), positive_diff, dim);
-  }
+  dense_distance_gradient(n, dim, weight, row_sum, col_sum, anchor, positive, anchor_diff, positive_diff);
 }
 
 template void hardnet_forward_cpu<float>(int, int, const float*, const float*, const float*, const float*,

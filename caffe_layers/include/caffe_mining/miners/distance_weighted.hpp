@@ -1,0 +1,93 @@
+// Negative sampling of "Sampling Matters in Deep Embedding Learning" (Wu et al. 2017), per anchor row: a weight for
+// every other sample of the batch, the row's cumulative weights, and the pick of one negative from a uniform draw.
+// Host/device functions: the CPU loop and the GPU's thread per anchor call the same code in the same order.
+//
+// On the unit sphere in R^D, the distance d between two uniformly spread points has density
+//   q(d) ∝ d^(D-2) (1 - d^2/4)^((D-3)/2),
+// so drawing negative j of anchor i with weight 1/q(d_ij) spreads the draws evenly over distances instead of
+// crowding them near sqrt(2). DISTANCE_WEIGHTED (the paper's sampler):
+//   d̂ = max(d, cutoff),
+//   log w_ij = -(D-2) log d̂ - ((D-3)/2) log(max(1 - d̂^2/4, kSphereGapFloor)),
+//   w_ij = 0 where labels match, j = i, or (nonzero_loss_cutoff > 0) d >= nonzero_loss_cutoff,
+//   else exp(log w_ij - max_j log w_ij), the maximum over the row's non-zero entries (so the largest is 1).
+// UNIFORM (the paper's baseline): w_ij = 1 for every j of another label.
+// Everything in double, whatever the features' type. The floor keeps log(1 - d̂^2/4) finite where rounding (or
+// inputs off the unit sphere) give d̂ >= 2; with the default nonzero_loss_cutoff (1.4) it is never reached.
+#ifndef CAFFE_MINING_MINERS_DISTANCE_WEIGHTED_HPP_
+#define CAFFE_MINING_MINERS_DISTANCE_WEIGHTED_HPP_
+
+#include <math.h>
+
+#include "caffe_mining/common/host_device.hpp"
+
+namespace caffe_mining {
+
+/// How negatives are drawn; values mirror MarginLossParameter.Sampler in caffe.proto.
+enum class NegativeSampler : int { kDistanceWeighted = 0, kUniform = 1 };
+
+/// 1 - d̂^2/4 is never taken below this (its log stays finite: about -27.6).
+constexpr double kSphereGapFloor = 1e-12;
+
+/// log(1 / q(d̂)) for dim-dimensional embeddings, d̂ = max(distance, cutoff).
+CM_HOST_DEVICE double distance_weighted_log_weight(double distance, int dim, double cutoff) {
+  const double clipped = distance > cutoff ? distance : cutoff;
+  double gap = 1.0 - 0.25 * clipped * clipped;
+  if (!(gap > kSphereGapFloor)) gap = kSphereGapFloor;
+  return -(dim - 2.0) * ::log(clipped) - 0.5 * (dim - 3.0) * ::log(gap);
+}
+
+/// Whether j may be drawn as a negative of anchor i at all (its weight is then > 0): another label, and for
+/// DISTANCE_WEIGHTED a distance below nonzero_loss_cutoff (when that is > 0).
+template <typename Dtype>
+CM_HOST_DEVICE bool sampler_eligible(NegativeSampler sampler, const Dtype* labels, int anchor, int j, double distance,
+                                     double nonzero_loss_cutoff) {
+  if (labels[j] == labels[anchor]) return false;  // j == anchor included
+  return sampler == NegativeSampler::kUniform || !(nonzero_loss_cutoff > 0.0) || distance < nonzero_loss_cutoff;
+}
+
+/// Anchor `anchor`'s cumulative weights: cumulative[j] = sum_{k <= j} w_anchor,k (double, n entries), from its row
+/// of distances. Returns the row's total (0: no negative can be drawn).
+template <typename Dtype>
+CM_HOST_DEVICE double sampler_row_cumulative(NegativeSampler sampler, int n, int dim, int anchor,
+                                             const Dtype* distance_row, const Dtype* labels, double cutoff,
+                                             double nonzero_loss_cutoff, double* cumulative) {
+  const bool uniform = sampler == NegativeSampler::kUniform;
+  double max_log = -HUGE_VAL;
+  for (int j = 0; j < n; ++j) {  // the row's largest log weight (a per-row maximum: no row underflows to all 0)
+    const double distance = static_cast<double>(distance_row[j]);
+    if (!uniform && sampler_eligible(sampler, labels, anchor, j, distance, nonzero_loss_cutoff)) {
+      const double log_weight = distance_weighted_log_weight(distance, dim, cutoff);
+      if (log_weight > max_log) max_log = log_weight;
+    }
+  }
+  double total = 0.0;
+  for (int j = 0; j < n; ++j) {
+    const double distance = static_cast<double>(distance_row[j]);
+    if (sampler_eligible(sampler, labels, anchor, j, distance, nonzero_loss_cutoff)) {
+      total += uniform ? 1.0 : ::exp(distance_weighted_log_weight(distance, dim, cutoff) - max_log);
+    }
+    cumulative[j] = total;
+  }
+  return total;
+}
+
+/// The negative that a uniform u in [0, 1) draws from a row's cumulative weights (total > 0): the first j with
+/// cumulative[j] > u * total. A zero-weight j never qualifies (its cumulative equals its predecessor's).
+CM_HOST_DEVICE int sampler_pick(int n, const double* cumulative, double total, double uniform) {
+  double target = uniform * total;
+  if (!(target < total)) target = ::nextafter(total, 0.0);  // u * total rounded up to the total
+  int low = 0, high = n - 1;  // cumulative[n - 1] = total > target: the answer exists
+  while (low < high) {
+    const int middle = low + (high - low) / 2;
+    if (cumulative[middle] > target) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  return low;
+}
+
+}  // namespace caffe_mining
+
+#endif  // CAFFE_MINING_MINERS_DISTANCE_WEIGHTED_HPP_
