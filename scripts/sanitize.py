@@ -24,7 +24,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZE_FLAGS = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"
-TESTS = ["tests/test_bindings.py", "tests/test_hardnet_min_rounding.py", "tests/test_reference.py"]
+TESTS = ["tests/test_bindings.py", "tests/test_hardnet_min_rounding.py", "tests/test_reference.py",
+         "tests/test_triplet.py"]
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehavior")
 MIN_VALID_RETURNING = 0.25
 
@@ -80,7 +81,7 @@ def draw_case(seed, index):
     import numpy as np
 
     rng = np.random.default_rng([seed, index])
-    fn = "mining_contrastive_loss" if index % 2 == 0 else "hardnet_loss"
+    fn = ["mining_contrastive_loss", "hardnet_loss", "mining_contrastive_loss", "triplet_loss"][index % 4]
     valid = index % 3 != 0  # two thirds valid, one third with one thing wrong
     dtype = [np.float32, np.float64][int(rng.integers(2))]
     n = int(rng.choice([1, 2, 3, 5, 8, 17, 64, 130]))
@@ -100,6 +101,12 @@ def draw_case(seed, index):
         third = rng.integers(0, 2, size=n).astype(dtype)
         kwargs = dict(margin=float(rng.choice([0.0, 0.5, 1.0, 2.0])), legacy_version=bool(rng.random() < 0.3),
                       mining_ratio=int(rng.choice([1, 2, 3, 4, n, n + 1])), backward=backward)
+    elif fn == "triplet_loss":
+        third = rng.integers(0, max(1, n // 3), size=n).astype(dtype)
+        kwargs = dict(margin=float(rng.choice([0.0, 0.2, 1.0])), soft_margin=bool(rng.random() < 0.3),
+                      squared=bool(rng.random() < 0.3),
+                      mining=str(rng.choice(["BATCH_HARD", "BATCH_ALL", "SEMI_HARD"])),
+                      eps=float(rng.choice([1e-12, 1e-6])), backward=backward)
     else:
         third = rng.integers(0, max(1, n // 2), size=n).astype(dtype) if rng.random() < 0.5 else None
         batch_reduce = str(rng.choice(["MIN", "AVERAGE", "RANDOM"]))
@@ -113,6 +120,8 @@ def draw_case(seed, index):
     args = [a, b, third]
     if not valid:
         break_one(rng, fn, args, kwargs, n, dim, dtype)
+    if fn == "triplet_loss":  # one feature bottom: a break of the second one leaves the case valid in fact
+        args = [args[0], args[2]]
     return fn, args, kwargs, valid
 
 
@@ -148,7 +157,12 @@ def break_one(rng, fn, args, kwargs, n, dim, dtype):
         lambda: kwargs.__setitem__("backward", "yes"),
         lambda: kwargs.__setitem__("no_such_option", 1),
     ]
-    if fn == "mining_contrastive_loss":
+    if fn == "triplet_loss":
+        ways += [lambda: kwargs.__setitem__("eps", float(rng.choice([0.0, -1e-6, np.inf, np.nan, 1e-50]))),
+                 lambda: kwargs.__setitem__("mining", str(rng.choice(["HARDEST", "", "batch_all"]))),
+                 lambda: args.__setitem__(2, np.full(n, 0.5)),                  # non-integer class ids
+                 lambda: args.__setitem__(2, None)]
+    elif fn == "mining_contrastive_loss":
         ways += [lambda: kwargs.__setitem__("mining_ratio", int(rng.choice([0, -1, 2 ** 31, 2 ** 63 - 1]))),
                  lambda: kwargs.__setitem__("mining_ratio", 2.5),
                  lambda: args.__setitem__(2, None)]

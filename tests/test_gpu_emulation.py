@@ -1,6 +1,6 @@
 """The CUDA kernels' logic, checked without a GPU: tests/emulation/*.cpp run the kernels' per-element steps (the
-host/device functions of caffe_mining/hardnet_gpu_steps.hpp and the radix:: steps of contrastive_mining.hpp)
-serially, in the order the kernels run them, against the CPU core, and count bit mismatches. A planted bug (an
+host/device functions of caffe_mining/hardnet_gpu_steps.hpp and triplet_gpu_steps.hpp, the radix:: steps of
+contrastive_mining.hpp) serially, in the order the kernels run them, against the CPU core, and count bit mismatches. A planted bug (an
 ordering or rounding change) must show up as mismatches, so the comparison is known to bite.
 
 What a GPU run adds on top (tests/gpu/): cuBLAS's dot products and the device's norms differ from cblas in the last
@@ -21,6 +21,7 @@ SOURCES = {
     "contrastive_gpu_emulation": ["tests/emulation/contrastive_gpu_emulation.cpp",
                                   "caffe_layers/src/caffe/mining/contrastive_mining.cpp"],
     "margin_gpu_emulation": ["tests/emulation/margin_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/margin.cpp"],
+    "triplet_gpu_emulation": ["tests/emulation/triplet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/triplet.cpp"],
 }
 SEEDS = [1, 2, 3]
 
@@ -113,6 +114,22 @@ def test_contrastive_backward_flag_protocol(emulator, dtype):
 @pytest.mark.parametrize("check,plant", [("select", "index_order"), ("backward", "flag_ignored")])
 def test_contrastive_comparison_catches_a_planted_bug(emulator, check, plant):
     mismatches, _ = emulator("contrastive_gpu_emulation", check, "float", 1, plant)
+    assert mismatches > 0
+
+
+@pytest.mark.parametrize("dtype", ["float", "double"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_triplet_kernels_decide_as_the_cpu(emulator, dtype, seed):
+    """distances_kernel (pairs from cuBLAS's lower triangle, mirrored), anchors_kernel (every mining, reverse
+    anchor order), loss_kernel's tree and the backward's S and row sums, given the CPU's norms and dot products:
+    D, weights, decisions and S bit for bit, the loss within rounding."""
+    mismatches, out = emulator("triplet_gpu_emulation", dtype, seed)
+    assert mismatches == 0, out
+
+
+def test_triplet_comparison_catches_a_planted_bug(emulator):
+    """The dot products where the CPU's SYRK leaves them (row-major upper) instead of cuBLAS's (lower)."""
+    mismatches, _ = emulator("triplet_gpu_emulation", "float", 1, "upper_triangle")
     assert mismatches > 0
 
 

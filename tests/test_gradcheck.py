@@ -13,7 +13,8 @@ import pytest
 import caffe_mining
 from caffe_mining import gradcheck
 from caffe_mining.losses.margin import MarginOptions
-from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions
+from caffe_mining.losses.triplet import MININGS
+from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions, TripletOptions
 
 CONTRASTIVE_OPTIONS = [ContrastiveOptions(margin, legacy, ratio)
                        for margin, legacy, ratio in [(1.0, False, 1), (1.0, False, 2), (0.7, False, 3),
@@ -22,9 +23,12 @@ HARDNET_OPTIONS = [HardNetOptions(anchor_swap=swap, batch_reduce=br, loss_type=l
                    for br, lt, swap in itertools.product(BATCH_REDUCES, LOSS_TYPES, [False, True])]
 MARGIN_OPTIONS = [MarginOptions(), MarginOptions(sampler="UNIFORM", nu=0.1), MarginOptions(negatives_per_positive=3),
                   MarginOptions(num_classes=3, nonzero_loss_cutoff=0.0, seed=5)]
+TRIPLET_OPTIONS = [TripletOptions(mining=mining, soft_margin=soft, squared=squared)
+                   for mining, soft, squared in itertools.product(MININGS, [False, True], [False, True])]
 ALL_PROBLEMS = ([("MiningContrastiveLoss", o, True) for o in CONTRASTIVE_OPTIONS]
                 + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)]
-                + [("MarginLoss", o, True) for o in MARGIN_OPTIONS])
+                + [("MarginLoss", o, True) for o in MARGIN_OPTIONS]
+                + [("TripletLoss", o, True) for o in TRIPLET_OPTIONS])
 
 
 def problem_id(problem):

@@ -29,7 +29,8 @@ SEED_000_LINE = "  optional int32 mining_ratio = 3 [default = 1];\n"
 HARDNET_LINE = "  optional HardNetLossParameter hardnet_loss_param = 149;\n"
 MARGIN_LINE = "  optional MarginLossParameter margin_loss_param = 150;\n"
 NEXT_ID_BEFORE = "// LayerParameter next available layer-specific ID: 149 (last added: clip_param)\n"
-NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 151 (last added: margin_loss_param)\n"
+TRIPLET_LINE = "  optional TripletLossParameter triplet_loss_param = 151;\n"
+NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 152 (last added: triplet_loss_param)\n"
 
 spec = importlib.util.spec_from_file_location("patch_caffe_proto", PATCHER)
 patcher = importlib.util.module_from_spec(spec)
@@ -107,8 +108,9 @@ def test_patch_once_adds_our_fields_message_and_next_id(pristine):
     text = pristine.read_text()
 
     assert message_body(text, "ContrastiveLossParameter").endswith(SEED_000_LINE)
-    assert message_body(text, "LayerParameter").endswith(HARDNET_LINE + "  // caffe-mining's MarginLoss (see "
-                                                          "MarginLossParameter).\n" + MARGIN_LINE)
+    assert message_body(text, "LayerParameter").endswith(
+        HARDNET_LINE + "  // caffe-mining's MarginLoss (see MarginLossParameter).\n" + MARGIN_LINE
+        + "  // caffe-mining's TripletLoss (see TripletLossParameter).\n" + TRIPLET_LINE)
     assert "  optional ContrastiveLossParameter contrastive_loss_param = 40;\n" in \
         message_body(text, "V1LayerParameter")  # the deprecated twin is left alone
     hardnet = message_body(text, "HardNetLossParameter")
@@ -359,7 +361,7 @@ def test_next_id_already_beyond_ours_is_left_as_is(subset):
 def test_lower_field_number_in_a_gap_keeps_next_id(subset):
     assert run("--hardnet-field-number", 130, subset) == 0
     text = subset.read_text()
-    assert NEXT_ID_AFTER in text  # 151: past margin_loss_param = 150, the highest number now used
+    assert NEXT_ID_AFTER in text  # 152: past triplet_loss_param = 151, the highest number now used
     assert "hardnet_loss_param = 130;" in text
 
 

@@ -22,7 +22,8 @@ def stand_in(tmp_path, contrastive, hardnet):
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "_core.py").write_text(contrastive.format(name="mining_contrastive_loss") + "\n" +
-                                      hardnet.format(name="hardnet_loss"))
+                                      hardnet.format(name="hardnet_loss") + "\n" +
+                                      hardnet.format(name="triplet_loss"))  # the odd cases: HardNet, Triplet
     return str(tmp_path), dict(os.environ, PYTHONPATH=str(tmp_path))
 
 

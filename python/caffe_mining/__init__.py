@@ -1,6 +1,7 @@
 """caffe_mining: Caffe loss layers with in-batch mining (MiningContrastiveLoss, HardNetLoss, MarginLoss), from Python.
 
-- :func:`mining_contrastive_loss`, :func:`hardnet_loss`, :func:`margin_loss`: the C++ core through pybind11 (float32 or float64).
+- :func:`mining_contrastive_loss`, :func:`hardnet_loss`, :func:`margin_loss`, :func:`triplet_loss`: the C++ core
+  through pybind11 (float32 or float64).
 - :mod:`caffe_mining.losses`: one module per loss (options with the proto's defaults, result, functional form,
   spec) and their registry, which the layers and the gradient check read.
 - :mod:`caffe_mining.reference`: the same losses in NumPy float64, written from the math (the test oracle).
@@ -9,10 +10,10 @@
   (``python -m caffe_mining.gradcheck --help``).
 """
 from caffe_mining import reference
-from caffe_mining.functional import hardnet_loss, margin_loss, mining_contrastive_loss
+from caffe_mining.functional import hardnet_loss, margin_loss, mining_contrastive_loss, triplet_loss
 from caffe_mining.losses.margin import MarginOptions, MarginResult
-from caffe_mining.options import ContrastiveOptions, HardNetOptions, parse_param_str
-from caffe_mining.results import ContrastiveResult, HardNetResult
+from caffe_mining.options import ContrastiveOptions, HardNetOptions, TripletOptions, parse_param_str
+from caffe_mining.results import ContrastiveResult, HardNetResult, TripletResult
 from caffe_mining.sampling import LayerUniforms
 
 __version__ = "0.1.0"
@@ -25,9 +26,12 @@ __all__ = [
     "LayerUniforms",
     "MarginOptions",
     "MarginResult",
+    "TripletOptions",
+    "TripletResult",
     "hardnet_loss",
     "margin_loss",
     "mining_contrastive_loss",
     "parse_param_str",
     "reference",
+    "triplet_loss",
 ]

@@ -48,6 +48,28 @@ def hardnet_options_problem(
     dtype: str = "float64",
 ) -> str: ...
 def contrastive_options_problem(*, margin: float = ..., mining_ratio: int = ..., dtype: str = "float64") -> str: ...
+def triplet_loss(
+    embedding: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    margin: float = ...,
+    soft_margin: bool = ...,
+    squared: bool = ...,
+    mining: str = ...,
+    eps: float = ...,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[np.ndarray], np.ndarray, int]: ...
+def triplet_options_problem(
+    *,
+    margin: float = ...,
+    soft_margin: bool = ...,
+    squared: bool = ...,
+    mining: str = ...,
+    eps: float = ...,
+    dtype: str = "float64",
+) -> str: ...
 def margin_loss(
     embedding: npt.ArrayLike,
     labels: npt.ArrayLike,

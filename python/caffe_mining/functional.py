@@ -8,5 +8,6 @@ back (:mod:`caffe_mining.device`). Each function lives in its loss's module (:mo
 from caffe_mining.losses.contrastive import mining_contrastive_loss
 from caffe_mining.losses.hardnet import hardnet_loss
 from caffe_mining.losses.margin import margin_loss
+from caffe_mining.losses.triplet import triplet_loss
 
-__all__ = ["hardnet_loss", "margin_loss", "mining_contrastive_loss"]
+__all__ = ["hardnet_loss", "margin_loss", "mining_contrastive_loss", "triplet_loss"]

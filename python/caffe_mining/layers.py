@@ -93,7 +93,7 @@ class LossLayer(caffe.Layer):
             print(f"{name}: {warning}")
             self.warned = True
         top[0].reshape()
-        if len(top) == 2:
+        if len(top) == 2 and spec.decisions_table is None:  # a table's rows are known after the forward
             top[1].reshape(n, len(spec.decision_fields))
 
     def _evaluate(self, bottom, loss_weight: float, backward: bool):
@@ -111,8 +111,9 @@ class LossLayer(caffe.Layer):
         result = self._evaluate(bottom, 1.0, backward=False)
         top[0].data[...] = result.loss
         if len(top) == 2:
-            for column, (field, _) in enumerate(self.spec.decision_fields):
-                top[1].data[:, column] = getattr(result, field)
+            table = self.spec.decisions_top_data(self.options, result)
+            top[1].reshape(*table.shape)
+            top[1].data[...] = table
 
     def backward(self, top, propagate_down, bottom):
         features = len(self.spec.differentiable)
@@ -139,6 +140,14 @@ class HardNetLossLayer(LossLayer):
     distance is the swapped D_ji."""
 
     spec = LOSSES["HardNetLoss"]
+
+
+class TripletLossLayer(LossLayer):
+    """TripletLoss: bottoms embedding (N x D), label (N integer class ids); tops the loss and, optional, the mined
+    triplets (T x 3 rows anchor, positive, negative: BATCH_HARD per anchor, SEMI_HARD per positive pair, -1 where
+    none) or, for BATCH_ALL, 1 x 1 the number of terms with loss > 0."""
+
+    spec = LOSSES["TripletLoss"]
 
 
 class MarginLossLayer(LossLayer):

@@ -15,12 +15,14 @@ from typing import Any, Iterable, Mapping
 from caffe_mining.losses import LOSSES
 from caffe_mining.losses.contrastive import ContrastiveOptions
 from caffe_mining.losses.hardnet import BATCH_REDUCES, LOSS_TYPES, HardNetOptions
+from caffe_mining.losses.triplet import TripletOptions
 
 __all__ = [
     "BATCH_REDUCES",
     "LOSS_TYPES",
     "ContrastiveOptions",
     "HardNetOptions",
+    "TripletOptions",
     "LAYER_OPTIONS",
     "options_from_mapping",
     "parse_param_str",

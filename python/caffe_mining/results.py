@@ -4,5 +4,6 @@ Each result type lives in its loss's module (:mod:`caffe_mining.losses`); this m
 """
 from caffe_mining.losses.contrastive import ContrastiveResult
 from caffe_mining.losses.hardnet import HardNetResult
+from caffe_mining.losses.triplet import TripletResult
 
-__all__ = ["ContrastiveResult", "HardNetResult"]
+__all__ = ["ContrastiveResult", "HardNetResult", "TripletResult"]

@@ -89,6 +89,18 @@ def hardnet_loss(anchor, positive, labels=None, **kwargs):
     return _to_device(out)
 
 
+def triplet_loss(embedding, labels, **kwargs):
+    out = list(_core.triplet_loss(_feature(embedding, "embedding", "embedding"), _rows(labels), **kwargs))
+    triplets = out[2]
+    valid = np.flatnonzero(triplets[:, 2] >= 0) if triplets.size else []
+    if _planted() and len(valid):  # the first mined triplet takes another negative
+        row = valid[0]
+        triplets[row, 2] = (triplets[row, 2] + 1) % len(_rows(labels))
+    if _planted() and out[1] is not None:
+        out[1] = out[1] * (1 + 1e-3)
+    return _to_device(out)
+
+
 def margin_loss(embedding, labels, beta=None, **kwargs):
     out = list(_core.margin_loss(_feature(embedding, "embedding", "embedding"), _rows(labels), _rows(beta),
                                  **kwargs))

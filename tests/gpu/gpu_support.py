@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from caffe_mining import functional
-from caffe_mining.results import ContrastiveResult, HardNetResult
+from caffe_mining.results import ContrastiveResult, HardNetResult, TripletResult
 from caffe_mining.tolerances import TOLERANCES
 
 # CAFFE_MINING_GPU_STANDIN=cpu|planted swaps caffe_mining._core_cuda for cpu_standin (see there). Here, not in a
@@ -70,6 +70,13 @@ def gpu_hardnet(a, p, labels=None, uniforms=None, **kwargs) -> HardNetResult:
                                                **kwargs))
 
 
+def gpu_triplet(x, labels, labels_on_device=True, **kwargs) -> TripletResult:
+    """functional.triplet_loss on a device copy (labels too, in the features' dtype, unless labels_on_device is
+    False), results back on the host."""
+    label_arg = to_device(np.asarray(labels, x.dtype)) if labels_on_device else labels
+    return host_result(functional.triplet_loss(to_device(x), label_arg, **kwargs))
+
+
 def assert_same_contrastive(gpu: ContrastiveResult, cpu: ContrastiveResult, dtype):
     assert gpu.picked.dtype == np.bool_ and gpu.cost.dtype == dtype
     np.testing.assert_array_equal(gpu.picked, cpu.picked)
@@ -93,6 +100,16 @@ def assert_same_hardnet(gpu: HardNetResult, cpu: HardNetResult, dtype):
         assert gpu.grad_anchor.dtype == dtype and gpu.grad_anchor.shape == cpu.grad_anchor.shape
         assert_close(gpu.grad_anchor, cpu.grad_anchor, dtype)
         assert_close(gpu.grad_positive, cpu.grad_positive, dtype)
+
+
+def assert_same_triplet(gpu: TripletResult, cpu: TripletResult, dtype):
+    assert gpu.triplets.dtype == np.int64 and gpu.triplets.shape == cpu.triplets.shape
+    np.testing.assert_array_equal(gpu.triplets, cpu.triplets)
+    assert gpu.terms == cpu.terms
+    assert_close(gpu.loss, cpu.loss, dtype)
+    if cpu.grad_embedding is not None:
+        assert gpu.grad_embedding.dtype == dtype and gpu.grad_embedding.shape == cpu.grad_embedding.shape
+        assert_close(gpu.grad_embedding, cpu.grad_embedding, dtype)
 
 
 def dyadic_pairs(rng, n, dim, levels, dtype, step=0.125):

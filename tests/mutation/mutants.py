@@ -22,11 +22,20 @@ MARGIN_CPP = "caffe_layers/src/caffe/mining/margin.cpp"
 SAMPLER_HPP = "caffe_layers/include/caffe_mining/miners/distance_weighted.hpp"
 MARGIN_TRIPLET_HPP = "caffe_layers/include/caffe_mining/losses/margin_triplet.hpp"
 PHILOX_HPP = "caffe_layers/include/caffe_mining/common/philox.hpp"
+TRIPLET_HPP = "caffe_layers/include/caffe_mining/triplet.hpp"
+TRIPLET_CPP = "caffe_layers/src/caffe/mining/triplet.cpp"
+TRIPLET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/triplet_row_loss.hpp"
+LABEL_MASKS_HPP = "caffe_layers/include/caffe_mining/miners/label_masks.hpp"
+BATCH_HARD_HPP = "caffe_layers/include/caffe_mining/miners/batch_hard.hpp"
+SEMI_HARD_HPP = "caffe_layers/include/caffe_mining/miners/semi_hard.hpp"
+BATCH_ALL_HPP = "caffe_layers/include/caffe_mining/miners/batch_all.hpp"
+TRIPLET_GPU_STEPS_HPP = "caffe_layers/include/caffe_mining/triplet_gpu_steps.hpp"
 
 # The core's Caffe-free tests, in the order they are tried (quick, targeted files first: pytest -x stops at the first
 # failure). Tests that need pycaffe skip here (CAFFE_MINING_REQUIRE_CAFFE is cleared for the mutants' runs).
 TEST_FILES = (
     "tests/test_core_boundaries.py",
+    "tests/test_triplet.py",
     "tests/test_gpu_logic_on_host.py",
     "tests/test_gpu_emulation.py",
     "tests/test_bad_input.py",
@@ -62,6 +71,7 @@ GPU_EMULATION = ("tests/test_gpu_emulation.py",)
 ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 
 MARGIN = ("tests/test_margin.py", "tests/test_margin_sampling.py")
+TRIPLET = ("tests/test_triplet.py",)
 
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------
@@ -476,4 +486,69 @@ MUTANTS = (
     Mutant("margin_non_finite_unflagged", MARGIN_CPP,
            "      if (!std::isfinite(d)) finite = false;\n", "",
            "a distance that overflows: E = NaN, no triplet", ci=True, kill_first=MARGIN),
+    # ---- TripletLoss: label masks, miners, row loss (miners/*.hpp, losses/triplet_row_loss.hpp) --------------------
+    Mutant("triplet_positive_includes_anchor", LABEL_MASKS_HPP,
+           "return j != anchor && labels[j] == labels[anchor];", "return labels[j] == labels[anchor];",
+           "positives of anchor a: j != a with the same label", ci=True, kill_first=TRIPLET),
+    Mutant("batch_hard_positive_by_min", BATCH_HARD_HPP,
+           "d > dist_row[pick.positive]", "d < dist_row[pick.positive]",
+           "BATCH_HARD: the farthest positive", ci=True, kill_first=TRIPLET),
+    Mutant("batch_hard_positive_tie_high", BATCH_HARD_HPP,
+           "d > dist_row[pick.positive]", "d >= dist_row[pick.positive]",
+           "BATCH_HARD: ties go to the lowest index (positive)", kill_first=TRIPLET),
+    Mutant("batch_hard_negative_tie_high", BATCH_HARD_HPP,
+           "d < dist_row[pick.negative]", "d <= dist_row[pick.negative]",
+           "BATCH_HARD: ties go to the lowest index (negative)", kill_first=TRIPLET),
+    Mutant("semi_hard_fallback_hardest", SEMI_HARD_HPP,
+           "d > dist_row[farthest]) farthest = j;", "d < dist_row[farthest]) farthest = j;",
+           "SEMI_HARD: with no negative beyond d_ap, the farthest negative", ci=True, kill_first=TRIPLET),
+    Mutant("semi_hard_beyond_inclusive", SEMI_HARD_HPP,
+           "if (d > d_ap &&", "if (d >= d_ap &&",
+           "SEMI_HARD: a negative counts as beyond when d_an > d_ap, strictly", kill_first=TRIPLET),
+    Mutant("semi_hard_closest_tie_high", SEMI_HARD_HPP,
+           "d < dist_row[closest_beyond]", "d <= dist_row[closest_beyond]",
+           "SEMI_HARD: ties go to the lowest index", kill_first=TRIPLET),
+    Mutant("batch_all_mean_over_all_terms", BATCH_ALL_HPP,
+           "if (t.loss > Dtype(0)) ++row.active;", "++row.active;",
+           "BATCH_ALL: E = sum l / (number of terms with l > 0)", ci=True, kill_first=TRIPLET),
+    Mutant("batch_all_positive_weight_dropped", BATCH_ALL_HPP,
+           "    weight_row[p] += slope;\n", "",
+           "BATCH_ALL gradient: d/dd_ap of every term", kill_first=TRIPLET),
+    Mutant("triplet_hinge_slope_at_kink", TRIPLET_ROW_LOSS_HPP,
+           "term.slope = hinge > Dtype(0) ? Dtype(1) : Dtype(0);",
+           "term.slope = hinge >= Dtype(0) ? Dtype(1) : Dtype(0);",
+           "hinge derivative 0 at the kink", ci=True, kill_first=TRIPLET),
+    Mutant("triplet_soft_slope_wrong_branch", TRIPLET_ROW_LOSS_HPP,
+           "term.slope = math::sigmoid(d_ap - d_an);", "term.slope = math::sigmoid(d_an - d_ap);",
+           "soft margin: dl/dd_ap = sigmoid(d_ap - d_an)", kill_first=TRIPLET),
+    # ---- TripletLoss: per-anchor step, gradient weights (triplet.hpp) and the CPU path (triplet.cpp) -------------
+    Mutant("batch_hard_negative_weight_sign", TRIPLET_HPP,
+           "weight_row[pick.negative] = -t.slope;", "weight_row[pick.negative] = t.slope;",
+           "dl/dd_an = -dl/dd_ap", ci=True, kill_first=TRIPLET),
+    Mutant("triplet_gradient_not_symmetrized", TRIPLET_HPP,
+           "scale * (weight[ij] + weight[ji])", "scale * weight[ij]",
+           "D_ij depends on x_i and x_j: S = V + V^T", kill_first=TRIPLET),
+    Mutant("triplet_squared_factor", TRIPLET_HPP,
+           "if (squared) return Dtype(2);", "if (squared) return Dtype(1);",
+           "squared: dD/dx_i = 2 (x_i - x_j)", kill_first=TRIPLET),
+    Mutant("triplet_mean_over_n", TRIPLET_CPP,
+           "*loss = terms > 0 ? loss_sum / static_cast<Dtype>(terms) : Dtype(0);",
+           "*loss = terms > 0 ? loss_sum / static_cast<Dtype>(n) : Dtype(0);",
+           "E is the mean over the terms that count", ci=True, kill_first=TRIPLET),
+    Mutant("triplet_backward_scale_over_n", TRIPLET_CPP,
+           "const Dtype scale = loss_weight / static_cast<Dtype>(terms);",
+           "const Dtype scale = loss_weight / static_cast<Dtype>(n);",
+           "the backward is the gradient of the mean over the terms", kill_first=TRIPLET),
+    Mutant("triplet_distance_not_mirrored", TRIPLET_CPP,
+           "      mining.dist[j * nn + i] = d;\n", "",
+           "D is symmetric: D_ji is D_ij", kill_first=TRIPLET),
+    Mutant("triplet_overflow_bound_dropped", TRIPLET_CPP,
+           "return !(Dtype(4) * largest <= kMax);", "return false;",
+           "non-finite rule: 4 max |x|^2 not finite gives NaN", kill_first=TRIPLET),
+    Mutant("triplet_gpu_pair_not_mirrored", TRIPLET_GPU_STEPS_HPP,
+           "  dist[static_cast<std::size_t>(c) * n + r] = d;\n", "",
+           "CUDA distances: each pair's distance goes to (r, c) and (c, r)", ci=True, kill_first=GPU_EMULATION),
+    Mutant("triplet_gpu_reads_upper_triangle", TRIPLET_GPU_STEPS_HPP,
+           "  if (r < c) return;", "  if (r > c) return;",
+           "CUDA distances: cuBLAS's SYRK leaves x_r.x_c in the row-major lower triangle", kill_first=GPU_EMULATION),
 )

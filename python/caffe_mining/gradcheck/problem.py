@@ -42,7 +42,7 @@ class Problem:
         return self.reference(inputs).pieces
 
     def decisions(self, result) -> Tuple[np.ndarray, ...]:
-        return self.spec.decisions(result)
+        return self.spec.decisions(result, self.options)
 
     def guard_slack(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
         """Per row, the relative difference between the layer's gradient and the exact derivative of its loss that

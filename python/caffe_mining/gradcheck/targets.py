@@ -133,9 +133,7 @@ class PycaffeTarget:
         loss = float(net.blobs["loss"].data)
         decisions = None
         if self.with_decisions:
-            columns = net.blobs[self.problem.spec.decisions_top].data
-            decisions = tuple(columns[:, k] != 0 if dtype is bool else columns[:, k].astype(dtype)
-                              for k, (_, dtype) in enumerate(self.problem.spec.decision_fields))
+            decisions = self.problem.spec.decisions_from_top(net.blobs[self.problem.spec.decisions_top].data)
         grads = None
         if backward:
             net.backward()

@@ -16,6 +16,7 @@ _MODULES = (
     "contrastive",
     "hardnet",
     "margin",
+    "triplet",
 )
 
 #: Caffe layer type -> its spec (each module's SPEC); the gradient check, the pycaffe layers and the tests read it.

@@ -44,6 +44,9 @@ class LossSpec:
     # (options, inputs) -> per row, the relative slack between the layer's gradient and the exact derivative of its
     # loss that is there by design (None: none).
     gradient_slack: Optional[Callable[[Any, Dict[str, np.ndarray]], np.ndarray]] = None
+    # (options, result) -> the decisions top as one int64 table, for a loss whose decisions are not one value per
+    # row (TripletLoss: a row per mined triplet); None: one column per decision field, one row per batch row.
+    decisions_table: Optional[Callable[[Any, Any], np.ndarray]] = None
 
     @property
     def reference_fn(self) -> Callable:
@@ -62,9 +65,24 @@ class LossSpec:
         extra = dict(uniforms=uniforms) if options.draws_uniforms else {}
         return fn(*arguments, **options.loss_kwargs(), **extra, **kwargs)
 
-    def decisions(self, result) -> Tuple[np.ndarray, ...]:
+    def decisions(self, result, options: Any = None) -> Tuple[np.ndarray, ...]:
         """The mining decisions of a result, as the arrays compared exactly."""
+        if self.decisions_table is not None:
+            return (self.decisions_table(options, result),)
         return tuple(np.asarray(getattr(result, field), dtype) for field, dtype in self.decision_fields)
+
+    def decisions_top_data(self, options: Any, result) -> np.ndarray:
+        """The decisions top of a layer (2-D) for a result."""
+        if self.decisions_table is not None:
+            return self.decisions_table(options, result)
+        return np.stack([np.asarray(getattr(result, field)) for field, _ in self.decision_fields], axis=1)
+
+    def decisions_from_top(self, data: np.ndarray) -> Tuple[np.ndarray, ...]:
+        """What decisions() gives, read back from a layer's decisions top."""
+        if self.decisions_table is not None:
+            return (np.asarray(data).astype(np.int64).reshape(np.shape(data)[0], -1),)
+        return tuple(data[:, k] != 0 if dtype is bool else data[:, k].astype(dtype)
+                     for k, (_, dtype) in enumerate(self.decision_fields))
 
     def gradients(self, result) -> Tuple[Any, ...]:
         return tuple(getattr(result, field) for field in self.grad_fields)
