@@ -14,6 +14,8 @@ name the kernel the SGEMM and the core ran with and where OPENBLAS_CORETYPE came
                                                 # CUDA bindings; refuses with status 2 and says why without them
   python -m benchmarks setup-torch              # installs torch into its own folder for the PyTorch comparison
   python -m benchmarks setup-torch --refresh-constraints   # the same at the newest torch, re-pinned
+  python -m benchmarks revisions --before 8f48fae   # another revision's core against this tree's (same bits
+                                                # checked, after / before per configuration)
   python -m benchmarks build-times              # Caffe build from scratch (ccache off) and a one-file rebuild
 """
 from __future__ import annotations
@@ -71,6 +73,16 @@ def parse_args(argv):
     torch.add_argument("--refresh-constraints", action="store_true",
                        help="first re-pin torch-constraints.txt to the newest torch (a pip dry run)")
 
+    revisions = commands.add_parser("revisions", help="another revision's core against this tree's, interleaved "
+                                    "(benchmarks/revisions.py): every configuration, same bits checked")
+    revisions.add_argument("--before", required=True, help="a git revision (e.g. 8f48fae, the core before the kit)")
+    revisions.add_argument("--hardnet-sizes", type=int, nargs="+", default=[512, 1024])
+    revisions.add_argument("--contrastive-sizes", type=int, nargs="+", default=[4096, 65536])
+    revisions.add_argument("--dim", type=int, default=128)
+    revisions.add_argument("--rounds", type=int, default=7)
+    revisions.add_argument("--warmup", type=int, default=1)
+    revisions.add_argument("--min-sample", type=float, default=0.05)
+
     build = commands.add_parser("build-times", help="time a Caffe build from scratch and a one-file rebuild")
     build.add_argument("--work", default=None, help="scratch folder (default: a new one under /tmp)")
     args = parser.parse_args(argv)
@@ -89,7 +101,7 @@ def main(argv=None) -> int:
     for name in THREAD_VARIABLES:
         os.environ[name] = str(_threads_from_argv(argv))
     args = parse_args(argv)
-    if args.command == "run" and args.device == "cpu":
+    if args.command in ("run", "revisions") and getattr(args, "device", "cpu") == "cpu":
         from benchmarks.machine import use_tuned_openblas_kernel
 
         # Also before OpenBLAS loads: its kernel is chosen once, at load time, like its thread count.
@@ -106,6 +118,10 @@ def main(argv=None) -> int:
         from benchmarks.setup_torch import install
 
         return install(refresh=args.refresh_constraints)
+    if args.command == "revisions":
+        from benchmarks.revisions import main as revisions
+
+        return revisions(args)
     from benchmarks.build_times import main as build_times
 
     return build_times(args)

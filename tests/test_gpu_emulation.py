@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {
     "hardnet_gpu_emulation": ["tests/emulation/hardnet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/hardnet.cpp",
+                              "caffe_layers/src/caffe/mining/hardest_negative_row.cpp",
                               "caffe_layers/src/caffe/mining/gemm_distances.cpp",
                               "caffe_layers/src/caffe/mining/distance_gradients.cpp"],
     "contrastive_gpu_emulation": ["tests/emulation/contrastive_gpu_emulation.cpp",

@@ -23,7 +23,8 @@ struct HardNetBuffers {
       : n(rows), options(mode),
         dist(static_cast<std::size_t>(rows) * rows),
         pos_dist(rows), neg_dist(rows), row_loss(rows), dloss_dpos(rows), dloss_dneg(rows),
-        scratch(caffe_mining::hardnet_scratch_count(rows, options)),
+        scratch(caffe_mining::hardnet_workspace_bytes<float>(rows, options, caffe_mining::Device::kCpu) /
+                sizeof(float)),
         neg_index(rows), neg_swapped(rows), neg_count(rows), valid_rows(1) {}
 
   caffe_mining::HardNetMining<float> mining() {

@@ -197,7 +197,7 @@ py::tuple hardnet(const py::array& anchor_in, const py::array& positive_in, cons
 
   const size_t nn = static_cast<size_t>(n);
   std::vector<T> dist(nn * nn), row_loss(n), dloss_dpos(n), dloss_dneg(n);
-  std::vector<T> scratch(caffe_mining::hardnet_scratch_count(n, options));
+  std::vector<T> scratch(caffe_mining::hardnet_workspace_bytes<T>(n, options, caffe_mining::Device::kCpu) / sizeof(T));
   std::vector<int> neg_index(n), neg_swapped(n), neg_count(n), valid_rows(1);
   py::array_t<T> pos_dist(n), neg_dist(n);
   caffe_mining::HardNetMining<T> mining;

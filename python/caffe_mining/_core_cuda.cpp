@@ -505,7 +505,8 @@ py::tuple hardnet(const DeviceInput& anchor, const DeviceInput& positive, const 
     p.dloss_dpos = carver.take<T>(rows);
     p.dloss_dneg = carver.take<T>(rows);
     p.valid_rows = carver.take<int>(1);
-    p.scratch = carver.take<T>(caffe_mining::hardnet_scratch_count(n, options));
+    p.scratch = carver.take<T>(
+        caffe_mining::hardnet_workspace_bytes<T>(n, options, caffe_mining::Device::kGpu) / sizeof(T));
     p.loss = carver.take<T>(1);
     p.labels = carver.take<T>(rows);
     p.uniforms = carver.take<T>(rows);

@@ -325,7 +325,7 @@ int run_forward(std::mt19937_64& rng) {
       const Batch<Dtype> b = random_batch<Dtype>(rng, n, 1 + variant % 9, variant % 2);
       const Dtype* labels = b.with_labels ? b.labels.data() : nullptr;
       MiningBuffers<Dtype> cpu(n), emulated(n);
-      std::vector<Dtype> scratch(hardnet_scratch_count(n, options));
+      std::vector<Dtype> scratch(hardnet_workspace_bytes<Dtype>(n, options, Device::kCpu) / sizeof(Dtype));
       std::vector<Dtype> distance_of_dot(static_cast<std::size_t>(n) * n);
       Dtype loss;
       hardnet_forward_cpu(n, b.dim, b.anchor.data(), b.positive.data(), labels, b.uniforms.data(), options,
@@ -404,7 +404,7 @@ void compare_backward(int c, int n, int dim, const Batch<Dtype>& b, const HardNe
                       MiningBuffers<Dtype>* mining, Dtype loss_weight) {
   const std::size_t elements = static_cast<std::size_t>(n) * dim;
   std::vector<Dtype> cpu_a(elements), cpu_p(elements), emu_a(elements), emu_p(elements);
-  std::vector<Dtype> scratch(hardnet_scratch_count(n, options));
+  std::vector<Dtype> scratch(hardnet_workspace_bytes<Dtype>(n, options, Device::kCpu) / sizeof(Dtype));
   hardnet_backward_cpu(n, dim, b.anchor.data(), b.positive.data(), static_cast<const Dtype*>(nullptr), options, mining->view(), loss_weight,
                        scratch.data(), cpu_a.data(), cpu_p.data());
   emulate_gather_backward(n, dim, b.anchor.data(), b.positive.data(), mining->view(), loss_weight, emu_a.data(),
@@ -430,7 +430,7 @@ int run_backward(std::mt19937_64& rng) {
       random_mining(rng, n, options.anchor_swap, &drawn);
       compare_backward(cases++, n, dim, b, options, &drawn, loss_weight);
       MiningBuffers<Dtype> mined(n);  // and what the CPU forward mines on the same batch
-      std::vector<Dtype> scratch(hardnet_scratch_count(n, options));
+      std::vector<Dtype> scratch(hardnet_workspace_bytes<Dtype>(n, options, Device::kCpu) / sizeof(Dtype));
       Dtype loss;
       hardnet_forward_cpu(n, dim, b.anchor.data(), b.positive.data(), static_cast<const Dtype*>(nullptr), b.uniforms.data(), options,
                           mined.view(), scratch.data(), &loss);

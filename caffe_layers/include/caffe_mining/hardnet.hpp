@@ -122,16 +122,17 @@ int hardnet_find_invalid_label(const Dtype* labels, int n) {
 /// Columns per block when the CPU path mines a row by itself (MIN without anchor swap).
 constexpr int kHardnetRowBlock = 64;
 
-/// Number of Dtype elements of the scratch buffer that hardnet_forward_* and hardnet_backward_* need:
-/// 2n (squared norms) + one per kHardnetRowBlock columns (the row's block minima) + 3n (the columns' side of the
-/// anchor swap on the CPU), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums).
+/// The workspace as Dtype elements (what hardnet_workspace_bytes counts; the passes index it so): 2n (squared
+/// norms) + one per kHardnetRowBlock columns (the row's block minima) + 3n (the columns' side of the anchor swap on
+/// the CPU), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums).
 inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   const std::size_t rows = static_cast<std::size_t>(n);
   if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows;
   return 5 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
 }
 
-/// Bytes of the scratch buffer (hardnet_scratch_count elements of Dtype), on either path.
+/// Bytes of the workspace that hardnet_forward_* and hardnet_backward_* take, on either path (the size a caller
+/// allocates, as for every loss of the kit).
 template <typename Dtype>
 std::size_t hardnet_workspace_bytes(int n, const HardNetOptions& options, Device /*device*/) {
   return hardnet_scratch_count(n, options) * sizeof(Dtype);
@@ -151,12 +152,17 @@ inline int hardnet_max_rows(const HardNetOptions& options) {
 // The distance (distances/dot_distance.hpp) and the row losses (losses/hardnet_row_loss.hpp) are shared headers;
 // below, the mining's element rules.
 
-/// Whether D_ij (value `d`) may serve as a negative for the pair (i, j): j != i, not a duplicate, and different
-/// labels when labels are given (labels may be null).
+/// Whether column j may hold a negative of row i at all, whatever its distance: j != i and, when labels are given
+/// (labels may be null), another class. Every miner of this loss (CPU scans, CUDA kernels) asks this one function.
+template <typename Dtype>
+CM_HOST_DEVICE bool hardnet_column_allowed(const Dtype* labels, int i, int j) {
+  return i != j && (labels == nullptr || labels[i] != labels[j]);
+}
+
+/// Whether D_ij (value `d`) may serve as a negative for the pair (i, j): an allowed column, not a duplicate.
 template <typename Dtype>
 CM_HOST_DEVICE bool hardnet_negative_valid(const Dtype* labels, int i, int j, Dtype d, Dtype duplicate_threshold) {
-  if (i == j || d < duplicate_threshold) return false;
-  return labels == nullptr || labels[i] != labels[j];
+  return !(d < duplicate_threshold) && hardnet_column_allowed(labels, i, j);
 }
 
 /// Candidate j of row i: its value, whether it is valid and whether the value is the swapped D_ji.
@@ -249,12 +255,13 @@ int hardnet_cpu_lanes();
 /// @param labels      [n] class ids, or null for "all rows distinct" (only the duplicate rule masks)
 /// @param uniforms    [n] values in [0, 1), one per row; read only for RANDOM (may be null otherwise)
 /// @param mining      outputs, see HardNetMining; read by the backward pass
-/// @param scratch     [hardnet_scratch_count(n, options)]
+/// @param workspace   hardnet_workspace_bytes<Dtype>(n, options, Device::kCpu) bytes, aligned for Dtype; the
+///                    backward pass reads what the forward pass left there
 /// @param loss        [1] the mean row loss over the non-empty rows (0 when none)
 template <typename Dtype>
 void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
                          const Dtype* uniforms, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
-                         Dtype* scratch, Dtype* loss);
+                         void* workspace, Dtype* loss);
 
 /// Backward pass: exact gradient of the forward's loss, times loss_weight (the top diff), written (not
 /// accumulated) into anchor_diff and positive_diff ([n*dim] each; either may be null). Must follow the forward pass
@@ -262,7 +269,7 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
 template <typename Dtype>
 void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
                           const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype loss_weight,
-                          Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
+                          void* workspace, Dtype* anchor_diff, Dtype* positive_diff);
 
 // ---------------------------------------------------------------------------------------------------------------
 // CUDA (cuBLAS), defined in hardnet.cu (only in CUDA builds). Same arguments as the CPU functions after the context
@@ -303,12 +310,12 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 template <typename Dtype>
 void hardnet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
                          const Dtype* labels, const Dtype* uniforms, const HardNetOptions& options,
-                         const HardNetMining<Dtype>& mining, Dtype* scratch, Dtype* loss);
+                         const HardNetMining<Dtype>& mining, void* workspace, Dtype* loss);
 
 template <typename Dtype>
 void hardnet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
                           const Dtype* labels, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
-                          Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff);
+                          Dtype loss_weight, void* workspace, Dtype* anchor_diff, Dtype* positive_diff);
 
 }  // namespace caffe_mining
 

@@ -29,7 +29,7 @@ CM_HOST_DEVICE bool inputs_nonfinite(bool any_nonfinite_norm, Dtype max_sq_norm_
 /// Whether column j (squared distance x) is a valid negative of row i (hardnet_negative_valid on D = sqrt(x)).
 template <typename Dtype>
 CM_HOST_DEVICE bool squared_valid(const Dtype* labels, int i, int j, Dtype x, Dtype x_threshold) {
-  return j != i && !(x < x_threshold) && (labels == nullptr || labels[j] != labels[i]);
+  return !(x < x_threshold) && hardnet_column_allowed(labels, i, j);
 }
 
 /// One lane's (then the warp's) share of a row: valid columns and their smallest x (infinity when none).

@@ -72,8 +72,9 @@ void HardNetLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   neg_swapped_.Reshape(rows);
   neg_count_.Reshape(rows);
   valid_rows_.Reshape(vector<int>(1, 1));
-  scratch_.Reshape(vector<int>(1,
-      static_cast<int>(caffe_mining::hardnet_scratch_count(num, options_))));
+  // The core's workspace, in Dtype elements (Caffe's device: the same bytes on the CPU and the GPU).
+  scratch_.Reshape(vector<int>(1, static_cast<int>(
+      caffe_mining::hardnet_workspace_bytes<Dtype>(num, options_, caffe_mining::Device::kCpu) / sizeof(Dtype))));
 }
 
 namespace {

@@ -2,6 +2,7 @@
 #include "caffe_mining/hardnet.hpp"
 #include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/gradients/distance_gradients.hpp"
+#include "caffe_mining/miners/hardest_negative_row.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -18,360 +19,8 @@ namespace caffe_mining {
 
 namespace {
 
-// What the mining of one row found.
-template <typename Dtype>
-struct RowMining {
-  int count = 0;                                                  // number of valid candidates
-  int chosen = -1;                                                // column of the chosen candidate, -1 if none
-  HardNetCandidate<Dtype> candidate = {Dtype(0), false, false};  // its value and whether it is swapped
-  Dtype average_loss = Dtype(0), average_dpos = Dtype(0);         // AVERAGE: sums over the valid candidates
-};
-
-// MIN without anchor swap (the default) mines each row by itself, on the squared scale: with
-// x = max(|a|^2 + |p|^2 - 2 a.p, 0) + eps, D = sqrt(x) is correctly rounded and so non-decreasing in x. Every
-// comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
-// exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
-
-// The squared-scale helpers (x of distance_from_dot, squared_threshold, largest_with_same_root) are
-// distances/dot_distance.hpp's, shared with the CUDA path.
-template <typename Dtype>
-inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  return squared_distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
-}
-
-// Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
-// with D < threshold read as x < x_threshold.
-template <typename Dtype>
-struct SquaredRow {
-  const Dtype* dots;       // a_i.p_j, j = 0..n-1
-  Dtype sq_norm_a;         // |a_i|^2
-  const Dtype* sq_norm_p;  // |p_j|^2
-  const Dtype* labels;     // or null
-  int i;
-  Dtype eps, x_threshold;
-
-  Dtype x(int j) const { return squared_distance(sq_norm_a, sq_norm_p[j], dots[j], eps); }
-  bool valid(int j, Dtype x_j) const {
-    return j != i && !(x_j < x_threshold) && (labels == nullptr || labels[j] != labels[i]);
-  }
-  // Whether the diagonal and the labels allow column j (valid unless it is a duplicate).
-  bool allowed(int j) const { return j != i && (labels == nullptr || labels[j] != labels[i]); }
-};
-
-// What a block of columns holds: the smallest x among its valid entries (infinity if none) and their number.
-template <typename Dtype>
-struct BlockMinimum {
-  Dtype x_min;
-  int count;
-};
-
-// Anchor swap without the distance matrix: entry (r, c) is also the swapped value D_rc of row c's candidate r, so
-// column c holds row c's swapped values. While the rows are scanned in increasing r, each column keeps what rows
-// 0..r gave it: its number of duplicates (entries the diagonal and the labels allow, below the duplicate threshold)
-// and, for MIN, its smallest valid x and the lowest row whose D = sqrt(x) is the column's smallest. Counts and rows
-// are held as Dtype (exact integers: n <= hardnet_max_rows < 2^24) so that the scratch keeps one element type.
-template <typename Dtype>
-struct ColumnScan {
-  Dtype* duplicates;  // [n]
-  Dtype* x_min;       // [n] infinity while the column has no valid entry; null when only counting (RANDOM)
-  Dtype* first_row;   // [n]
-};
-
-// A valid entry (r, c) below the column's smallest x. D = sqrt(x) is non-decreasing in x, so its root is at most the
-// column's smallest D; only a strictly smaller root moves the column's first row (equal D: the lower row stays).
-template <typename Dtype>
-inline void lower_column_minimum(const ColumnScan<Dtype>& cols, int r, int c, Dtype x) {
-  if (std::sqrt(x) < std::sqrt(cols.x_min[c])) cols.first_row[c] = Dtype(r);
-  cols.x_min[c] = x;
-}
-
-// Columns [start, end) of a row, one at a time; also the tails of the vector versions. With `cols`, each entry is
-// also entered into its column.
-template <typename Dtype>
-BlockMinimum<Dtype> block_minimum_scalar(const SquaredRow<Dtype>& row, int start, int end,
-                                         const ColumnScan<Dtype>* cols) {
-  BlockMinimum<Dtype> block = {std::numeric_limits<Dtype>::infinity(), 0};
-  for (int j = start; j < end; ++j) {
-    const Dtype x = row.x(j);
-    const bool valid = row.valid(j, x);
-    if (cols != nullptr) {
-      if (valid) {
-        if (cols->x_min != nullptr && x < cols->x_min[j]) lower_column_minimum(*cols, row.i, j, x);
-      } else if (row.allowed(j)) {
-        cols->duplicates[j] += Dtype(1);
-      }
-    }
-    if (!valid) continue;
-    ++block.count;
-    if (x < block.x_min) block.x_min = x;
-  }
-  return block;
-}
-
-// The lowest valid column of [start, end) whose x is at most x_bound, or -1.
-template <typename Dtype>
-int first_at_most_scalar(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
-  for (int j = start; j < end; ++j) {
-    const Dtype x = row.x(j);
-    if (row.valid(j, x) && x <= x_bound) return j;
-  }
-  return -1;
-}
-
-template <typename Dtype>
-BlockMinimum<Dtype> block_minimum(const SquaredRow<Dtype>& row, int start, int end, const ColumnScan<Dtype>* cols) {
-  return block_minimum_scalar(row, start, end, cols);
-}
-template <typename Dtype>
-int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
-  return first_at_most_scalar(row, start, end, x_bound);
-}
-
-#if defined(__SSE2__)
-// The float row scan in vector lanes (hardnet_row_lanes.inc), once with SSE2 (4 lanes, every x86-64) and, where the
-// compiler can target it, once with AVX2 (8 lanes), chosen at run time.
-namespace sse2_lanes {
-struct V {
-  using F = __m128;
-  using I = __m128i;
-  static constexpr int kWidth = 4;
-  static F load(const float* p) { return _mm_loadu_ps(p); }
-  static void store(float* p, F x) { _mm_storeu_ps(p, x); }
-  static void store_int(std::int32_t* p, I x) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x); }
-  static F set1(float x) { return _mm_set1_ps(x); }
-  static I set1_int(int x) { return _mm_set1_epi32(x); }
-  static F zero() { return _mm_setzero_ps(); }
-  static I zero_int() { return _mm_setzero_si128(); }
-  static F add(F a, F b) { return _mm_add_ps(a, b); }
-  static F sub(F a, F b) { return _mm_sub_ps(a, b); }
-  static F mul(F a, F b) { return _mm_mul_ps(a, b); }
-  static F min(F a, F b) { return _mm_min_ps(a, b); }
-  static F and_(F a, F b) { return _mm_and_ps(a, b); }
-  static F or_(F a, F b) { return _mm_or_ps(a, b); }
-  static F andnot(F a, F b) { return _mm_andnot_ps(a, b); }  // ~a & b
-  static F cmpgt(F a, F b) { return _mm_cmpgt_ps(a, b); }
-  static F cmplt(F a, F b) { return _mm_cmplt_ps(a, b); }
-  static F cmple(F a, F b) { return _mm_cmple_ps(a, b); }
-  static F cmpeq(F a, F b) { return _mm_cmpeq_ps(a, b); }
-  static int movemask(F a) { return _mm_movemask_ps(a); }
-  static I add_mask(I count, F mask) { return _mm_add_epi32(count, _mm_castps_si128(mask)); }
-  static F columns_equal(int j, I i) {  // lanes j..j+3 equal to i
-    return _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3)), i));
-  }
-};
-#include "hardnet_row_lanes.inc"
-}  // namespace sse2_lanes
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CAFFE_MINING_AVX2_LANES 1
-#pragma GCC push_options
-#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
-namespace avx2_lanes {
-struct V {
-  using F = __m256;
-  using I = __m256i;
-  static constexpr int kWidth = 8;
-  static F load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
-  static void store_int(std::int32_t* p, I x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x); }
-  static F set1(float x) { return _mm256_set1_ps(x); }
-  static I set1_int(int x) { return _mm256_set1_epi32(x); }
-  static F zero() { return _mm256_setzero_ps(); }
-  static I zero_int() { return _mm256_setzero_si256(); }
-  static F add(F a, F b) { return _mm256_add_ps(a, b); }
-  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
-  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F min(F a, F b) { return _mm256_min_ps(a, b); }
-  static F and_(F a, F b) { return _mm256_and_ps(a, b); }
-  static F or_(F a, F b) { return _mm256_or_ps(a, b); }
-  static F andnot(F a, F b) { return _mm256_andnot_ps(a, b); }  // ~a & b
-  // The predicates of SSE's cmpgt/cmplt/cmple/cmpeq (signalling order for the inequalities, quiet for equality).
-  static F cmpgt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OS); }
-  static F cmplt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OS); }
-  static F cmple(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LE_OS); }
-  static F cmpeq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
-  static int movemask(F a) { return _mm256_movemask_ps(a); }
-  static I add_mask(I count, F mask) { return _mm256_add_epi32(count, _mm256_castps_si256(mask)); }
-  static F columns_equal(int j, I i) {  // lanes j..j+7 equal to i
-    const I lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_add_epi32(_mm256_set1_epi32(j), lanes), i));
-  }
-};
-#include "hardnet_row_lanes.inc"
-}  // namespace avx2_lanes
-#pragma GCC pop_options
-#endif
-
-// AVX2 where the CPU has it, unless CAFFE_MINING_CPU_LANES=sse2 (read once; the tests run both paths).
-bool row_scan_uses_avx2() {
-#if defined(CAFFE_MINING_AVX2_LANES)
-  static const bool avx2 = [] {
-    const char* forced = std::getenv("CAFFE_MINING_CPU_LANES");
-    return __builtin_cpu_supports("avx2") && !(forced != nullptr && std::strcmp(forced, "sse2") == 0);
-  }();
-  return avx2;
-#else
-  return false;
-#endif
-}
-
-template <>
-BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
-                                         const ColumnScan<float>* cols) {
-#if defined(CAFFE_MINING_AVX2_LANES)
-  if (row_scan_uses_avx2()) return avx2_lanes::scan_block(row, start, end, cols);
-#endif
-  return sse2_lanes::scan_block(row, start, end, cols);
-}
-
-template <>
-int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float x_bound) {
-#if defined(CAFFE_MINING_AVX2_LANES)
-  if (row_scan_uses_avx2()) return avx2_lanes::first_at_most_lanes(row, start, end, x_bound);
-#endif
-  return sse2_lanes::first_at_most_lanes(row, start, end, x_bound);
-}
-#endif
-
-// Row i's hardest negative. The row is scanned in blocks, keeping each block's minimum (block_min, one per block);
-// the chosen column is then the lowest valid one whose x has the row's minimum square root (hardnet_harder's
-// order on D), searched only in the blocks that can hold one. With `cols` the scan also enters the row into the
-// columns (anchor swap).
-template <typename Dtype>
-RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min, const ColumnScan<Dtype>* cols) {
-  RowMining<Dtype> found;
-  Dtype x_min = std::numeric_limits<Dtype>::infinity();
-  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
-    const BlockMinimum<Dtype> block = block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols);
-    block_min[b] = block.x_min;
-    found.count += block.count;
-    if (block.x_min < x_min) x_min = block.x_min;
-  }
-  if (found.count == 0) return found;
-  const Dtype x_max = largest_with_same_root(x_min);
-  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
-    if (!(block_min[b] <= x_max)) continue;
-    const int j = first_at_most(row, start, std::min(start + kHardnetRowBlock, n), x_max);
-    if (j >= 0) {
-      found.chosen = j;
-      found.candidate = {std::sqrt(x_min), true, false};
-      return found;
-    }
-  }
-  return found;  // not reached: the block holding x_min has a valid column with x <= x_max
-}
-
-// The number of valid entries of row i (RANDOM), with the same scan.
-template <typename Dtype>
-int valid_in_row(const SquaredRow<Dtype>& row, int n, const ColumnScan<Dtype>* cols) {
-  int count = 0;
-  for (int start = 0; start < n; start += kHardnetRowBlock) {
-    count += block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols).count;
-  }
-  return count;
-}
-
-// The number of columns j that the labels and the diagonal allow for row i (j != i, another label): with no
-// duplicate in its row, or none in its column, that is count_i (both directions are subsets of these columns).
-template <typename Dtype>
-int eligible_in_row(const Dtype* labels, int n, int i) {
-  if (labels == nullptr) return n - 1;
-  int allowed = 0;
-  for (int j = 0; j < n; ++j) allowed += j != i && labels[j] != labels[i] ? 1 : 0;
-  return allowed;
-}
-
-// The rank-th (0-based) column that the labels and the diagonal allow for row i; rank < eligible_in_row.
-template <typename Dtype>
-int eligible_at_rank(const Dtype* labels, int n, int i, int rank) {
-  if (labels == nullptr) return rank < i ? rank : rank + 1;
-  for (int j = 0; j < n; ++j) {
-    if (j != i && labels[j] != labels[i] && rank-- == 0) return j;
-  }
-  return -1;  // not reached
-}
-
-// Where the matrix holds the GEMM's dot products (MIN and RANDOM): candidate j of row i from distance_from_dot of
-// entries (i, j) and (j, i), the values the distance matrix would hold.
-template <typename Dtype>
-struct DotMatrix {
-  const Dtype* dots;
-  const Dtype* sq_norm_a;
-  const Dtype* sq_norm_p;
-  const Dtype* labels;
-  int n;
-  Dtype eps, threshold;
-
-  Dtype distance(int i, int j) const {
-    return distance_from_dot(sq_norm_a[i], sq_norm_p[j], dots[static_cast<std::size_t>(i) * n + j], eps);
-  }
-  HardNetCandidate<Dtype> candidate(int i, int j, bool swap) const {
-    const Dtype d_ij = distance(i, j);
-    const bool valid_ij = hardnet_negative_valid(labels, i, j, d_ij, threshold);
-    if (!swap) return hardnet_candidate_of(d_ij, valid_ij, d_ij, false, false);
-    const Dtype d_ji = distance(j, i);
-    return hardnet_candidate_of(d_ij, valid_ij, d_ji, hardnet_negative_valid(labels, j, i, d_ji, threshold), true);
-  }
-};
-
-// RANDOM: the rank-th valid candidate of row i, from the candidates one by one (rows holding duplicates).
-template <typename Dtype>
-int valid_at_rank(const DotMatrix<Dtype>& matrix, int i, int rank, bool swap) {
-  for (int j = 0; j < matrix.n; ++j) {
-    const HardNetCandidate<Dtype> cand = matrix.candidate(i, j, swap);
-    if (cand.valid && rank-- == 0) return j;
-  }
-  return -1;  // not reached
-}
-
-// count_i with anchor swap, from the candidates one by one (rows with duplicates in both directions).
-template <typename Dtype>
-int valid_candidates(const DotMatrix<Dtype>& matrix, int i) {
-  int count = 0;
-  for (int j = 0; j < matrix.n; ++j) count += matrix.candidate(i, j, true).valid ? 1 : 0;
-  return count;
-}
-
-// MIN with anchor swap: row i's hardest candidate from its row's minimum (value row_min at the lowest column
-// row_first) and its column's (the swapped values: value col_min at the lowest row col_first). Candidate j's value is
-// the smaller of its two, so the row's smallest candidate value is the smaller minimum, and the lowest j reaching it
-// is the lower of the two firsts that reach it; that candidate is swapped unless its own D_ij reaches it too.
-template <typename Dtype>
-void hardest_with_swap(int row_count, int row_first, Dtype row_min, int col_count, int col_first, Dtype col_min,
-                       RowMining<Dtype>* found) {
-  const bool from_row = row_count > 0 && (col_count == 0 || !(col_min < row_min));
-  const bool from_col = col_count > 0 && (row_count == 0 || !(row_min < col_min));
-  if (from_row && (!from_col || row_first <= col_first)) {
-    found->chosen = row_first;
-    found->candidate = {row_min, true, false};
-  } else if (from_col) {
-    found->chosen = col_first;
-    found->candidate = {col_min, true, true};
-  }
-}
-
-// AVERAGE: row i's candidates from the distance matrix, each read with hardnet_candidate: their number, the hardest
-// (reported in the second top) and the sums of the row loss and its derivative over them, in increasing j. From
-// column `start` on, continuing `found` (what columns [0, start) gave).
-template <typename Dtype>
-RowMining<Dtype> average_row(const Dtype* dist, const Dtype* labels, int n, int i, Dtype pos,
-                             const HardNetOptions& options, int start = 0, RowMining<Dtype> found = {}) {
-  const Dtype margin = static_cast<Dtype>(options.margin);
-  const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
-  const HardNetLossType type = options.loss_type;
-  for (int j = start; j < n; ++j) {
-    const HardNetCandidate<Dtype> cand = hardnet_candidate(dist, labels, n, i, j, threshold, options.anchor_swap);
-    if (!cand.valid) continue;
-    ++found.count;
-    if (hardnet_harder(cand.value, j, found.candidate.value, found.chosen)) {
-      found.chosen = j;
-      found.candidate = cand;
-    }
-    found.average_loss += hardnet_row_loss(type, margin, pos, cand.value);
-    found.average_dpos += hardnet_row_loss_dpos(type, margin, pos, cand.value);
-  }
-  return found;
-}
+// The row miner (SquaredRow, ColumnScan, hardest_in_row, ... average_row): miners/hardest_negative_row.hpp.
+using namespace row_miner;  // NOLINT(build/namespaces): this file composes them
 
 // Row i's outputs and its share of the loss from what its mining found.
 template <typename Dtype>
@@ -602,18 +251,13 @@ int average_backward_lanes<float>(const float* labels, const HardNetOptions& opt
 
 }  // namespace
 
-int hardnet_cpu_lanes() {
-#if defined(__SSE2__)
-  return row_scan_uses_avx2() ? 8 : 4;
-#else
-  return 1;
-#endif
-}
+int hardnet_cpu_lanes() { return row_miner::row_scan_lanes(); }
 
 template <typename Dtype>
 void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
                          const Dtype* uniforms, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
-                         Dtype* scratch, Dtype* loss) {
+                         void* workspace, Dtype* loss) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   const std::size_t nn = static_cast<std::size_t>(n);
   const Dtype eps = static_cast<Dtype>(options.eps);
   const Dtype threshold = static_cast<Dtype>(options.duplicate_threshold);
@@ -723,7 +367,8 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
 template <typename Dtype>
 void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* positive, const Dtype* labels,
                           const HardNetOptions& options, const HardNetMining<Dtype>& mining, Dtype loss_weight,
-                          Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff) {
+                          void* workspace, Dtype* anchor_diff, Dtype* positive_diff) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   const std::size_t nn = static_cast<std::size_t>(n);
   const std::size_t elements = nn * dim;
   const int valid_rows = mining.valid_rows[0];
@@ -781,13 +426,13 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 }
 
 template void hardnet_forward_cpu<float>(int, int, const float*, const float*, const float*, const float*,
-                                         const HardNetOptions&, const HardNetMining<float>&, float*, float*);
+                                         const HardNetOptions&, const HardNetMining<float>&, void*, float*);
 template void hardnet_forward_cpu<double>(int, int, const double*, const double*, const double*, const double*,
-                                          const HardNetOptions&, const HardNetMining<double>&, double*, double*);
+                                          const HardNetOptions&, const HardNetMining<double>&, void*, double*);
 template void hardnet_backward_cpu<float>(int, int, const float*, const float*, const float*, const HardNetOptions&,
-                                          const HardNetMining<float>&, float, float*, float*, float*);
+                                          const HardNetMining<float>&, float, void*, float*, float*);
 template void hardnet_backward_cpu<double>(int, int, const double*, const double*, const double*,
-                                           const HardNetOptions&, const HardNetMining<double>&, double, double*,
+                                           const HardNetOptions&, const HardNetMining<double>&, double, void*,
                                            double*, double*);
 
 }  // namespace caffe_mining

@@ -433,7 +433,8 @@ __global__ void average_edges_kernel(std::size_t count, HardNetMining<Dtype> min
 template <typename Dtype>
 void hardnet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
                          const Dtype* labels, const Dtype* uniforms, const HardNetOptions& options,
-                         const HardNetMining<Dtype>& mining, Dtype* scratch, Dtype* loss) {
+                         const HardNetMining<Dtype>& mining, void* workspace, Dtype* loss) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   CublasCallScope scope(context);
   cudaStream_t stream = context.stream;
   cublasHandle_t cublas = context.cublas;
@@ -465,7 +466,8 @@ void hardnet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype
 template <typename Dtype>
 void hardnet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* anchor, const Dtype* positive,
                           const Dtype* labels, const HardNetOptions& options, const HardNetMining<Dtype>& mining,
-                          Dtype loss_weight, Dtype* scratch, Dtype* anchor_diff, Dtype* positive_diff) {
+                          Dtype loss_weight, void* workspace, Dtype* anchor_diff, Dtype* positive_diff) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   cudaStream_t stream = context.stream;
   cublasHandle_t cublas = context.cublas;
   const std::size_t elements = static_cast<std::size_t>(n) * dim;
@@ -510,16 +512,16 @@ void hardnet_backward_gpu(const CudaContext& context, int n, int dim, const Dtyp
 }
 
 template void hardnet_forward_gpu<float>(const CudaContext&, int, int, const float*, const float*, const float*,
-                                         const float*, const HardNetOptions&, const HardNetMining<float>&, float*,
+                                         const float*, const HardNetOptions&, const HardNetMining<float>&, void*,
                                          float*);
 template void hardnet_forward_gpu<double>(const CudaContext&, int, int, const double*, const double*, const double*,
-                                          const double*, const HardNetOptions&, const HardNetMining<double>&, double*,
+                                          const double*, const HardNetOptions&, const HardNetMining<double>&, void*,
                                           double*);
 template void hardnet_backward_gpu<float>(const CudaContext&, int, int, const float*, const float*, const float*,
-                                          const HardNetOptions&, const HardNetMining<float>&, float, float*, float*,
+                                          const HardNetOptions&, const HardNetMining<float>&, float, void*, float*,
                                           float*);
 template void hardnet_backward_gpu<double>(const CudaContext&, int, int, const double*, const double*,
                                            const double*, const HardNetOptions&, const HardNetMining<double>&, double,
-                                           double*, double*, double*);
+                                           void*, double*, double*);
 
 }  // namespace caffe_mining
