@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 
 CONTRASTIVE_HPP = "caffe_layers/include/caffe_mining/contrastive_mining.hpp"
 CONTRASTIVE_CPP = "caffe_layers/src/caffe/mining/contrastive_mining.cpp"
+SQUARED_NORM_HPP = "caffe_layers/include/caffe_mining/distances/squared_norm.hpp"
 CONTRASTIVE_PAIR_HPP = "caffe_layers/include/caffe_mining/losses/contrastive_pair.hpp"
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
 HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
@@ -161,6 +162,11 @@ MUTANTS = (
            "return s.k > 0 && (key > s.key_prefix", "return (key > s.key_prefix",
            "GPU selection: a kind with K_kind = 0 picks nothing", kill_first=GPU_LOGIC),
     # ---- MiningContrastiveLoss: CPU forward / backward ------------------------------------------------------------
+    Mutant("difference_tail_reversed", SQUARED_NORM_HPP,
+           "  for (int s = 0; k + s < dim; ++s) {\n    diff[k + s] = a[k + s] - b[k + s];",
+           "  for (int s = 0; k + s < dim; ++s) {\n    diff[k + s] = b[k + s] - a[k + s];",
+           "MiningContrastiveLoss: diff = a - b in every element (the tail after the blocks of eight too): the "
+           "gradient's direction", ci=True),
     Mutant("nth_element_easiest", CONTRASTIVE_CPP,
            "return harder_pair(key[i], i, key[j], j);", "return harder_pair(key[j], j, key[i], i);",
            "CPU selection keeps the hardest pairs"),

@@ -24,6 +24,27 @@ inline Dtype squared_norm(int dim, const Dtype* x) {
   return ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
 }
 
+/// diff = a - b and squared_norm(dim, diff) in one pass: the same operations in the same order (the same bits), with
+/// the rows declared unaliased so that the compiler can keep the eight sums and the differences in vector lanes.
+template <typename Dtype>
+inline Dtype difference_squared_norm(int dim, const Dtype* __restrict a, const Dtype* __restrict b,
+                                     Dtype* __restrict diff) {
+  constexpr int kSums = 8;
+  Dtype sum[kSums] = {};
+  int k = 0;
+  for (; k + kSums <= dim; k += kSums) {
+    for (int s = 0; s < kSums; ++s) {
+      diff[k + s] = a[k + s] - b[k + s];
+      sum[s] += diff[k + s] * diff[k + s];
+    }
+  }
+  for (int s = 0; k + s < dim; ++s) {
+    diff[k + s] = a[k + s] - b[k + s];
+    sum[s] += diff[k + s] * diff[k + s];
+  }
+  return ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
+}
+
 #if defined(__CUDACC__)
 /// |x|^2 of a row of dim values by one warp, x_k = element(k): lane l sums x_k^2 for k = l, l + 32, ... in
 /// increasing k, then warp_sum (lane 0 holds the result). Every lane of the warp must call it.

@@ -49,10 +49,9 @@ void contrastive_forward_cpu(int n, int dim, const Dtype* a, const Dtype* b, con
     const Dtype* a_i = a + static_cast<size_t>(i) * dim;
     const Dtype* b_i = b + static_cast<size_t>(i) * dim;
     Dtype* diff_i = diff + static_cast<size_t>(i) * dim;
-    for (int j = 0; j < dim; ++j) diff_i[j] = a_i[j] - b_i[j];
     // A fixed summation order (not BLAS's dot, whose rounding follows the row's alignment): identical pairs
     // get identical costs, so ties stay ties. Caffe's ContrastiveLoss (ratio 1) agrees to rounding.
-    dist_sq[i] = squared_norm(dim, diff_i);
+    dist_sq[i] = difference_squared_norm(dim, a_i, b_i, diff_i);
     finite = finite && std::isfinite(dist_sq[i]);
     const bool similar = sim[i] != Dtype(0);
     cost[i] = contrastive_cost(dist_sq[i], similar, margin, legacy);
