@@ -79,7 +79,11 @@ def render_run(net_template: Path, solver_template: Path, variant: Variant, seed
     solver.random_seed = seed
     solver.snapshot_prefix = str(run_dir / "snapshots" / variant.name)
     for field, value in (solver_overrides or {}).items():
-        setattr(solver, field, value)
+        if hasattr(getattr(solver, field), "extend"):  # a repeated field
+            del getattr(solver, field)[:]  # e.g. test_iter (one value per test net): the value(s) replace it
+            getattr(solver, field).extend(value if isinstance(value, (list, tuple)) else [value])
+        else:
+            setattr(solver, field, value)
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     return write_prototxt(solver, run_dir / "solver.prototxt",
                           header=f"Rendered from {solver_template} for variant {variant.name}, seed {seed}")
