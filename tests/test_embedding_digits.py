@@ -90,8 +90,9 @@ def test_training_database_is_p_by_k_batches_of_digits_0_to_6_in_file_order(digi
     assert set(np.unique(label).astype(int)) == set(range(7))           # no held-out digit in training
     _check_batches(label, 7, 8)
     # Files are whole batches, so no batch straddles a file (the layer reads the list in order).
+    import h5py
+
     for path in digits_data.train_list.read_text().split():
-        import h5py
         with h5py.File(path, "r") as h5:
             assert len(h5["label"]) % 56 == 0
     # Every row is the standardised image of a digit of its label, among the training digits.
@@ -202,3 +203,28 @@ def test_embedding_digits_trains_every_loss_with_caffe_and_evaluates(tmp_path):
             assert "beta" not in record["final"]
     for figure in ("loss_curves.png", "heldout_metrics.png", "beta.png", "projection.png"):
         assert (tmp_path / "runs" / "results" / figure).is_file()
+
+
+def test_train_net_forms_same_digit_pairs_and_unit_rows_in_caffe(tmp_path):
+    """The stock-layer plumbing of train_val.prototxt, run by pycaffe on the real database: sim is 1 exactly
+    where the two halves' labels agree (14 of 28 pairs), and the embedding rows have norm 1."""
+    _caffe_or_skip()
+    from caffe_mining.examples.caffe_run import import_pycaffe
+    from caffe_mining.examples.experiment import render_run
+
+    caffe = import_pycaffe()
+    run = _load_run_module()
+    data = build_class_split_digits(tmp_path / "data", min_train_batches=3, log=lambda _: None)
+    variant = run.variants(0.01, data.batch_size, run.BETA_STEP_PER_SAMPLE)[0]   # MarginLoss, with its beta param
+    solver = render_run(EXAMPLE / "train_val.prototxt", EXAMPLE / "solver.prototxt", variant, 1, tmp_path / "run",
+                        {"TRAIN": data.train_list, "TEST": data.heldout_list})
+    net = caffe.Net(str(solver.parent / "train_val.prototxt"), caffe.TRAIN)
+    _, file_labels = read_database(data.train_list)
+    for batch in range(3):
+        net.forward()
+        label = net.blobs["label"].data.copy()
+        np.testing.assert_array_equal(label, file_labels[batch * 56:(batch + 1) * 56])   # read in file order
+        np.testing.assert_array_equal(net.blobs["sim"].data, (label[:28] == label[28:]).astype(np.float32))
+        assert net.blobs["sim"].data.sum() == 14
+        np.testing.assert_allclose(np.linalg.norm(net.blobs["embedding"].data, axis=1), 1.0, rtol=1e-5)
+    assert net.params["loss"][0].data.tolist() == [pytest.approx(1.2)]                 # beta, beta_init

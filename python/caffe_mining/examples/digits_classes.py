@@ -2,9 +2,10 @@
 net trains on some digits (default 0-6) and is measured on digits it has never seen (7-9).
 
 Pixels are standardised (per pixel: minus the mean, divided by the standard deviation, both of the training
-classes only; the pixels that never vary there are divided by 1). The training database holds whole
-epochs of P x K batches, as many as ``min_train_batches`` needs, in file order (:mod:`.pk_batches`) for an ``HDF5Data`` layer without ``shuffle``;
-a held-out database of P x K batches of the held-out classes, one epoch, feeds Caffe's TEST phase. Each is
+classes only; the pixels that never vary there are divided by 1). The training database holds as many
+whole epochs of P x K batches as ``min_train_batches`` needs, in file order (:mod:`.pk_batches`), for an
+``HDF5Data`` layer without ``shuffle``; a held-out database of P x K batches of the held-out classes, one
+epoch, feeds Caffe's TEST phase. Each is
 an HDF5 list file (``HDF5Data``'s source) over files with ``data`` (n x 1 x 8 x 8 float32) and ``label``
 (n float32, the digit), every file a whole number of batches so that batches never straddle a file.
 """
