@@ -29,7 +29,8 @@ class Variant:
     name: str          # file-safe, e.g. "mining4"
     label: str         # for legends and tables
     layer_type: str    # e.g. "MiningContrastiveLoss"
-    layer_params: str  # e.g. "contrastive_loss_param { margin: 1 mining_ratio: 4 }"
+    layer_params: str  # e.g. "contrastive_loss_param { margin: 1 mining_ratio: 4 }"; may name bottoms and
+                       # param (the layer's blobs' lr_mult), which then replace the template's
 
 
 def render_run(net_template: Path, solver_template: Path, variant: Variant, seed: int, run_dir: Path,
@@ -60,8 +61,14 @@ def render_run(net_template: Path, solver_template: Path, variant: Variant, seed
         raise ValueError(f"{net_template}: needs exactly one layer named {LOSS_LAYER_NAME!r}. Got: {len(losses)}")
     loss = losses[0]
     loss.type = variant.layer_type
-    for field in ("contrastive_loss_param", "hardnet_loss_param"):
-        loss.ClearField(field)
+    for field in ("contrastive_loss_param", "hardnet_loss_param", "margin_loss_param", "triplet_loss_param",
+                  "param"):
+        if field in loss.DESCRIPTOR.fields_by_name:  # a Caffe built before a loss's field lacks it
+            loss.ClearField(field)
+    given = type(loss)()
+    text_format.Merge(variant.layer_params, given)
+    if given.bottom:  # a variant that names its bottoms replaces the template's (pair against batch losses)
+        loss.ClearField("bottom")
     text_format.Merge(variant.layer_params, loss)
 
     solver = read_prototxt(solver_template, "SolverParameter")
@@ -72,7 +79,11 @@ def render_run(net_template: Path, solver_template: Path, variant: Variant, seed
     solver.random_seed = seed
     solver.snapshot_prefix = str(run_dir / "snapshots" / variant.name)
     for field, value in (solver_overrides or {}).items():
-        setattr(solver, field, value)
+        if hasattr(getattr(solver, field), "extend"):  # a repeated field
+            del getattr(solver, field)[:]  # e.g. test_iter (one value per test net): the value(s) replace it
+            getattr(solver, field).extend(value if isinstance(value, (list, tuple)) else [value])
+        else:
+            setattr(solver, field, value)
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     return write_prototxt(solver, run_dir / "solver.prototxt",
                           header=f"Rendered from {solver_template} for variant {variant.name}, seed {seed}")

@@ -2,13 +2,15 @@
 
 Conventions: a pair is *positive* (matching, similar) or *negative*; its score is a distance, smaller meaning
 "more likely positive". These are the numbers the HardNet paper reports (FPR at 95 % recall on Brown's pairs)
-plus ROC AUC and leave-one-out nearest-neighbour accuracy.
+plus ROC AUC, leave-one-out nearest-neighbour accuracy, and Recall@k of retrieval (as "Sampling Matters"
+reports it on held-out classes).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fpr_at_recall", "nearest_neighbour_accuracy", "pair_distances", "roc_auc", "upper_triangle_pairs"]
+__all__ = ["fpr_at_recall", "nearest_neighbour_accuracy", "pair_distances", "recall_at_k", "roc_auc",
+           "upper_triangle_pairs"]
 
 
 def _check_pairs(distance: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +99,26 @@ def nearest_neighbour_accuracy(embedding: np.ndarray, labels: np.ndarray,
         np.fill_diagonal(squared, np.inf)
     nearest = np.argmin(squared, axis=1)
     return float(np.mean(gallery_labels[nearest] == labels))
+
+
+def recall_at_k(embedding: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 4)) -> dict[int, float]:
+    """Recall@k of leave-one-out retrieval: every row queries all the others (Euclidean distance), and counts
+    as found when at least one of its k nearest has its label. Returns {k: share of queries found}.
+
+    Ties in distance go to the lower index (a stable sort), so the value is exact and reproducible.
+    """
+    points = np.asarray(embedding, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if points.ndim != 2 or len(points) != len(labels):
+        raise ValueError(f"embedding must be N x D with N labels. Got: {points.shape} and {labels.shape}")
+    if not ks or min(ks) < 1 or max(ks) > len(points) - 1:
+        raise ValueError(f"every k must be in [1, N - 1 = {len(points) - 1}]. Got: {ks}")
+    squared = np.concatenate([np.sum((block[:, None, :] - points[None, :, :]) ** 2, axis=2)  # exact differences,
+                              for block in np.array_split(points, max(1, len(points) // 64))])  # bounded memory
+    np.fill_diagonal(squared, np.inf)  # a query never retrieves itself
+    ranked = np.argsort(squared, axis=1, kind="stable")[:, :max(ks)]
+    hit = labels[ranked] == labels[:, None]
+    return {k: float(np.mean(hit[:, :k].any(axis=1))) for k in ks}
 
 
 def upper_triangle_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

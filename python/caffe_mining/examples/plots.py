@@ -123,17 +123,23 @@ def pca_2d(embedding: np.ndarray) -> np.ndarray:
 
 
 def plot_projections(embeddings: dict[str, np.ndarray], classes: np.ndarray, path: str | os.PathLike,
-                     title: str = "", markers: np.ndarray | None = None, legend_title: str = "") -> Path:
+                     title: str = "", markers: np.ndarray | None = None, legend_title: str = "",
+                     columns: int | None = None) -> Path:
     """One panel per embedding (label -> n x D): its 2-D PCA projection, points coloured by class (at most 10
-    classes: the tab10 colours). ``markers`` (n bools) draws the True points as crosses."""
+    classes: the tab10 colours). ``markers`` (n bools) draws the True points as crosses. Panels are in rows
+    of ``columns`` (default: all in one row)."""
     plt = _pyplot()
     classes = np.asarray(classes)
     names = np.unique(classes)
     if len(names) > 10:
         raise ValueError(f"at most 10 classes can be coloured. Got: {len(names)}")
-    figure, axes = plt.subplots(1, len(embeddings), figsize=(3.6 * len(embeddings), 3.6), squeeze=False)
+    columns = columns or len(embeddings)
+    rows = -(-len(embeddings) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.6 * rows), squeeze=False)
+    for unused in axes.ravel()[len(embeddings):]:
+        unused.axis("off")
     size = 6 if len(classes) > 200 else 18
-    for axis, (label, embedding) in zip(axes[0], embeddings.items()):
+    for axis, (label, embedding) in zip(axes.ravel(), embeddings.items()):
         projected = pca_2d(embedding)
         for index, name in enumerate(names):
             member = classes == name
@@ -145,7 +151,7 @@ def plot_projections(embeddings: dict[str, np.ndarray], classes: np.ndarray, pat
         axis.set_title(label, fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
-    axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
+    axes[0][columns - 1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
                        title=legend_title or None, title_fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
