@@ -133,7 +133,8 @@ struct MarginMining {
   int* counts;         ///< [2] T (the number of triplets; -1: non-finite input) and C (non-zero hinge terms)
 };
 
-/// Byte offset of workspace piece `piece` (0: distances, 1: cumulative weights; GPU only: 2 totals, 3 flag).
+/// Byte offset of workspace piece `piece` (0: distances, 1: cumulative weights; GPU: 2 totals, 3 flag; CPU: 2 the
+/// row's eligible columns).
 template <typename Dtype>
 std::size_t margin_workspace_offset(int n, int piece) {
   const std::size_t rows = static_cast<std::size_t>(n);
@@ -144,12 +145,13 @@ std::size_t margin_workspace_offset(int n, int piece) {
 }
 
 /// Bytes of workspace of margin_forward_* / margin_backward_* on `device`: the n x n distances (reused as the
-/// backward's pair coefficients), cumulative weights (one row on the CPU, every row on the GPU) and, on the GPU, the
-/// rows' totals and the non-finite flag; pieces at multiples of 256 bytes (margin_workspace_offset).
+/// backward's pair coefficients, or on the CPU its pair hinge counts), cumulative weights (one row on the CPU, every
+/// row on the GPU), on the GPU the rows' totals and the non-finite flag, on the CPU one row's eligible columns;
+/// pieces at multiples of 256 bytes (margin_workspace_offset).
 template <typename Dtype>
 std::size_t margin_workspace_bytes(int n, const MarginOptions& /*options*/, Device device) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  if (device == Device::kCpu) return margin_workspace_offset<Dtype>(n, 1) + rows * sizeof(double);
+  if (device == Device::kCpu) return margin_workspace_offset<Dtype>(n, 2) + rows * sizeof(int);
   return margin_workspace_offset<Dtype>(n, 3) + sizeof(int);
 }
 
@@ -180,24 +182,38 @@ CM_HOST_DEVICE double margin_uniform(uint64_t seed, uint64_t iteration, int anch
   return philox_uniform53(philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
 }
 
+/// The number of positives of an anchor (same label, another index).
+template <typename Dtype>
+CM_HOST_DEVICE int margin_positive_count(int n, int anchor, const Dtype* labels) {
+  int positives = 0;
+  for (int j = 0; j < n; ++j) positives += (j != anchor && labels[j] == labels[anchor]) ? 1 : 0;
+  return positives;
+}
+
+/// An anchor's number of triplets from its positives and its row's total weight.
+CM_HOST_DEVICE int margin_anchor_triplets(int positives, double total, int negatives_per_positive) {
+  return (positives > 0 && total > 0.0) ? positives * negatives_per_positive : 0;
+}
+
 /// Anchor i's row: its cumulative weights (cumulative, n doubles) and its number of triplets (0 when it has no
 /// positive or no drawable negative). Returns the row's total weight.
 template <typename Dtype>
 CM_HOST_DEVICE double margin_anchor_row(int n, int dim, int anchor, const Dtype* dist, const Dtype* labels,
                                         NegativeSampler sampler, double cutoff, double nonzero_loss_cutoff,
                                         int negatives_per_positive, double* cumulative, int* count) {
-  int positives = 0;
-  for (int j = 0; j < n; ++j) positives += (j != anchor && labels[j] == labels[anchor]) ? 1 : 0;
+  const int positives = margin_positive_count(n, anchor, labels);
   const double total = sampler_row_cumulative(sampler, n, dim, anchor, dist + static_cast<std::size_t>(anchor) * n,
                                               labels, cutoff, nonzero_loss_cutoff, cumulative);
-  *count = (positives > 0 && total > 0.0) ? positives * negatives_per_positive : 0;
+  *count = margin_anchor_triplets(positives, total, negatives_per_positive);
   return total;
 }
 
-/// Anchor i's triplets, written from its offset: for each positive p (increasing) and draw r, the drawn negative.
+/// Anchor i's triplets, written from its offset: for each positive p (increasing) and draw r, the drawn negative,
+/// picked from the row's cumulative weights: `sums` entries, entry e being column columns[e] (or e when `columns`
+/// is null: the whole row).
 template <typename Dtype>
-CM_HOST_DEVICE void margin_anchor_draws(int n, int anchor, const Dtype* dist, const Dtype* labels,
-                                        const double* cumulative, double total, int negatives_per_positive,
+CM_HOST_DEVICE void margin_anchor_draws(int n, int anchor, const Dtype* dist, const Dtype* labels, const double* sums,
+                                        int sum_count, const int* columns, double total, int negatives_per_positive,
                                         uint64_t seed, uint64_t iteration, int offset, int* triplets,
                                         Dtype* pos_dist, Dtype* neg_dist) {
   int t = offset;
@@ -205,7 +221,8 @@ CM_HOST_DEVICE void margin_anchor_draws(int n, int anchor, const Dtype* dist, co
   for (int p = 0; p < n; ++p) {
     if (p == anchor || labels[p] != labels[anchor]) continue;
     for (int r = 0; r < negatives_per_positive; ++r, ++t) {
-      const int negative = sampler_pick(n, cumulative, total, margin_uniform(seed, iteration, anchor, p, r));
+      const int pick = sampler_pick(sum_count, sums, total, margin_uniform(seed, iteration, anchor, p, r));
+      const int negative = columns != nullptr ? columns[pick] : pick;
       triplets[3 * static_cast<std::size_t>(t)] = anchor;
       triplets[3 * static_cast<std::size_t>(t) + 1] = p;
       triplets[3 * static_cast<std::size_t>(t) + 2] = negative;

@@ -1,15 +1,135 @@
 // CPU implementation of the margin loss core (see caffe_mining/margin.hpp for the math and the contracts): the
-// shared steps of margin.hpp in loops, in the order the GPU's threads and serial sums follow.
+// shared steps of margin.hpp in loops, in the order the GPU's threads and serial sums follow. Where the CPU does the
+// same work another way, it gives the same bits: float distances in vector lanes (margin_distance_lanes.inc), the
+// backward's pair hinges scattered from the triplets (an integer count: any order) and its gradient sums over the
+// non-zero coefficients only (the shared sum skips the zeros), in increasing j as margin_gradient_element.
 #include "caffe_mining/margin.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace caffe_mining {
 
 namespace {
+
+#if defined(__SSE2__)
+namespace sse2_lanes {
+struct V {  // one pair's four running sums per vector
+  using F = __m128;
+  static constexpr int kPairs = 1;
+  static F zero() { return _mm_setzero_ps(); }
+  static F load_pairs(const float* p, int /*stride*/) { return _mm_loadu_ps(p); }
+  static F broadcast4(const float* p) { return _mm_loadu_ps(p); }
+  static void store(float* p, F x) { _mm_storeu_ps(p, x); }
+  static F add(F a, F b) { return _mm_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm_mul_ps(a, b); }
+};
+#include "margin_distance_lanes.inc"
+}  // namespace sse2_lanes
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CAFFE_MINING_MARGIN_AVX2_LANES 1
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
+namespace avx2_lanes {
+struct V {  // two pairs' four running sums per vector: rows p and p + stride in the low and high halves
+  using F = __m256;
+  static constexpr int kPairs = 2;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load_pairs(const float* p, int stride) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p + stride), 1);
+  }
+  static F broadcast4(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
+  static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+};
+#include "margin_distance_lanes.inc"
+}  // namespace avx2_lanes
+#pragma GCC pop_options
+#endif
+#endif
+
+/// Whether the float distances run in AVX2 lanes: where the CPU has it, unless CAFFE_MINING_CPU_LANES=sse2 (read
+/// once; the tests run both paths).
+bool distance_lanes_use_avx2() {
+#if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
+  static const bool avx2 = [] {
+    const char* forced = std::getenv("CAFFE_MINING_CPU_LANES");
+    return __builtin_cpu_supports("avx2") && !(forced != nullptr && std::strcmp(forced, "sse2") == 0);
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+/// The upper triangle of the distance matrix (j >= i; the lower one is its mirror, the same bits).
+template <typename Dtype>
+void distance_upper_triangle(int n, int dim, const Dtype* x, Dtype eps, Dtype* dist) {
+  for (int i = 0; i < n; ++i) {
+    for (int j = i; j < n; ++j) dist[static_cast<std::size_t>(i) * n + j] = margin_distance(dim, x, i, j, eps);
+  }
+}
+
+#if defined(__SSE2__)
+template <>
+void distance_upper_triangle<float>(int n, int dim, const float* x, float eps, float* dist) {
+#if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
+  if (distance_lanes_use_avx2()) return avx2_lanes::distance_upper_triangle(n, dim, x, eps, dist);
+#endif
+  sse2_lanes::distance_upper_triangle(n, dim, x, eps, dist);
+}
+#endif
+
+/// The full distance matrix: the upper triangle, mirrored in cache-sized tiles. False when a distance is not finite.
+template <typename Dtype>
+bool distance_matrix(int n, int dim, const Dtype* x, Dtype eps, Dtype* dist) {
+  distance_upper_triangle(n, dim, x, eps, dist);
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    const Dtype* row = dist + static_cast<std::size_t>(i) * n;
+    bool row_finite = true;
+    for (int j = i; j < n; ++j) row_finite &= std::isfinite(row[j]);
+    finite = finite && row_finite;
+  }
+  constexpr int kTile = 16;
+  for (int i0 = 0; i0 < n; i0 += kTile) {
+    const int i_end = std::min(i0 + kTile, n);
+    for (int j0 = i0; j0 < n; j0 += kTile) {
+      const int j_end = std::min(j0 + kTile, n);
+      for (int j = j0; j < j_end; ++j) {
+        Dtype* column = dist + static_cast<std::size_t>(j) * n;
+        for (int i = i0; i < std::min(i_end, j); ++i) column[i] = dist[static_cast<std::size_t>(i) * n + j];
+      }
+    }
+  }
+  return finite;
+}
+
+/// Every anchor's number of positives (margin_positive_count's), from the labels sorted into `sorted` (n doubles):
+/// the size of its label's run, less one.
+template <typename Dtype>
+void positive_counts(int n, const Dtype* labels, double* sorted, int* positives) {
+  for (int i = 0; i < n; ++i) sorted[i] = static_cast<double>(labels[i]);
+  std::sort(sorted, sorted + n);
+  for (int i = 0; i < n; ++i) {
+    const double label = static_cast<double>(labels[i]);
+    positives[i] = static_cast<int>(std::upper_bound(sorted, sorted + n, label) -
+                                    std::lower_bound(sorted, sorted + n, label)) - 1;
+  }
+}
 
 template <typename Dtype>
 bool all_finite(std::size_t count, const Dtype* x) {
@@ -31,15 +151,8 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
   double* cumulative =
       reinterpret_cast<double*>(static_cast<char*>(workspace) + margin_workspace_offset<Dtype>(n, 1));
   bool finite = all_finite(rows * dim, embedding) && all_finite(static_cast<std::size_t>(betas), beta);
-  const Dtype eps = static_cast<Dtype>(options.eps);
-  for (int i = 0; finite && i < n; ++i) {
-    for (int j = 0; j < n; ++j) {
-      // d_ij and d_ji are the same bits (the squares of x_i - x_j and x_j - x_i are equal): computed once.
-      const Dtype d = j < i ? dist[static_cast<std::size_t>(j) * n + i] : margin_distance(dim, embedding, i, j, eps);
-      if (!std::isfinite(d)) finite = false;
-      dist[static_cast<std::size_t>(i) * n + j] = d;
-    }
-  }
+  // d_ij and d_ji are the same bits (the squares of x_i - x_j and x_j - x_i are equal): computed once.
+  if (finite) finite = distance_matrix(n, dim, embedding, static_cast<Dtype>(options.eps), dist);
   if (!finite) {
     for (int i = 0; i < n; ++i) mining.anchor_count[i] = mining.anchor_offset[i] = 0;
     mining.counts[0] = -1;
@@ -47,20 +160,26 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
     *loss = std::numeric_limits<Dtype>::quiet_NaN();
     return;
   }
+  int* eligible = reinterpret_cast<int*>(static_cast<char*>(workspace) + margin_workspace_offset<Dtype>(n, 2));
+  positive_counts(n, labels, cumulative, mining.anchor_count);
   int offset = 0;
   for (int i = 0; i < n; ++i) {
-    int count = 0;
-    const double total = margin_anchor_row(n, dim, i, dist, labels, options.sampler, options.cutoff,
-                                           options.nonzero_loss_cutoff, options.negatives_per_positive, cumulative,
-                                           &count);
+    // margin_anchor_row's count and weights; an anchor without a positive has no triplet whatever its weights.
+    const int positives = mining.anchor_count[i];
+    double total = 0.0;
+    const int sum_count = positives == 0 ? 0 : sampler_row_cumulative_listed(
+        options.sampler, n, dim, i, dist + static_cast<std::size_t>(i) * n, labels, options.cutoff,
+        options.nonzero_loss_cutoff, cumulative, eligible, &total);
+    int count = margin_anchor_triplets(positives, total, options.negatives_per_positive);
     mining.anchor_count[i] = count;
     mining.anchor_offset[i] = offset;
     if (count > 0) {
       if (offset + count > capacity) {  // the caller's capacity is from other labels: never write past it
         count = mining.anchor_count[i] = 0;
       } else {
-        margin_anchor_draws(n, i, dist, labels, cumulative, total, options.negatives_per_positive, options.seed,
-                            iteration, offset, mining.triplets, mining.pos_dist, mining.neg_dist);
+        const int* columns = options.sampler == NegativeSampler::kUniform ? nullptr : eligible;
+        margin_anchor_draws(n, i, dist, labels, cumulative, sum_count, columns, total, options.negatives_per_positive,
+                            options.seed, iteration, offset, mining.triplets, mining.pos_dist, mining.neg_dist);
       }
     }
     offset += count;
@@ -100,23 +219,49 @@ void margin_backward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
     for (std::size_t k = 0; k < rows * dim; ++k) embedding_diff[k] = Dtype(0);
     return;
   }
-  Dtype* coefficient = static_cast<Dtype*>(workspace);  // [n*n]
-  const Dtype eps = static_cast<Dtype>(options.eps);
-  for (int r = 0; r < n; ++r) {
-    for (int j = 0; j < n; ++j) {
-      const int hinges = j == r ? 0
-                                : margin_pair_hinges(r, j, mining.triplets, mining.anchor_count, mining.anchor_offset,
-                                                     mining.pos_dist, mining.neg_dist, beta, labels,
-                                                     options.num_classes, margin);
-      coefficient[static_cast<std::size_t>(r) * n + j] =
-          hinges == 0 ? Dtype(0)
-                      : margin_pair_coefficient(hinges, scale, margin_distance(dim, embedding, r, j, eps));
+  // V_rj of margin_pair_hinges, scattered from the triplets: +1 to (a, p) and (p, a) per non-zero positive hinge,
+  // -1 to (a, n) and (n, a) per non-zero negative one (never on the diagonal: p, n != a).
+  int* hinges = static_cast<int*>(workspace);  // [n*n] (sizeof(int) <= sizeof(Dtype))
+  std::memset(hinges, 0, rows * rows * sizeof(int));
+  for (int a = 0; a < n; ++a) {
+    const Dtype anchor_beta = beta[margin_class_of(labels[a], options.num_classes)];
+    const int begin = mining.anchor_offset[a], end = begin + mining.anchor_count[a];
+    for (int t = begin; t < end; ++t) {
+      const int p = mining.triplets[3 * static_cast<std::size_t>(t) + 1];
+      const int q = mining.triplets[3 * static_cast<std::size_t>(t) + 2];
+      if (margin_pos_argument(mining.pos_dist[t], anchor_beta, margin) > Dtype(0)) {
+        ++hinges[static_cast<std::size_t>(a) * n + p];
+        ++hinges[static_cast<std::size_t>(p) * n + a];
+      }
+      if (margin_neg_argument(mining.neg_dist[t], anchor_beta, margin) > Dtype(0)) {
+        --hinges[static_cast<std::size_t>(a) * n + q];
+        --hinges[static_cast<std::size_t>(q) * n + a];
+      }
     }
   }
+  // Row r of dE/dx: sum_j coefficient_rj (x_r - x_j) over the non-zero coefficients, j increasing (each element's
+  // sum as margin_gradient_element's, which skips the zeros), all of the row's elements at once.
+  const Dtype eps = static_cast<Dtype>(options.eps);
   for (int r = 0; r < n; ++r) {
-    for (int k = 0; k < dim; ++k) {
-      embedding_diff[static_cast<std::size_t>(r) * dim + k] =
-          margin_gradient_element(n, dim, r, k, embedding, coefficient + static_cast<std::size_t>(r) * n);
+    Dtype* out = embedding_diff + static_cast<std::size_t>(r) * dim;
+    const Dtype* x_r = embedding + static_cast<std::size_t>(r) * dim;
+    std::fill(out, out + dim, Dtype(0));
+    const int* hinge_row = hinges + static_cast<std::size_t>(r) * n;
+    constexpr int kBlock = 16;  // most of a row is 0: whole blocks of zeros are skipped in one test
+    for (int j = 0; j < n; ++j) {
+      if (j % kBlock == 0 && j + kBlock <= n) {
+        int any = 0;
+        for (int b = 0; b < kBlock; ++b) any |= hinge_row[j + b];
+        if (any == 0) {
+          j += kBlock - 1;
+          continue;
+        }
+      }
+      if (hinge_row[j] == 0) continue;
+      const Dtype c = margin_pair_coefficient(hinge_row[j], scale, margin_distance(dim, embedding, r, j, eps));
+      if (c == Dtype(0)) continue;
+      const Dtype* x_j = embedding + static_cast<std::size_t>(j) * dim;
+      for (int k = 0; k < dim; ++k) out[k] = math::add_rn(out[k], math::mul_rn(c, x_r[k] - x_j[k]));
     }
   }
 }
