@@ -118,16 +118,19 @@ bool distance_matrix(int n, int dim, const Dtype* x, Dtype eps, Dtype* dist) {
   return finite;
 }
 
-/// Every anchor's number of positives (margin_positive_count's), from the labels sorted into `sorted` (n doubles):
-/// the size of its label's run, less one.
+/// The indices in order of (label, index) into `order`, and for every anchor the start of its label's run in it
+/// (`run_begin`) and its number of positives, margin_positive_count's (the run's length less one). Labels are
+/// numbers here (margin_find_invalid_label: none is NaN), so equal labels form one run.
 template <typename Dtype>
-void positive_counts(int n, const Dtype* labels, double* sorted, int* positives) {
-  for (int i = 0; i < n; ++i) sorted[i] = static_cast<double>(labels[i]);
-  std::sort(sorted, sorted + n);
-  for (int i = 0; i < n; ++i) {
-    const double label = static_cast<double>(labels[i]);
-    positives[i] = static_cast<int>(std::upper_bound(sorted, sorted + n, label) -
-                                    std::lower_bound(sorted, sorted + n, label)) - 1;
+void label_runs(int n, const Dtype* labels, int* order, int* run_begin, int* positives) {
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::sort(order, order + n, [labels](int a, int b) { return labels[a] < labels[b] || (labels[a] == labels[b] && a < b); });
+  for (int begin = 0, end = 0; begin < n; begin = end) {
+    while (end < n && labels[order[end]] == labels[order[begin]]) ++end;
+    for (int k = begin; k < end; ++k) {
+      run_begin[order[k]] = begin;
+      positives[order[k]] = end - begin - 1;
+    }
   }
 }
 
@@ -148,8 +151,11 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
   const std::size_t rows = static_cast<std::size_t>(n);
   const int betas = options.num_classes > 0 ? options.num_classes : 1;
   Dtype* dist = static_cast<Dtype*>(workspace);
-  double* cumulative =
-      reinterpret_cast<double*>(static_cast<char*>(workspace) + margin_workspace_offset<Dtype>(n, 1));
+  char* base = static_cast<char*>(workspace);
+  double* cumulative = reinterpret_cast<double*>(base + margin_cpu_workspace_offset<Dtype>(n, 1));
+  int* eligible = reinterpret_cast<int*>(base + margin_cpu_workspace_offset<Dtype>(n, 2));
+  int* order = reinterpret_cast<int*>(base + margin_cpu_workspace_offset<Dtype>(n, 3));
+  int* run_begin = reinterpret_cast<int*>(base + margin_cpu_workspace_offset<Dtype>(n, 4));
   bool finite = all_finite(rows * dim, embedding) && all_finite(static_cast<std::size_t>(betas), beta);
   // d_ij and d_ji are the same bits (the squares of x_i - x_j and x_j - x_i are equal): computed once.
   if (finite) finite = distance_matrix(n, dim, embedding, static_cast<Dtype>(options.eps), dist);
@@ -160,8 +166,7 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
     *loss = std::numeric_limits<Dtype>::quiet_NaN();
     return;
   }
-  int* eligible = reinterpret_cast<int*>(static_cast<char*>(workspace) + margin_workspace_offset<Dtype>(n, 2));
-  positive_counts(n, labels, cumulative, mining.anchor_count);
+  label_runs(n, labels, order, run_begin, mining.anchor_count);
   int offset = 0;
   for (int i = 0; i < n; ++i) {
     // margin_anchor_row's count and weights; an anchor without a positive has no triplet whatever its weights.
@@ -178,8 +183,9 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
         count = mining.anchor_count[i] = 0;
       } else {
         const int* columns = options.sampler == NegativeSampler::kUniform ? nullptr : eligible;
-        margin_anchor_draws(n, i, dist, labels, cumulative, sum_count, columns, total, options.negatives_per_positive,
-                            options.seed, iteration, offset, mining.triplets, mining.pos_dist, mining.neg_dist);
+        margin_anchor_draws(n, i, dist, labels, cumulative, sum_count, columns, total, order + run_begin[i],
+                            positives + 1, options.negatives_per_positive, options.seed, iteration, offset,
+                            mining.triplets, mining.pos_dist, mining.neg_dist);
       }
     }
     offset += count;
