@@ -50,15 +50,15 @@ MARGIN_CONFIGS: Tuple[MarginConfig, ...] = (MarginConfig("DISTANCE_WEIGHTED", 1)
 
 def margin_batch(n: int, dim: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """n / CLASS_SIZE classes of CLASS_SIZE unit rows each, labels 0, 0, 0, 0, 1, ...: each row is its class's
-    random centre plus noise of norm 0.8, normalised, so positives lie about 0.9 apart and negatives about 1.41
-    (random unit vectors in 128 dimensions), about 40% of them under nonzero_loss_cutoff 1.4: the sampler weighs
-    real rows and both hinges occur."""
+    random centre plus noise of norm 1, normalised, so positives lie about 1.0 apart (about half of their hinges
+    d_ap - beta + margin active) and 40% of the other pairs under nonzero_loss_cutoff 1.4: the sampler
+    weighs real rows and both hinges occur."""
     rng = np.random.default_rng(seed)
     classes = -(-n // CLASS_SIZE)
     centre = rng.standard_normal((classes, dim))
     centre /= np.linalg.norm(centre, axis=1, keepdims=True)
     labels = np.repeat(np.arange(classes), CLASS_SIZE)[:n]
-    x = centre[labels] + 0.8 * rng.standard_normal((n, dim)) / math.sqrt(dim)
+    x = centre[labels] + rng.standard_normal((n, dim)) / math.sqrt(dim)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32), labels.astype(np.float32)
 
@@ -160,7 +160,9 @@ def run_margin(ctx: Context, sizes: Sequence[int], dim: int, settings, log: Call
 
 
 def _ratio(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.2g}×"
 
 
 def table(rows: List[dict]) -> str:

@@ -79,12 +79,13 @@ CM_HOST_DEVICE double sampler_row_cumulative(NegativeSampler sampler, int n, int
 /// DISTANCE_WEIGHTED: the eligible columns are listed first (`eligible`, n ints), and the logs, the maximum, the exps
 /// and the running sum visit them alone, in increasing j as there; cumulative[e] is the sum at the e-th eligible
 /// column (the row's sum changes at those columns only, so sampler_pick on these entries, mapped through
-/// `eligible`, picks the column it picks on the whole row). Returns the number of entries; *total is the row's
-/// total (0: no negative can be drawn). Host only.
+/// `eligible`, picks the column it picks on the whole row). A caller that has listed the eligible columns below
+/// `listed_end` itself (`listed` of them, in vector lanes) passes those two; else 0, 0. Returns the number of
+/// entries; *total is the row's total (0: no negative can be drawn). Host only.
 template <typename Dtype>
 int sampler_row_cumulative_listed(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row,
-                                  const Dtype* labels, double cutoff, double nonzero_loss_cutoff, double* cumulative,
-                                  int* eligible, double* total) {
+                                  const Dtype* labels, double cutoff, double nonzero_loss_cutoff, int listed_end,
+                                  int listed, double* cumulative, int* eligible, double* total) {
   // sampler_eligible's rule, with & for && so that the compiler leaves no branch on the data.
   const bool any_distance = sampler == NegativeSampler::kUniform || !(nonzero_loss_cutoff > 0.0);
   const Dtype label = labels[anchor];
@@ -97,7 +98,8 @@ int sampler_row_cumulative_listed(NegativeSampler sampler, int n, int dim, int a
     *total = static_cast<double>(count);
     return n;
   }
-  for (int j = 0; j < n; ++j) {
+  count = listed;
+  for (int j = listed_end; j < n; ++j) {
     eligible[count] = j;
     count += static_cast<int>(!(labels[j] == label)) &
              static_cast<int>(any_distance | (static_cast<double>(distance_row[j]) < nonzero_loss_cutoff));

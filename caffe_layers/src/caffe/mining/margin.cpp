@@ -74,6 +74,8 @@ namespace sse2_lanes {
 struct V {  // one pair's four running sums per vector
   using F = __m128;
   static constexpr int kPairs = 1;
+  static constexpr bool kCombines = false;  // no horizontal add in SSE2: the sums are combined one pair at a time
+  static void store_distances(float*, F, F, float) {}
   static F zero() { return _mm_setzero_ps(); }
   static F load_pairs(const float* p, int /*stride*/) { return _mm_loadu_ps(p); }
   static F broadcast4(const float* p) { return _mm_loadu_ps(p); }
@@ -93,6 +95,19 @@ namespace avx2_lanes {
 struct V {  // two pairs' four running sums per vector: rows p and p + stride in the low and high halves
   using F = __m256;
   static constexpr int kPairs = 2;
+  static constexpr bool kCombines = true;
+  // d of pairs 0..3 (pairs 0, 1 in `first`, 2, 3 in `second`) to out[0..3]: two horizontal adds give
+  // (s0 + s1) + (s2 + s3), each an IEEE add as the scalar code's, in lanes 0 (pairs 0 | 1) and 1 (pairs 2 | 3).
+  static void store_distances(float* out, F first, F second, float eps) {
+    const F halves = _mm256_hadd_ps(first, second);
+    const F d = _mm256_sqrt_ps(_mm256_add_ps(_mm256_hadd_ps(halves, halves), _mm256_set1_ps(eps)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, d);
+    out[0] = lanes[0];
+    out[1] = lanes[4];
+    out[2] = lanes[1];
+    out[3] = lanes[5];
+  }
   static F zero() { return _mm256_setzero_ps(); }
   static F load_pairs(const float* p, int stride) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p + stride), 1);
@@ -104,6 +119,40 @@ struct V {  // two pairs' four running sums per vector: rows p and p + stride in
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
 };
 #include "margin_distance_lanes.inc"
+
+// The DISTANCE_WEIGHTED row's eligible columns j < n - n % 8 (sampler_eligible's rule: another label, and
+// double(d) < nonzero_loss_cutoff unless that is <= 0), eight at a time: the lanes' mask picks their indices out of
+// a table of left-packed permutations, stored at the list's end (the eight stores past it are overwritten or past
+// the count). Returns the count; the caller lists the rest.
+int list_eligible(int n, const float* distance_row, const float* labels, float label, double nonzero_loss_cutoff,
+                  int* eligible) {
+  static const auto table = [] {  // table[mask]: the set bits' positions first, in increasing order
+    struct Table { std::int32_t lanes[256][8]; } t{};
+    for (int mask = 0; mask < 256; ++mask) {
+      int k = 0;
+      for (int lane = 0; lane < 8; ++lane) {
+        if (mask & (1 << lane)) t.lanes[mask][k++] = lane;
+      }
+    }
+    return t;
+  }();
+  const bool any_distance = !(nonzero_loss_cutoff > 0.0);
+  const __m256 anchor_label = _mm256_set1_ps(label);
+  const __m256d cutoff = _mm256_set1_pd(nonzero_loss_cutoff);
+  int count = 0;
+  for (int j = 0; j + 8 <= n; j += 8) {
+    const int other = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(labels + j), anchor_label, _CMP_NEQ_UQ));
+    const __m256 d = _mm256_loadu_ps(distance_row + j);
+    const int near = any_distance ? 0xff
+        : _mm256_movemask_pd(_mm256_cmp_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(d)), cutoff, _CMP_LT_OQ)) |
+          (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)), cutoff, _CMP_LT_OQ)) << 4);
+    const int mask = other & near;
+    const __m256i lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table.lanes[mask]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(eligible + count), _mm256_add_epi32(lanes, _mm256_set1_epi32(j)));
+    count += __builtin_popcount(static_cast<unsigned>(mask));
+  }
+  return count;
+}
 }  // namespace avx2_lanes
 #pragma GCC pop_options
 #endif
@@ -122,6 +171,29 @@ bool distance_lanes_use_avx2() {
   return false;
 #endif
 }
+
+/// The eligible columns that the vector lanes list before sampler_row_cumulative_listed lists the rest: how far
+/// (*listed_end) and how many. None without AVX2 or for double.
+template <typename Dtype>
+int list_eligible_lanes(int /*n*/, const Dtype* /*distance_row*/, const Dtype* /*labels*/, int /*anchor*/,
+                        double /*nonzero_loss_cutoff*/, int* eligible, int* listed_end) {
+  (void)eligible;
+  *listed_end = 0;
+  return 0;
+}
+
+#if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
+template <>
+int list_eligible_lanes<float>(int n, const float* distance_row, const float* labels, int anchor,
+                               double nonzero_loss_cutoff, int* eligible, int* listed_end) {
+  if (!distance_lanes_use_avx2()) {
+    *listed_end = 0;
+    return 0;
+  }
+  *listed_end = n - n % 8;
+  return avx2_lanes::list_eligible(n, distance_row, labels, labels[anchor], nonzero_loss_cutoff, eligible);
+}
+#endif
 
 /// The upper triangle of the distance matrix (j >= i; the lower one is its mirror, the same bits).
 template <typename Dtype>
@@ -220,9 +292,17 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
     // margin_anchor_row's count and weights; an anchor without a positive has no triplet whatever its weights.
     const int positives = mining.anchor_count[i];
     double total = 0.0;
-    const int sum_count = positives == 0 ? 0 : sampler_row_cumulative_listed(
-        options.sampler, n, dim, i, dist + static_cast<std::size_t>(i) * n, labels, options.cutoff,
-        options.nonzero_loss_cutoff, cumulative, eligible, &total);
+    int sum_count = 0;
+    if (positives > 0) {
+      const Dtype* row = dist + static_cast<std::size_t>(i) * n;
+      int listed_end = 0, listed = 0;
+      if (options.sampler == NegativeSampler::kDistanceWeighted) {
+        listed = list_eligible_lanes(n, row, labels, i, options.nonzero_loss_cutoff, eligible, &listed_end);
+      }
+      sum_count = sampler_row_cumulative_listed(options.sampler, n, dim, i, row, labels, options.cutoff,
+                                                options.nonzero_loss_cutoff, listed_end, listed, cumulative,
+                                                eligible, &total);
+    }
     int count = margin_anchor_triplets(positives, total, options.negatives_per_positive);
     mining.anchor_count[i] = count;
     mining.anchor_offset[i] = offset;
