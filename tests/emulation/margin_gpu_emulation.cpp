@@ -202,6 +202,16 @@ int main(int argc, char** argv) {
       run_case<double>(c, &engine);
     }
   }
+  // The layer sizes one workspace for both devices with the GPU's bytes: the CPU's must never need more.
+  const MarginOptions defaults;
+  for (int n = 1; n <= 600; ++n) {
+    ++g_compared;
+    const bool fits = dtype == "float"
+        ? margin_workspace_bytes<float>(n, defaults, Device::kCpu) <= margin_workspace_bytes<float>(n, defaults, Device::kGpu)
+        : margin_workspace_bytes<double>(n, defaults, Device::kCpu) <=
+              margin_workspace_bytes<double>(n, defaults, Device::kGpu);
+    if (!fits && ++g_mismatches <= 10) std::printf("workspace: the CPU needs more bytes than the GPU at n=%d\n", n);
+  }
   std::printf("cases=%d compared=%ld mismatches=%ld\n", cases, g_compared, g_mismatches);
   return 0;
 }

@@ -157,21 +157,22 @@ std::size_t margin_workspace_offset(int n, int piece) {
 
 /// Byte offset of workspace piece `piece` on the CPU (0: distances, reused by the backward for its pair hinge counts;
 /// 1: one row's cumulative weights, n doubles; 2: that row's eligible columns, 3: the indices in label order, 4: each
-/// anchor's first index in that order, n ints each; 5: the end).
+/// anchor's first index in that order, n ints each; 5: the end). Pieces 1-4 are packed (20 n bytes), so that the
+/// CPU's bytes never exceed the GPU's (aligned(n^2 Dtype) + 8 n^2 + 8 n + 4 at least): a layer may size one
+/// workspace for both.
 template <typename Dtype>
 std::size_t margin_cpu_workspace_offset(int n, int piece) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  const std::size_t sizes[5] = {rows * rows * sizeof(Dtype), rows * sizeof(double), rows * sizeof(int),
-                                rows * sizeof(int), rows * sizeof(int)};
-  std::size_t offset = 0;
-  for (int k = 0; k < piece; ++k) offset += aligned_bytes(sizes[k]);
-  return offset;
+  const std::size_t sizes[4] = {rows * sizeof(double), rows * sizeof(int), rows * sizeof(int), rows * sizeof(int)};
+  std::size_t offset = aligned_bytes(rows * rows * sizeof(Dtype));
+  for (int k = 1; k < piece; ++k) offset += sizes[k - 1];
+  return piece == 0 ? 0 : offset;
 }
 
 /// Bytes of workspace of margin_forward_* / margin_backward_* on `device`: the n x n distances (reused as the
 /// backward's pair coefficients, or on the CPU its pair hinge counts), cumulative weights (every row on the GPU, one
 /// on the CPU), on the GPU the rows' totals and the non-finite flag, on the CPU the pieces of
-/// margin_cpu_workspace_offset; pieces at multiples of 256 bytes.
+/// margin_cpu_workspace_offset; the GPU's pieces at multiples of 256 bytes. The CPU's bytes are at most the GPU's.
 template <typename Dtype>
 std::size_t margin_workspace_bytes(int n, const MarginOptions& /*options*/, Device device) {
   if (device == Device::kCpu) return margin_cpu_workspace_offset<Dtype>(n, 5);
