@@ -45,13 +45,16 @@ def parse_args(argv):
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                      help="cpu: the CPU suites (default); gpu: the GPU suite (benchmarks/gpu.py)")
     run.add_argument("--smoke", action="store_true", help="smallest size of each suite, 3 rounds")
-    run.add_argument("--suite", choices=("hardnet", "hardnet-configs", "contrastive", "all"), default="all",
+    run.add_argument("--suite", choices=("hardnet", "hardnet-configs", "contrastive", "margin", "all"),
+                     default="all",
                      help="hardnet: HardNetLoss (MIN) against SGEMM, PyTorch, NumPy; hardnet-configs: every mining "
                           "configuration (MIN, RANDOM, AVERAGE, each with and without anchor swap) through the core "
-                          "and the layer against SGEMM; contrastive: MiningContrastiveLoss; all (default): the three")
+                          "and the layer against SGEMM; contrastive: MiningContrastiveLoss; all (default): the three; "
+                          "margin (not in all): MarginLoss against SGEMM and pytorch-metric-learning")
     run.add_argument("--hardnet-sizes", type=int, nargs="+", default=[128, 512, 1024, 4096])
     run.add_argument("--config-sizes", type=int, nargs="+", default=[512, 1024, 2048],
                      help="N of the hardnet-configs suite")
+    run.add_argument("--margin-sizes", type=int, nargs="+", default=[128, 512, 1024], help="N of the margin suite")
     run.add_argument("--contrastive-sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     run.add_argument("--gpu-hardnet-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
     run.add_argument("--gpu-contrastive-sizes", type=int, nargs="+", default=[65536, 1 << 20])
@@ -90,6 +93,7 @@ def parse_args(argv):
         args.hardnet_sizes = args.hardnet_sizes[:1] if "--hardnet-sizes" in argv else [128]
         args.config_sizes = args.config_sizes[:1] if "--config-sizes" in argv else [128]
         args.contrastive_sizes = args.contrastive_sizes[:1] if "--contrastive-sizes" in argv else [1024]
+        args.margin_sizes = args.margin_sizes[:1]
         args.gpu_hardnet_sizes, args.gpu_contrastive_sizes = args.gpu_hardnet_sizes[:1], args.gpu_contrastive_sizes[:1]
         args.rounds, args.warmup = min(args.rounds, 3), min(args.warmup, 1)
     return args

@@ -41,6 +41,8 @@ def run(args) -> int:
         results["hardnet_configs"] = suites.run_hardnet_configs(ctx, config_sizes, args.dim, timing, _log)
     if contrastive_sizes:
         results["contrastive"] = suites.run_contrastive(ctx, contrastive_sizes, args.dim, args.ratios, timing, _log)
+    if args.suite == "margin":
+        return _run_margin(args, ctx, results, timing)
     if not args.no_memory:
         results["memory"] = memory.run_memory(ctx, hardnet_sizes, contrastive_sizes, args.ratios, args.dim,
                                               args.threads, _log)
@@ -65,5 +67,26 @@ def run(args) -> int:
                    if r["agrees"] is False]
     if disagreeing:
         _log(f"losses disagree with the reference: {disagreeing}")
+        return 1
+    return 0
+
+
+def _run_margin(args, ctx, results, timing) -> int:
+    """The MarginLoss suite alone (benchmarks/margin_suite.py): results_margin.md/.json, its README section."""
+    from benchmarks import margin_suite
+
+    results["margin"] = margin_suite.run_margin(ctx, args.margin_sizes, args.dim, timing, _log)
+    results["load_at_end"] = machine.load_average()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    section = margin_suite.markdown(results, report.header(results))
+    (out / "results_margin.md").write_text(section)
+    (out / "results_margin.json").write_text(json.dumps(results, indent=1))
+    print(section)
+    if args.update_readme:
+        report.update_readme(README, section, *margin_suite.README_MARGIN)
+    disagreeing = [r["impl"] for r in results["margin"] if r["agrees"] is False]
+    if disagreeing:
+        _log(f"losses disagree with their checks: {disagreeing}")
         return 1
     return 0

@@ -144,6 +144,15 @@ def test_margin_kernels_draw_and_differentiate_as_the_cpu(emulator, dtype, seed)
     assert mismatches == 0, out
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_margin_cpu_sse2_lanes_draw_and_differentiate_as_the_kernels(emulator, monkeypatch, seed):
+    """The CPU's float distances in SSE2 lanes (CAFFE_MINING_CPU_LANES=sse2, read by the harness's margin.cpp): the
+    same bits as the kernels' scalar steps, as the AVX2 lanes above."""
+    monkeypatch.setenv("CAFFE_MINING_CPU_LANES", "sse2")
+    mismatches, out = emulator("margin_gpu_emulation", "float", seed)
+    assert mismatches == 0, out
+
+
 @pytest.mark.parametrize("plant", ["order", "fma", "one_row"])
 def test_margin_comparison_catches_a_planted_bug(emulator, plant):
     """A gradient summed in another order or with a fused multiply-add, or every anchor's weights kept in the

@@ -47,8 +47,9 @@ def test_constraints_pin_every_package_install_deps_names():
     assert not missing, f"not pinned in scripts/python-constraints.txt: {missing}"
 
 
-def test_torch_constraints_pin_torch():
-    assert "torch" in pins(TORCH_CONSTRAINTS)
+def test_torch_constraints_pin_torch_and_pytorch_metric_learning():
+    pinned = pins(TORCH_CONSTRAINTS)
+    assert "torch" in pinned and "pytorch-metric-learning" in pinned
 
 
 def test_setup_torch_installs_with_the_constraints(monkeypatch, tmp_path):
@@ -62,7 +63,8 @@ def test_setup_torch_installs_with_the_constraints(monkeypatch, tmp_path):
     monkeypatch.setattr(setup_torch.subprocess, "call", lambda command: calls.append(command) or 0)
     assert setup_torch.install() == 0
     command = calls[0]
-    assert command[command.index("-c") + 1] == TORCH_CONSTRAINTS and command[-1] == "torch"
+    assert command[command.index("-c") + 1] == TORCH_CONSTRAINTS
+    assert command[-2:] == ["torch", "pytorch-metric-learning"]
 
 
 def stale(constraints, *names):

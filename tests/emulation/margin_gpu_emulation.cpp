@@ -116,9 +116,12 @@ void emulate(int n, int dim, const Dtype* x, const Dtype* labels, const Dtype* b
 template <typename Dtype>
 void run_case(int c, std::mt19937* engine) {
   std::uniform_int_distribution<int> pick(0, 1 << 20);
-  const int classes = 2 + pick(*engine) % 5, per_class = 1 + pick(*engine) % 4, singles = pick(*engine) % 3;
-  const int dims[] = {1, 2, 3, 5, 8, 33, 128};
-  const int dim = dims[pick(*engine) % 7];
+  // Every fourth case a larger batch (up to ~100 rows): the CPU's vector lanes with every tail length.
+  const bool large = c % 4 == 2;
+  const int classes = 2 + pick(*engine) % (large ? 19 : 5), per_class = 1 + pick(*engine) % (large ? 5 : 4);
+  const int singles = pick(*engine) % 3;
+  const int dims[] = {1, 2, 3, 4, 5, 7, 8, 33, 128, 130};
+  const int dim = dims[pick(*engine) % 10];
   const int n = classes * per_class + singles;
   if (n < 2) return;
   MarginOptions o;
@@ -142,6 +145,12 @@ void run_case(int c, std::mt19937* engine) {
   }
   if (c % 7 == 3) x[pick(*engine) % x.size()] = Dtype(NAN);       // the non-finite path
   if (c % 11 == 5) x[pick(*engine) % x.size()] = x[0];               // ties / near-duplicates
+  if (c % 6 == 1 || c % 6 == 4) {  // a distance exactly at nonzero_loss_cutoff (1) or at cutoff (4)
+    const int i = pick(*engine) % n, j = pick(*engine) % n;
+    const double d = static_cast<double>(margin_distance(dim, x.data(), i, j, static_cast<Dtype>(o.eps)));
+    if (c % 6 == 1 && o.nonzero_loss_cutoff > 0.0 && d > 0.0) o.nonzero_loss_cutoff = d;
+    if (c % 6 == 4 && d > 0.0) o.cutoff = d;
+  }
   std::vector<Dtype> beta(o.num_classes > 0 ? o.num_classes : 1);
   for (Dtype& b : beta) b = Dtype(0.9 + 0.4 * (pick(*engine) % 100) / 100.0);
   const int capacity = static_cast<int>(margin_triplet_capacity(labels.data(), n, o));
@@ -192,6 +201,16 @@ int main(int argc, char** argv) {
     } else {
       run_case<double>(c, &engine);
     }
+  }
+  // The layer sizes one workspace for both devices with the GPU's bytes: the CPU's must never need more.
+  const MarginOptions defaults;
+  for (int n = 1; n <= 600; ++n) {
+    ++g_compared;
+    const bool fits = dtype == "float"
+        ? margin_workspace_bytes<float>(n, defaults, Device::kCpu) <= margin_workspace_bytes<float>(n, defaults, Device::kGpu)
+        : margin_workspace_bytes<double>(n, defaults, Device::kCpu) <=
+              margin_workspace_bytes<double>(n, defaults, Device::kGpu);
+    if (!fits && ++g_mismatches <= 10) std::printf("workspace: the CPU needs more bytes than the GPU at n=%d\n", n);
   }
   std::printf("cases=%d compared=%ld mismatches=%ld\n", cases, g_compared, g_mismatches);
   return 0;

@@ -43,9 +43,11 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "caffe_mining/common/cuda_context.hpp"
 #include "caffe_mining/common/math.hpp"
@@ -111,11 +113,21 @@ int margin_find_invalid_label(const Dtype* labels, int n, int num_classes) {
 
 /// The most triplets a batch with these (host) labels can give: negatives_per_positive * sum_i (|class of i| - 1).
 /// -1 when that exceeds INT_MAX (the batch is refused).
+/// The ordered pairs (i, j != i) of equal labels are counted per run of equal labels once sorted, c (c - 1) per run of
+/// c; a NaN label (equal to none) is counted directly.
 template <typename Dtype>
 long long margin_triplet_capacity(const Dtype* labels, int n, const MarginOptions& options) {
-  long long pairs = 0;
+  std::vector<double> sorted;
+  sorted.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) pairs += (j != i && labels[j] == labels[i]) ? 1 : 0;
+    if (labels[i] == labels[i]) sorted.push_back(static_cast<double>(labels[i]));
+  }
+  std::sort(sorted.begin(), sorted.end());
+  long long pairs = 0;
+  for (std::size_t begin = 0, end = 0; begin < sorted.size(); begin = end) {
+    while (end < sorted.size() && sorted[end] == sorted[begin]) ++end;
+    const long long run = static_cast<long long>(end - begin);
+    pairs += run * (run - 1);
   }
   const long long capacity = pairs * options.negatives_per_positive;
   return capacity > INT_MAX / 3 ? -1 : capacity;
@@ -133,7 +145,7 @@ struct MarginMining {
   int* counts;         ///< [2] T (the number of triplets; -1: non-finite input) and C (non-zero hinge terms)
 };
 
-/// Byte offset of workspace piece `piece` (0: distances, 1: cumulative weights; GPU only: 2 totals, 3 flag).
+/// Byte offset of workspace piece `piece` on the GPU (0: distances, 1: cumulative weights, 2: totals, 3: flag).
 template <typename Dtype>
 std::size_t margin_workspace_offset(int n, int piece) {
   const std::size_t rows = static_cast<std::size_t>(n);
@@ -143,13 +155,27 @@ std::size_t margin_workspace_offset(int n, int piece) {
   return offset;
 }
 
+/// Byte offset of workspace piece `piece` on the CPU (0: distances, reused by the backward for its pair hinge counts;
+/// 1: one row's cumulative weights, n doubles; 2: that row's eligible columns, 3: the indices in label order, 4: each
+/// anchor's first index in that order, n ints each; 5: the end). Pieces 1-4 are packed (20 n bytes), so that the
+/// CPU's bytes never exceed the GPU's (aligned(n^2 Dtype) + 8 n^2 + 8 n + 4 at least): a layer may size one
+/// workspace for both.
+template <typename Dtype>
+std::size_t margin_cpu_workspace_offset(int n, int piece) {
+  const std::size_t rows = static_cast<std::size_t>(n);
+  const std::size_t sizes[4] = {rows * sizeof(double), rows * sizeof(int), rows * sizeof(int), rows * sizeof(int)};
+  std::size_t offset = aligned_bytes(rows * rows * sizeof(Dtype));
+  for (int k = 1; k < piece; ++k) offset += sizes[k - 1];
+  return piece == 0 ? 0 : offset;
+}
+
 /// Bytes of workspace of margin_forward_* / margin_backward_* on `device`: the n x n distances (reused as the
-/// backward's pair coefficients), cumulative weights (one row on the CPU, every row on the GPU) and, on the GPU, the
-/// rows' totals and the non-finite flag; pieces at multiples of 256 bytes (margin_workspace_offset).
+/// backward's pair coefficients, or on the CPU its pair hinge counts), cumulative weights (every row on the GPU, one
+/// on the CPU), on the GPU the rows' totals and the non-finite flag, on the CPU the pieces of
+/// margin_cpu_workspace_offset; the GPU's pieces at multiples of 256 bytes. The CPU's bytes are at most the GPU's.
 template <typename Dtype>
 std::size_t margin_workspace_bytes(int n, const MarginOptions& /*options*/, Device device) {
-  const std::size_t rows = static_cast<std::size_t>(n);
-  if (device == Device::kCpu) return margin_workspace_offset<Dtype>(n, 1) + rows * sizeof(double);
+  if (device == Device::kCpu) return margin_cpu_workspace_offset<Dtype>(n, 5);
   return margin_workspace_offset<Dtype>(n, 3) + sizeof(int);
 }
 
@@ -180,32 +206,51 @@ CM_HOST_DEVICE double margin_uniform(uint64_t seed, uint64_t iteration, int anch
   return philox_uniform53(philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
 }
 
+/// The number of positives of an anchor (same label, another index).
+template <typename Dtype>
+CM_HOST_DEVICE int margin_positive_count(int n, int anchor, const Dtype* labels) {
+  int positives = 0;
+  for (int j = 0; j < n; ++j) positives += (j != anchor && labels[j] == labels[anchor]) ? 1 : 0;
+  return positives;
+}
+
+/// An anchor's number of triplets from its positives and its row's total weight.
+CM_HOST_DEVICE int margin_anchor_triplets(int positives, double total, int negatives_per_positive) {
+  return (positives > 0 && total > 0.0) ? positives * negatives_per_positive : 0;
+}
+
 /// Anchor i's row: its cumulative weights (cumulative, n doubles) and its number of triplets (0 when it has no
 /// positive or no drawable negative). Returns the row's total weight.
 template <typename Dtype>
 CM_HOST_DEVICE double margin_anchor_row(int n, int dim, int anchor, const Dtype* dist, const Dtype* labels,
                                         NegativeSampler sampler, double cutoff, double nonzero_loss_cutoff,
                                         int negatives_per_positive, double* cumulative, int* count) {
-  int positives = 0;
-  for (int j = 0; j < n; ++j) positives += (j != anchor && labels[j] == labels[anchor]) ? 1 : 0;
+  const int positives = margin_positive_count(n, anchor, labels);
   const double total = sampler_row_cumulative(sampler, n, dim, anchor, dist + static_cast<std::size_t>(anchor) * n,
                                               labels, cutoff, nonzero_loss_cutoff, cumulative);
-  *count = (positives > 0 && total > 0.0) ? positives * negatives_per_positive : 0;
+  *count = margin_anchor_triplets(positives, total, negatives_per_positive);
   return total;
 }
 
-/// Anchor i's triplets, written from its offset: for each positive p (increasing) and draw r, the drawn negative.
+/// Anchor i's triplets, written from its offset: for each positive p (increasing) and draw r, the drawn negative,
+/// picked from the row's cumulative weights: `sums` entries, entry e being column columns[e] (or e when `columns`
+/// is null: the whole row). The positives are looked for among `candidates` (increasing indices that hold every
+/// positive) or, when it is null, among 0 .. n - 1.
 template <typename Dtype>
-CM_HOST_DEVICE void margin_anchor_draws(int n, int anchor, const Dtype* dist, const Dtype* labels,
-                                        const double* cumulative, double total, int negatives_per_positive,
-                                        uint64_t seed, uint64_t iteration, int offset, int* triplets,
-                                        Dtype* pos_dist, Dtype* neg_dist) {
+CM_HOST_DEVICE void margin_anchor_draws(int n, int anchor, const Dtype* dist, const Dtype* labels, const double* sums,
+                                        int sum_count, const int* columns, double total, const int* candidates,
+                                        int candidate_count, int negatives_per_positive, uint64_t seed,
+                                        uint64_t iteration, int offset, int* triplets, Dtype* pos_dist,
+                                        Dtype* neg_dist) {
   int t = offset;
   const Dtype* row = dist + static_cast<std::size_t>(anchor) * n;
-  for (int p = 0; p < n; ++p) {
+  const int count = candidates != nullptr ? candidate_count : n;
+  for (int c = 0; c < count; ++c) {
+    const int p = candidates != nullptr ? candidates[c] : c;
     if (p == anchor || labels[p] != labels[anchor]) continue;
     for (int r = 0; r < negatives_per_positive; ++r, ++t) {
-      const int negative = sampler_pick(n, cumulative, total, margin_uniform(seed, iteration, anchor, p, r));
+      const int pick = sampler_pick(sum_count, sums, total, margin_uniform(seed, iteration, anchor, p, r));
+      const int negative = columns != nullptr ? columns[pick] : pick;
       triplets[3 * static_cast<std::size_t>(t)] = anchor;
       triplets[3 * static_cast<std::size_t>(t) + 1] = p;
       triplets[3 * static_cast<std::size_t>(t) + 2] = negative;

@@ -74,8 +74,8 @@ CM_HOST_DEVICE void anchor_draws(int i, int n, const Dtype* dist, const Dtype* l
                                  const double* totals, int negatives_per_positive, uint64_t seed, uint64_t iteration,
                                  const MarginMining<Dtype>& mining) {
   if (mining.anchor_count[i] == 0) return;
-  margin_anchor_draws(n, i, dist, labels, cumulative + static_cast<std::size_t>(i) * n, totals[i],
-                      negatives_per_positive, seed, iteration, mining.anchor_offset[i], mining.triplets,
+  margin_anchor_draws(n, i, dist, labels, cumulative + static_cast<std::size_t>(i) * n, n, nullptr, totals[i],
+                      nullptr, 0, negatives_per_positive, seed, iteration, mining.anchor_offset[i], mining.triplets,
                       mining.pos_dist, mining.neg_dist);
 }
 

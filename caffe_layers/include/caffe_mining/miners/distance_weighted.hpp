@@ -46,17 +46,20 @@ CM_HOST_DEVICE bool sampler_eligible(NegativeSampler sampler, const Dtype* label
 }
 
 /// Anchor `anchor`'s cumulative weights: cumulative[j] = sum_{k <= j} w_anchor,k (double, n entries), from its row
-/// of distances. Returns the row's total (0: no negative can be drawn).
+/// of distances. Returns the row's total (0: no negative can be drawn). DISTANCE_WEIGHTED keeps each eligible log
+/// weight in cumulative[j] between its two passes (one log pair per entry; the second pass reads it before it
+/// writes the sum there).
 template <typename Dtype>
 CM_HOST_DEVICE double sampler_row_cumulative(NegativeSampler sampler, int n, int dim, int anchor,
                                              const Dtype* distance_row, const Dtype* labels, double cutoff,
                                              double nonzero_loss_cutoff, double* cumulative) {
   const bool uniform = sampler == NegativeSampler::kUniform;
   double max_log = -HUGE_VAL;
-  for (int j = 0; j < n; ++j) {  // the row's largest log weight (a per-row maximum: no row underflows to all 0)
+  for (int j = 0; !uniform && j < n; ++j) {  // the row's largest log weight (per row: no row underflows to all 0)
     const double distance = static_cast<double>(distance_row[j]);
-    if (!uniform && sampler_eligible(sampler, labels, anchor, j, distance, nonzero_loss_cutoff)) {
+    if (sampler_eligible(sampler, labels, anchor, j, distance, nonzero_loss_cutoff)) {
       const double log_weight = distance_weighted_log_weight(distance, dim, cutoff);
+      cumulative[j] = log_weight;
       if (log_weight > max_log) max_log = log_weight;
     }
   }
@@ -64,11 +67,56 @@ CM_HOST_DEVICE double sampler_row_cumulative(NegativeSampler sampler, int n, int
   for (int j = 0; j < n; ++j) {
     const double distance = static_cast<double>(distance_row[j]);
     if (sampler_eligible(sampler, labels, anchor, j, distance, nonzero_loss_cutoff)) {
-      total += uniform ? 1.0 : ::exp(distance_weighted_log_weight(distance, dim, cutoff) - max_log);
+      total += uniform ? 1.0 : ::exp(cumulative[j] - max_log);
     }
     cumulative[j] = total;
   }
   return total;
+}
+
+/// sampler_row_cumulative's weights, the CPU's way, with no branch on the data where it can. UNIFORM: the whole
+/// row, its running sum of ones being the count of eligible columns so far (exact in double); returns n.
+/// DISTANCE_WEIGHTED: the eligible columns are listed first (`eligible`, n ints), and the logs, the maximum, the exps
+/// and the running sum visit them alone, in increasing j as there; cumulative[e] is the sum at the e-th eligible
+/// column (the row's sum changes at those columns only, so sampler_pick on these entries, mapped through
+/// `eligible`, picks the column it picks on the whole row). A caller that has listed the eligible columns below
+/// `listed_end` itself (`listed` of them, in vector lanes) passes those two; else 0, 0. Returns the number of
+/// entries; *total is the row's total (0: no negative can be drawn). Host only.
+template <typename Dtype>
+int sampler_row_cumulative_listed(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row,
+                                  const Dtype* labels, double cutoff, double nonzero_loss_cutoff, int listed_end,
+                                  int listed, double* cumulative, int* eligible, double* total) {
+  // sampler_eligible's rule, with & for && so that the compiler leaves no branch on the data.
+  const bool any_distance = sampler == NegativeSampler::kUniform || !(nonzero_loss_cutoff > 0.0);
+  const Dtype label = labels[anchor];
+  int count = 0;
+  if (sampler == NegativeSampler::kUniform) {
+    for (int j = 0; j < n; ++j) {
+      count += static_cast<int>(!(labels[j] == label));
+      cumulative[j] = static_cast<double>(count);
+    }
+    *total = static_cast<double>(count);
+    return n;
+  }
+  count = listed;
+  for (int j = listed_end; j < n; ++j) {
+    eligible[count] = j;
+    count += static_cast<int>(!(labels[j] == label)) &
+             static_cast<int>(any_distance | (static_cast<double>(distance_row[j]) < nonzero_loss_cutoff));
+  }
+  double max_log = -HUGE_VAL;
+  for (int e = 0; e < count; ++e) {
+    const double log_weight = distance_weighted_log_weight(static_cast<double>(distance_row[eligible[e]]), dim, cutoff);
+    cumulative[e] = log_weight;
+    if (log_weight > max_log) max_log = log_weight;
+  }
+  double sum = 0.0;
+  for (int e = 0; e < count; ++e) {
+    sum += ::exp(cumulative[e] - max_log);
+    cumulative[e] = sum;
+  }
+  *total = sum;
+  return count;
 }
 
 /// The negative that a uniform u in [0, 1) draws from a row's cumulative weights (total > 0): the first j with
