@@ -19,10 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from caffe_mining.losses import LOSSES
+
 __all__ = ["CaffeNotFound", "cache_dir", "data_dir", "default_build_dir", "find_caffe_binary", "import_pycaffe",
            "read_prototxt", "run_caffe_train", "snapshot_weights", "write_prototxt"]
 
-OUR_LAYERS = ("MiningContrastiveLoss", "HardNetLoss")
+#: Every C++ layer this project adds (the losses' registry): a pycaffe without one of them is not ours.
+OUR_LAYERS = tuple(LOSSES)
 
 
 class CaffeNotFound(RuntimeError):
