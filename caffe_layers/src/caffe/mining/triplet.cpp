@@ -76,8 +76,7 @@ void distances_from_upper_dots(int n, const Dtype* sq_norm, Dtype eps, bool squa
 
 // Lane scans of one anchor's row: the lowest index j of the smallest (largest) D_aj among a set of rows, in the
 // lanes of a GCC/Clang vector (kLaneBytes: 16, one SSE2/NEON register, the baseline the core is built for). Each
-// lane keeps its first
-// strictly better value; the lanes' results are merged by value, then lowest index: the scan's answer exactly.
+// lane keeps its first strictly better value; the lanes' results are merged by value, then lowest index: the scan's answer exactly.
 // Distances are finite here (non-finite input returns before mining).
 constexpr int kLaneBytes = 16;
 template <typename Dtype>
@@ -265,6 +264,54 @@ void batch_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, cons
   mining.negative[a] = negative;
 }
 
+// BATCH_ALL's hinge step: batch_all_anchor_cpu's outputs to the bit, the group's positives in the lanes of one
+// vector. Each lane adds its positive's terms max(m + d_ap - d_an, 0) in increasing n, as batch_all_row does
+// (rows that are no negative add +0, which changes no sum that starts at +0); the slopes are 0 or 1, so each
+// weight is an integer count, exact in any order.
+template <typename Dtype>
+void batch_all_hinge_anchor_cpu(Dtype margin, int n, int a, const Dtype* labels,
+                                const TripletMining<Dtype>& mining) {
+  typedef typename LaneVector<Dtype>::type Vec;
+  constexpr int kWidth = kLaneBytes / sizeof(Dtype);
+  const std::size_t row_start = static_cast<std::size_t>(a) * n;
+  const Dtype* dist_row = mining.dist + row_start;
+  Dtype* weight_row = mining.weight + row_start;
+  std::fill(weight_row, weight_row + n, Dtype(0));
+  const Dtype label = labels[a];
+  Dtype row_loss = Dtype(0);
+  long long active = 0;
+  int p = 0;
+  while (true) {
+    int group[kWidth];
+    int size = 0;
+    for (; p < n && size < kWidth; ++p) {
+      if (is_positive_of(labels, a, p)) group[size++] = p;
+    }
+    if (size == 0) break;
+    Vec threshold = -std::numeric_limits<Dtype>::infinity() - Vec{};  // empty lanes: no term opens
+    for (int g = 0; g < size; ++g) threshold[g] = margin + dist_row[group[g]];
+    Vec loss = Vec{}, slope = Vec{};
+    for (int k = 0; k < n; ++k) {
+      const Dtype d_an = dist_row[k];
+      const Vec hinge = threshold - d_an;
+      const auto open = (hinge > Dtype(0)) & (labels[k] != label ? -1 : 0);
+      loss += open ? hinge : Dtype(0) - Vec{};
+      const Vec step = open ? Dtype(1) - Vec{} : Dtype(0) - Vec{};
+      slope += step;
+      Dtype count = Dtype(0);
+      for (int g = 0; g < kWidth; ++g) count += step[g];
+      weight_row[k] -= count;
+    }
+    for (int g = 0; g < size; ++g) {
+      row_loss += loss[g];
+      weight_row[group[g]] += slope[g];
+      active += static_cast<long long>(slope[g]);
+    }
+  }
+  mining.row_loss[a] = row_loss;
+  mining.row_terms[a] = active;
+}
+
 // triplet_anchor_step by the CPU's lane scans (same outputs to the bit; the GPU runs
 // triplet_anchor_step, and tests/emulation/triplet_gpu_emulation.cpp compares the two).
 template <typename Dtype>
@@ -272,6 +319,8 @@ void anchor_step_cpu(TripletMiner miner, const TripletRowLoss<Dtype>& term, int 
                      const TripletMining<Dtype>& mining) {
   if (miner == TripletMiner::kSemiHard) {
     semi_hard_anchor_cpu(term, n, a, labels, mining);
+  } else if (miner == TripletMiner::kBatchAll && !term.soft) {
+    batch_all_hinge_anchor_cpu(term.margin, n, a, labels, mining);
   } else if (miner == TripletMiner::kBatchAll) {
     batch_all_anchor_cpu(term, n, a, labels, mining);
   } else {
@@ -285,7 +334,7 @@ template <typename Dtype>
 void gradient_weights(int n, const Dtype* dist, const Dtype* weight, Dtype scale, bool squared, Dtype* s,
                              Dtype* row_sum) {
   const std::size_t nn = static_cast<std::size_t>(n);
-  Dtype transposed[kTile][kTile];
+  Dtype transposed[kTile][kTile], entries[kTile][kTile];  // entries[j][i]: S_ij of the tile
   std::fill(row_sum, row_sum + n, Dtype(0));
   for (int i0 = 0; i0 < n; i0 += kTile) {
     const int i1 = std::min(n, i0 + kTile);
@@ -294,22 +343,32 @@ void gradient_weights(int n, const Dtype* dist, const Dtype* weight, Dtype scale
       for (int j = j0; j < j1; ++j) {
         for (int i = i0; i < i1; ++i) transposed[i - i0][j - j0] = weight[j * nn + i];
       }
+      // Entries a row of the tile at a time (vectorized: the factor where the weight sum is non-zero), then the row
+      // sums down the tile's columns: each row's sum still adds its entries in increasing j (adding a zero, as the
+      // step does for every zero entry, changes no sum), the tile's rows side by side.
       for (int i = i0; i < i1; ++i) {
         const Dtype* w_row = weight + i * nn;
         const Dtype* w_col = transposed[i - i0] - j0;
+        const Dtype* d_row = dist + i * nn;
         Dtype* s_row = s + i * nn;
-        for (int j = j0; j < j1; ++j) s_row[j] = scale * (w_row[j] + w_col[j]);
-        if (i >= j0 && i < j1) s_row[i] = Dtype(0);
-        // (scale w) times a finite factor > 0: a zero weight sum keeps scale w's signed zero without the factor.
-        // Adding a zero never changes a sum that starts at +0 (x + -0 = x, +0 + -0 = +0): the row sum adds the
-        // non-zero entries alone, in increasing j, to the same bits.
-        Dtype sum = row_sum[i];
+        Dtype* entry_column = &entries[0][i - i0] - j0 * kTile;
         for (int j = j0; j < j1; ++j) {
-          if (s_row[j] == Dtype(0)) continue;
-          s_row[j] *= triplet_distance_factor(dist[i * nn + j], squared);
-          sum += s_row[j];
+          // (scale w) times a finite factor > 0: a zero weight sum keeps scale w's signed zero without the factor.
+          // Every operation unconditional and the results selected (the compiler vectorizes no guarded division);
+          // a selected value is triplet_gradient_weight's: safe_div(1, d), or 2 when squared.
+          const Dtype v = scale * (w_row[j] + w_col[j]);
+          const Dtype d = d_row[j];
+          const Dtype inverse = Dtype(1) / d;
+          const Dtype factor = squared ? Dtype(2) : (d != Dtype(0) ? inverse : Dtype(0));
+          const Dtype product = v * factor;
+          s_row[j] = v != Dtype(0) ? product : v;
         }
-        row_sum[i] = sum;
+        if (i >= j0 && i < j1) s_row[i] = Dtype(0);
+        for (int j = j0; j < j1; ++j) entry_column[j * kTile] = s_row[j];
+      }
+      for (int j = j0; j < j1; ++j) {
+        const Dtype* entry_row = entries[j - j0];
+        for (int i = i0; i < i1; ++i) row_sum[i] += entry_row[i - i0];
       }
     }
   }
