@@ -36,6 +36,7 @@ TRIPLET_GPU_STEPS_HPP = "caffe_layers/include/caffe_mining/triplet_gpu_steps.hpp
 TEST_FILES = (
     "tests/test_core_boundaries.py",
     "tests/test_triplet.py",
+    "tests/test_triplet_cpu_scans.py",
     "tests/test_gpu_logic_on_host.py",
     "tests/test_gpu_emulation.py",
     "tests/test_bad_input.py",
@@ -72,6 +73,7 @@ ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 
 MARGIN = ("tests/test_margin.py", "tests/test_margin_sampling.py")
 TRIPLET = ("tests/test_triplet.py",)
+TRIPLET_SCANS = ("tests/test_triplet_cpu_scans.py", "tests/test_triplet.py")
 
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------
@@ -519,7 +521,8 @@ MUTANTS = (
            "term.slope = hinge >= Dtype(0) ? Dtype(1) : Dtype(0);",
            "hinge derivative 0 at the kink", ci=True, kill_first=TRIPLET),
     Mutant("triplet_soft_slope_wrong_branch", TRIPLET_ROW_LOSS_HPP,
-           "term.slope = math::sigmoid(d_ap - d_an);", "term.slope = math::sigmoid(d_an - d_ap);",
+           "term.slope = z >= Dtype(0) ? Dtype(1) / (Dtype(1) + e) : e / (Dtype(1) + e);",
+           "term.slope = z >= Dtype(0) ? e / (Dtype(1) + e) : Dtype(1) / (Dtype(1) + e);",
            "soft margin: dl/dd_ap = sigmoid(d_ap - d_an)", kill_first=TRIPLET),
     # ---- TripletLoss: per-anchor step, gradient weights (triplet.hpp) and the CPU path (triplet.cpp) -------------
     Mutant("batch_hard_negative_weight_sign", TRIPLET_HPP,
@@ -540,11 +543,32 @@ MUTANTS = (
            "const Dtype scale = loss_weight / static_cast<Dtype>(n);",
            "the backward is the gradient of the mean over the terms", kill_first=TRIPLET),
     Mutant("triplet_distance_not_mirrored", TRIPLET_CPP,
-           "      mining.dist[j * nn + i] = d;\n", "",
+           "        for (int i = i0; i < end; ++i) row[i] = tile[j - j0][i - i0];\n", "",
            "D is symmetric: D_ji is D_ij", kill_first=TRIPLET),
     Mutant("triplet_overflow_bound_dropped", TRIPLET_CPP,
            "return !(Dtype(4) * largest <= kMax);", "return false;",
            "non-finite rule: 4 max |x|^2 not finite gives NaN", kill_first=TRIPLET),
+    # ---- TripletLoss: the CPU's lane scans, BATCH_ALL hinge lanes and sparse S (triplet.cpp) -------------------
+    Mutant("triplet_cpu_lane_tie_high", TRIPLET_CPP,
+           "if (better || (best[k] == value && lane_index < pick)) {",
+           "if (better || (best[k] == value && lane_index > pick)) {",
+           "CPU lane scans: equal distances in different lanes go to the lowest index", ci=True,
+           kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_tail_tie_high", TRIPLET_CPP,
+           "if (in_set && (pick < 0 || (kLargest ? d > value : d < value))) {",
+           "if (in_set && (pick < 0 || (kLargest ? d >= value : d <= value))) {",
+           "CPU lane scans: a tail row wins only with a strictly better distance", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_semi_hard_beyond_inclusive", TRIPLET_CPP,
+           "candidate = (y != label) & (d > threshold) ? d : kNone - Vec{};",
+           "candidate = (y != label) & (d >= threshold) ? d : kNone - Vec{};",
+           "CPU SEMI_HARD: beyond means d_an > d_ap, strictly", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_batch_all_kink_counts", TRIPLET_CPP,
+           "const auto open = (hinge > Dtype(0)) & (labels[k] != label ? -1 : 0);",
+           "const auto open = (hinge >= Dtype(0)) & (labels[k] != label ? -1 : 0);",
+           "CPU BATCH_ALL: a term exactly at the kink (m + d_ap = d_an) is not active", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_sparse_zero_sign", TRIPLET_CPP,
+           "std::fill(s, s + nn * nn, scale * Dtype(0));", "std::fill(s, s + nn * nn, Dtype(0));",
+           "S's zero entries are scale * 0 (the GPU's values to the bit)", kill_first=GPU_EMULATION),
     Mutant("triplet_gpu_pair_not_mirrored", TRIPLET_GPU_STEPS_HPP,
            "  dist[static_cast<std::size_t>(c) * n + r] = d;\n", "",
            "CUDA distances: each pair's distance goes to (r, c) and (c, r)", ci=True, kill_first=GPU_EMULATION),

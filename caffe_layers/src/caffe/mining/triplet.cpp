@@ -405,14 +405,16 @@ void mined_gradient_weights(TripletMiner miner, int n, const TripletMining<Dtype
   }
 }
 
-// row_sum = S 1 (in increasing j) and dE/dX = diag(S 1) X - S X from S's non-zero entries. Adding a zero never
-// changes a sum that starts at +0 (x + -0 = x, +0 + -0 = +0): the row sums of the non-zero entries alone are the
-// full row sums to the bit.
+// row_sum = S 1 (in increasing j), and dE/dX = diag(S 1) X - S X as sum_j S_ij (x_i - x_j) over S's non-zero
+// entries (the differences cancel exactly for coincident rows, whose S_ij = w / sqrt(eps) is large). Adding a
+// zero never changes a sum that starts at +0 (x + -0 = x, +0 + -0 = +0): the row sums of the non-zero entries
+// alone are the full row sums to the bit.
 template <typename Dtype>
 void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_sum, Dtype* grad) {
   const std::size_t nn = static_cast<std::size_t>(n);
   for (int i = 0; i < n; ++i) {
     Dtype* out = grad + i * static_cast<std::size_t>(dim);
+    const Dtype* xi = x + i * static_cast<std::size_t>(dim);
     std::fill(out, out + dim, Dtype(0));
     const Dtype* s_row = s + i * nn;
     Dtype sum = Dtype(0);
@@ -421,11 +423,9 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
       if (w == Dtype(0)) continue;
       sum += w;
       const Dtype* xj = x + j * static_cast<std::size_t>(dim);
-      for (int k = 0; k < dim; ++k) out[k] -= w * xj[k];
+      for (int k = 0; k < dim; ++k) out[k] += w * (xi[k] - xj[k]);
     }
     row_sum[i] = sum;
-    const Dtype* xi = x + i * static_cast<std::size_t>(dim);
-    for (int k = 0; k < dim; ++k) out[k] += sum * xi[k];
   }
 }
 
