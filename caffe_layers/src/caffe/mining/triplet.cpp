@@ -59,11 +59,9 @@ void distances_from_upper_dots(int n, const Dtype* sq_norm, Dtype eps, bool squa
       for (int i = i0; i < i1; ++i) {
         Dtype* row = dist + i * nn;
         const Dtype sq_i = sq_norm[i];
-        for (int j = std::max(i, j0); j < j1; ++j) {
-          const Dtype d = triplet_distance(sq_i, sq_norm[j], row[j], eps, squared);
-          row[j] = d;
-          tile[j - j0][i - i0] = d;
-        }
+        const int start = std::max(i, j0);
+        for (int j = start; j < j1; ++j) row[j] = triplet_distance(sq_i, sq_norm[j], row[j], eps, squared);
+        for (int j = start; j < j1; ++j) tile[j - j0][i - i0] = row[j];
       }
       for (int j = j0; j < j1; ++j) {
         Dtype* row = dist + j * nn;
@@ -207,29 +205,30 @@ void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
       if (is_positive_of(labels, a, p)) group[size++] = p;
     }
     if (size == 0) break;
-    Dtype d_ap[kBatchAllGroup], loss[kBatchAllGroup], slope[kBatchAllGroup];
+    Dtype d_ap[kBatchAllGroup], loss[kBatchAllGroup][kBatchAllPartials], slope[kBatchAllGroup][kBatchAllPartials];
     long long open[kBatchAllGroup];
     for (int g = 0; g < size; ++g) {
       d_ap[g] = dist_row[group[g]];
-      loss[g] = slope[g] = Dtype(0);
+      for (int q = 0; q < kBatchAllPartials; ++q) loss[g][q] = slope[g][q] = Dtype(0);
       open[g] = 0;
     }
     for (int k = 0; k < n; ++k) {
       if (!is_negative_of(labels, a, k)) continue;
       const Dtype d_an = dist_row[k];
+      const int q = k % kBatchAllPartials;
       Dtype weight = weight_row[k];
       for (int g = 0; g < size; ++g) {
         const TripletTerm<Dtype> t = term(d_ap[g], d_an);
-        loss[g] += t.loss;
-        slope[g] += t.slope;
+        loss[g][q] += t.loss;
+        slope[g][q] += t.slope;
         weight -= t.slope;
         open[g] += t.loss > Dtype(0);
       }
       weight_row[k] = weight;
     }
     for (int g = 0; g < size; ++g) {
-      row_loss += loss[g];
-      weight_row[group[g]] += slope[g];
+      row_loss += batch_all_partials_sum(loss[g]);
+      weight_row[group[g]] += batch_all_partials_sum(slope[g]);
       active += open[g];
     }
   }
@@ -264,15 +263,14 @@ void batch_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, cons
   mining.negative[a] = negative;
 }
 
-// BATCH_ALL's hinge step: batch_all_anchor_cpu's outputs to the bit, the group's positives in the lanes of one
-// vector. Each lane adds its positive's terms max(m + d_ap - d_an, 0) in increasing n, as batch_all_row does
-// (rows that are no negative add +0, which changes no sum that starts at +0); the slopes are 0 or 1, so each
-// weight is an integer count, exact in any order.
+// BATCH_ALL's hinge step: batch_all_anchor_cpu's outputs to the bit, positive after positive, its negatives in
+// the lanes of a vector of kBatchAllPartials: lane q holds partial q (n mod kBatchAllPartials) of batch_all_row,
+// which adds max(m + d_ap - d_an, 0) in increasing n (rows that are no negative add +0, which changes no sum that
+// starts at +0). The slopes are 0 or 1, so the weights are integer counts, exact in any order.
 template <typename Dtype>
 void batch_all_hinge_anchor_cpu(Dtype margin, int n, int a, const Dtype* labels,
                                 const TripletMining<Dtype>& mining) {
-  typedef typename LaneVector<Dtype>::type Vec;
-  constexpr int kWidth = kLaneBytes / sizeof(Dtype);
+  typedef Dtype Vec __attribute__((vector_size(kBatchAllPartials * sizeof(Dtype))));
   const std::size_t row_start = static_cast<std::size_t>(a) * n;
   const Dtype* dist_row = mining.dist + row_start;
   Dtype* weight_row = mining.weight + row_start;
@@ -280,33 +278,39 @@ void batch_all_hinge_anchor_cpu(Dtype margin, int n, int a, const Dtype* labels,
   const Dtype label = labels[a];
   Dtype row_loss = Dtype(0);
   long long active = 0;
-  int p = 0;
-  while (true) {
-    int group[kWidth];
-    int size = 0;
-    for (; p < n && size < kWidth; ++p) {
-      if (is_positive_of(labels, a, p)) group[size++] = p;
-    }
-    if (size == 0) break;
-    Vec threshold = -std::numeric_limits<Dtype>::infinity() - Vec{};  // empty lanes: no term opens
-    for (int g = 0; g < size; ++g) threshold[g] = margin + dist_row[group[g]];
+  for (int p = 0; p < n; ++p) {
+    if (!is_positive_of(labels, a, p)) continue;
+    const Dtype threshold = margin + dist_row[p];
     Vec loss = Vec{}, slope = Vec{};
-    for (int k = 0; k < n; ++k) {
-      const Dtype d_an = dist_row[k];
-      const Vec hinge = threshold - d_an;
-      const auto open = (hinge > Dtype(0)) & (labels[k] != label ? -1 : 0);
-      loss += open ? hinge : Dtype(0) - Vec{};
-      const Vec step = open ? Dtype(1) - Vec{} : Dtype(0) - Vec{};
+    int k = 0;
+    for (; k + kBatchAllPartials <= n; k += kBatchAllPartials) {
+      Vec d, y, w;
+      std::memcpy(&d, dist_row + k, sizeof(Vec));
+      std::memcpy(&y, labels + k, sizeof(Vec));
+      std::memcpy(&w, weight_row + k, sizeof(Vec));
+      const Vec hinge = threshold - d;
+      const auto open = (hinge > Dtype(0)) & (y != label);
+      loss += open ? hinge : Vec{};
+      const Vec step = open ? Dtype(1) - Vec{} : Vec{};
       slope += step;
-      Dtype count = Dtype(0);
-      for (int g = 0; g < kWidth; ++g) count += step[g];
-      weight_row[k] -= count;
+      w -= step;
+      std::memcpy(weight_row + k, &w, sizeof(Vec));
     }
-    for (int g = 0; g < size; ++g) {
-      row_loss += loss[g];
-      weight_row[group[g]] += slope[g];
-      active += static_cast<long long>(slope[g]);
+    Dtype loss_part[kBatchAllPartials], slope_part[kBatchAllPartials];
+    std::memcpy(loss_part, &loss, sizeof(Vec));  // not loss[q] in the loop's function: keeps loss in a register
+    std::memcpy(slope_part, &slope, sizeof(Vec));
+    for (; k < n; ++k) {  // the tail: partial k mod kBatchAllPartials, as in batch_all_row
+      if (!is_negative_of(labels, a, k)) continue;
+      const Dtype hinge = threshold - dist_row[k];
+      if (!(hinge > Dtype(0))) continue;
+      loss_part[k % kBatchAllPartials] += hinge;
+      slope_part[k % kBatchAllPartials] += Dtype(1);
+      weight_row[k] -= Dtype(1);
     }
+    const Dtype slope_sum = batch_all_partials_sum(slope_part);
+    row_loss += batch_all_partials_sum(loss_part);
+    weight_row[p] += slope_sum;
+    active += static_cast<long long>(slope_sum);
   }
   mining.row_loss[a] = row_loss;
   mining.row_terms[a] = active;
