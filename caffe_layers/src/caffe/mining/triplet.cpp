@@ -1,5 +1,6 @@
 // CPU implementation of the TripletLoss core (see caffe_mining/triplet.hpp for the math and the contracts).
 #include "caffe_mining/triplet.hpp"
+#include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
 
 #include <cblas.h>
@@ -60,7 +61,11 @@ void distances_from_upper_dots(int n, const Dtype* sq_norm, Dtype eps, bool squa
         Dtype* row = dist + i * nn;
         const Dtype sq_i = sq_norm[i];
         const int start = std::max(i, j0);
-        for (int j = start; j < j1; ++j) row[j] = triplet_distance(sq_i, sq_norm[j], row[j], eps, squared);
+        if (squared) {
+          for (int j = start; j < j1; ++j) row[j] = triplet_distance(sq_i, sq_norm[j], row[j], eps, squared);
+        } else {  // distance_from_dot's values with a vectorized root (distances/gemm_distances.hpp)
+          dots_to_distances(j1 - start, sq_i, sq_norm + start, eps, row + start);
+        }
         for (int j = start; j < j1; ++j) tile[j - j0][i - i0] = row[j];
       }
       for (int j = j0; j < j1; ++j) {
