@@ -93,6 +93,23 @@ struct LaneVector<double> {
   typedef double type __attribute__((vector_size(kLaneBytes)));
 };
 
+// The lanes' picks merged: the best value, then the lowest index; -1 (and *value untouched) when no lane has one.
+template <bool kLargest, typename Vec, typename Dtype>
+int merge_lanes(const Vec& best, const Vec& best_index, Dtype* value) {
+  constexpr int kWidth = sizeof(Vec) / sizeof(Dtype);
+  int pick = -1;
+  for (int k = 0; k < kWidth; ++k) {
+    const int lane_index = static_cast<int>(best_index[k]);
+    if (lane_index < 0) continue;
+    const bool better = pick < 0 || (kLargest ? best[k] > *value : best[k] < *value);
+    if (better || (best[k] == *value && lane_index < pick)) {
+      *value = best[k];
+      pick = lane_index;
+    }
+  }
+  return pick;
+}
+
 // Which rows a scan takes: negatives farther than a threshold (closest: SEMI_HARD's and BATCH_HARD's negative),
 // every negative (farthest: SEMI_HARD's fallback), the positives (farthest: BATCH_HARD's positive).
 enum class RowSet { kNegativesBeyond, kNegatives, kPositives };
@@ -127,16 +144,7 @@ int scan_row(const Dtype* dist_row, const Dtype* labels, int n, int anchor, Dtyp
     index += Dtype(kWidth);
   }
   Dtype value = kNone;
-  int pick = -1;
-  for (int k = 0; k < kWidth; ++k) {
-    const int lane_index = static_cast<int>(best_index[k]);
-    if (lane_index < 0) continue;
-    const bool better = kLargest ? best[k] > value : best[k] < value;
-    if (better || (best[k] == value && lane_index < pick)) {
-      value = best[k];
-      pick = lane_index;
-    }
-  }
+  int pick = merge_lanes<kLargest>(best, best_index, &value);
   for (; j < n; ++j) {  // the tail: higher indices than every lane's, so only a strictly better value wins
     const Dtype d = dist_row[j];
     bool in_set;
@@ -155,6 +163,69 @@ int scan_row(const Dtype* dist_row, const Dtype* labels, int n, int anchor, Dtyp
   return pick;
 }
 
+// Positives whose semi-hard negatives one pass over the row finds.
+constexpr int kSemiHardGroup = 4;
+
+// SEMI_HARD's negatives of up to kSemiHardGroup positive pairs of `anchor` (distances d_ap[g]) in one lane scan of
+// the row: picks[g] = the closest negative with d_an > d_ap[g], else the farthest negative, each the lowest index
+// among equal distances (semi_hard_negative's definition); -1 when the anchor has no negative.
+template <typename Dtype>
+void semi_hard_group_picks(const Dtype* dist_row, const Dtype* labels, int n, int anchor, const Dtype* d_ap,
+                           int count, int* picks) {
+  typedef typename LaneVector<Dtype>::type Vec;
+  constexpr int kWidth = kLaneBytes / sizeof(Dtype);
+  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
+  const Dtype label = labels[anchor];
+  Dtype threshold[kSemiHardGroup];
+  for (int g = 0; g < kSemiHardGroup; ++g) threshold[g] = g < count ? d_ap[g] : kInf;  // +inf: nothing beyond
+  Vec beyond[kSemiHardGroup], beyond_index[kSemiHardGroup];
+  for (int g = 0; g < kSemiHardGroup; ++g) {
+    beyond[g] = kInf - Vec{};
+    beyond_index[g] = Dtype(-1) - Vec{};
+  }
+  Vec farthest = -kInf - Vec{}, farthest_index = Dtype(-1) - Vec{}, index = Vec{};
+  for (int k = 0; k < kWidth; ++k) index[k] = Dtype(k);
+  int j = 0;
+  for (; j + kWidth <= n; j += kWidth) {
+    Vec d, y;
+    std::memcpy(&d, dist_row + j, sizeof(Vec));
+    std::memcpy(&y, labels + j, sizeof(Vec));
+    const auto negative = y != label;
+    const Vec any = negative ? d : -kInf - Vec{};
+    const auto farther = any > farthest;
+    farthest = farther ? any : farthest;
+    farthest_index = farther ? index : farthest_index;
+    for (int g = 0; g < kSemiHardGroup; ++g) {
+      const Vec candidate = negative & (d > threshold[g]) ? d : kInf - Vec{};
+      const auto closer = candidate < beyond[g];
+      beyond[g] = closer ? candidate : beyond[g];
+      beyond_index[g] = closer ? index : beyond_index[g];
+    }
+    index += Dtype(kWidth);
+  }
+  Dtype farthest_value = -kInf, beyond_value[kSemiHardGroup];
+  int farthest_pick = merge_lanes<true>(farthest, farthest_index, &farthest_value), beyond_pick[kSemiHardGroup];
+  for (int g = 0; g < kSemiHardGroup; ++g) {
+    beyond_value[g] = kInf;
+    beyond_pick[g] = merge_lanes<false>(beyond[g], beyond_index[g], &beyond_value[g]);
+  }
+  for (; j < n; ++j) {  // the tail: higher indices than every lane's, so only a strictly better value wins
+    if (!is_negative_of(labels, anchor, j)) continue;
+    const Dtype d = dist_row[j];
+    if (farthest_pick < 0 || d > farthest_value) {
+      farthest_value = d;
+      farthest_pick = j;
+    }
+    for (int g = 0; g < count; ++g) {
+      if (d > threshold[g] && (beyond_pick[g] < 0 || d < beyond_value[g])) {
+        beyond_value[g] = d;
+        beyond_pick[g] = j;
+      }
+    }
+  }
+  for (int g = 0; g < count; ++g) picks[g] = beyond_pick[g] >= 0 ? beyond_pick[g] : farthest_pick;
+}
+
 // SEMI_HARD's anchor step (triplet_anchor_step's, the same decisions and the same sums in the same order), with
 // each pair's negative found by lane scans of the row (semi_hard_negative's definition: the closest negative with
 // d_an > d_ap, ties to the lowest index; else the farthest, ties to the lowest index).
@@ -169,15 +240,25 @@ void semi_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
   std::fill(pair_row, pair_row + n, -1);
   Dtype loss = Dtype(0);
   long long terms = 0;
-  const int farthest = scan_row<RowSet::kNegatives>(dist_row, labels, n, a, Dtype(0));
-  if (farthest >= 0) {  // a has a negative
-    for (int p = 0; p < n; ++p) {
-      if (!is_positive_of(labels, a, p)) continue;
-      const int beyond = scan_row<RowSet::kNegativesBeyond>(dist_row, labels, n, a, dist_row[p]);
-      const int k = beyond >= 0 ? beyond : farthest;
-      const TripletTerm<Dtype> t = term(dist_row[p], dist_row[k]);
-      pair_row[p] = k;
-      weight_row[p] += t.slope;
+  int p = 0;
+  while (true) {
+    int group[kSemiHardGroup], picks[kSemiHardGroup] = {-1, -1, -1, -1};
+    Dtype d_ap[kSemiHardGroup];
+    int size = 0;
+    for (; p < n && size < kSemiHardGroup; ++p) {
+      if (is_positive_of(labels, a, p)) {
+        d_ap[size] = dist_row[p];
+        group[size++] = p;
+      }
+    }
+    if (size == 0) break;
+    semi_hard_group_picks(dist_row, labels, n, a, d_ap, size, picks);
+    if (picks[0] < 0) break;  // a has no negative: no term
+    for (int g = 0; g < size; ++g) {
+      const int k = picks[g];
+      const TripletTerm<Dtype> t = term(d_ap[g], dist_row[k]);
+      pair_row[group[g]] = k;
+      weight_row[group[g]] += t.slope;
       weight_row[k] -= t.slope;
       loss += t.loss;
       ++terms;
@@ -190,7 +271,7 @@ void semi_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
 // Positives a BATCH_ALL pass carries at once: their running sums are independent chains the CPU overlaps.
 constexpr int kBatchAllGroup = 4;
 
-// BATCH_ALL's anchor step (batch_all_row's sums in the same order: each positive's terms in increasing n, the
+// BATCH_ALL's anchor step (batch_all_row's sums in the same order: each positive's partial sums in increasing n, the
 // positives' sums added in increasing p, each weight_row[n] decremented in increasing p), with up to
 // kBatchAllGroup positives walking the negatives together.
 template <typename Dtype>
