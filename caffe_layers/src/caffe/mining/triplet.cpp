@@ -132,11 +132,11 @@ int scan_row(const Dtype* dist_row, const Dtype* labels, int n, int anchor, Dtyp
     std::memcpy(&y, labels + j, sizeof(Vec));
     Vec candidate;
     if (kSet == RowSet::kNegativesBeyond) {
-      candidate = (y != label) & (d > threshold) ? d : kNone - Vec{};
+      candidate = ((y != label) & (d > threshold)) ? d : kNone - Vec{};
     } else if (kSet == RowSet::kNegatives) {
       candidate = y != label ? d : kNone - Vec{};
     } else {
-      candidate = (y == label) & (index != Dtype(anchor)) ? d : kNone - Vec{};
+      candidate = ((y == label) & (index != Dtype(anchor))) ? d : kNone - Vec{};
     }
     const auto better = kLargest ? candidate > best : candidate < best;
     best = better ? candidate : best;
@@ -196,7 +196,7 @@ void semi_hard_group_picks(const Dtype* dist_row, const Dtype* labels, int n, in
     farthest = farther ? any : farthest;
     farthest_index = farther ? index : farthest_index;
     for (int g = 0; g < kSemiHardGroup; ++g) {
-      const Vec candidate = negative & (d > threshold[g]) ? d : kInf - Vec{};
+      const Vec candidate = (negative & (d > threshold[g])) ? d : kInf - Vec{};
       const auto closer = candidate < beyond[g];
       beyond[g] = closer ? candidate : beyond[g];
       beyond_index[g] = closer ? index : beyond_index[g];
