@@ -383,8 +383,9 @@ void batch_all_hinge_anchor_cpu(Dtype margin, int n, int a, const Dtype* labels,
       std::memcpy(weight_row + k, &w, sizeof(Vec));
     }
     Dtype loss_part[kBatchAllPartials], slope_part[kBatchAllPartials];
-    std::memcpy(loss_part, &loss, sizeof(Vec));  // not loss[q] in the loop's function: keeps loss in a register
-    std::memcpy(slope_part, &slope, sizeof(Vec));
+    const Vec loss_sums = loss, slope_sums = slope;  // copies: loss and slope stay in registers in the loop
+    std::memcpy(loss_part, &loss_sums, sizeof(Vec));
+    std::memcpy(slope_part, &slope_sums, sizeof(Vec));
     for (; k < n; ++k) {  // the tail: partial k mod kBatchAllPartials, as in batch_all_row
       if (!is_negative_of(labels, a, k)) continue;
       const Dtype hinge = threshold - dist_row[k];
@@ -442,16 +443,27 @@ void gradient_weights(int n, const Dtype* dist, const Dtype* weight, Dtype scale
         const Dtype* d_row = dist + i * nn;
         Dtype* s_row = s + i * nn;
         Dtype* entry_column = &entries[0][i - i0] - j0 * kTile;
-        for (int j = j0; j < j1; ++j) {
-          // (scale w) times a finite factor > 0: a zero weight sum keeps scale w's signed zero without the factor.
-          // Every operation unconditional and the results selected (the compiler vectorizes no guarded division);
-          // a selected value is triplet_gradient_weight's: safe_div(1, d), or 2 when squared.
+        // (scale w) times a finite factor > 0: a zero weight sum keeps scale w's signed zero without the factor.
+        // Every operation unconditional and the results selected, in the lanes of a vector; a selected value is
+        // triplet_gradient_weight's: safe_div(1, d), or 2 when squared.
+        typedef typename LaneVector<Dtype>::type Vec;
+        constexpr int kWidth = kLaneBytes / sizeof(Dtype);
+        int j = j0;
+        for (; j + kWidth <= j1; j += kWidth) {
+          Vec w, w_t, d;
+          std::memcpy(&w, w_row + j, sizeof(Vec));
+          std::memcpy(&w_t, w_col + j, sizeof(Vec));
+          std::memcpy(&d, d_row + j, sizeof(Vec));
+          const Vec v = scale * (w + w_t);
+          const Vec inverse = Dtype(1) / d;
+          const Vec factor = squared ? Dtype(2) - Vec{} : ((d != Dtype(0)) ? inverse : Vec{});
+          const Vec product = v * factor;
+          const Vec value = (v != Dtype(0)) ? product : v;
+          std::memcpy(s_row + j, &value, sizeof(Vec));
+        }
+        for (; j < j1; ++j) {
           const Dtype v = scale * (w_row[j] + w_col[j]);
-          const Dtype d = d_row[j];
-          const Dtype inverse = Dtype(1) / d;
-          const Dtype factor = squared ? Dtype(2) : (d != Dtype(0) ? inverse : Dtype(0));
-          const Dtype product = v * factor;
-          s_row[j] = v != Dtype(0) ? product : v;
+          s_row[j] = v != Dtype(0) ? v * triplet_distance_factor(d_row[j], squared) : v;
         }
         if (i >= j0 && i < j1) s_row[i] = Dtype(0);
         for (int j = j0; j < j1; ++j) entry_column[j * kTile] = s_row[j];
