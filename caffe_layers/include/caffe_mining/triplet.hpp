@@ -24,9 +24,8 @@
 //   Gradient: exact, dE/dD_ij accumulated per anchor row into an n x n weight matrix, then through
 //   dD_ij/dx_i = (x_i - x_j)/D_ij (squared: 2 (x_i - x_j)) with one GEMM: with S = V + V^T, V_ij = W_ij dD_ij,
 //   dE/dX = diag(S 1) X - S X (S X by a GEMM, or through S's non-zero entries when it is sparse). O(n^2) memory in
-//   every mode (BATCH_ALL's n^3 terms are never stored). The CPU runs the per-anchor step below for BATCH_HARD and
-//   its own lane scans for SEMI_HARD and BATCH_ALL (triplet.cpp): the same decisions and the same sums in the same
-//   order, to the bit.
+//   every mode (BATCH_ALL's n^3 terms are never stored). The GPU runs the per-anchor step below; the CPU its own
+//   lane scans of each mining (triplet.cpp): the same decisions and the same sums in the same order, to the bit.
 //   Non-finite input: a NaN or infinite feature, or features so large that a squared distance could overflow
 //   (4 max_i |x_i|^2 not finite), give E = NaN, no mined triplet (every index -1), terms = -1, and NaN in every
 //   gradient element. Labels must be finite integers (triplet_find_invalid_label).
