@@ -23,7 +23,9 @@
 //   of the mean; with no term at all E = 0 and every gradient is 0, never NaN.
 //   Gradient: exact, dE/dD_ij accumulated per anchor row into an n x n weight matrix, then through
 //   dD_ij/dx_i = (x_i - x_j)/D_ij (squared: 2 (x_i - x_j)) with one GEMM: with S = V + V^T, V_ij = W_ij dD_ij,
-//   dE/dX = diag(S 1) X - S X. O(n^2) memory in every mode (BATCH_ALL's n^3 terms are never stored).
+//   dE/dX = diag(S 1) X - S X (S X by a GEMM, or through S's non-zero entries when it is sparse). O(n^2) memory in
+//   every mode (BATCH_ALL's n^3 terms are never stored). The GPU runs the per-anchor step below; the CPU its own
+//   lane scans of each mining (triplet.cpp): the same decisions and the same sums in the same order, to the bit.
 //   Non-finite input: a NaN or infinite feature, or features so large that a squared distance could overflow
 //   (4 max_i |x_i|^2 not finite), give E = NaN, no mined triplet (every index -1), terms = -1, and NaN in every
 //   gradient element. Labels must be finite integers (triplet_find_invalid_label).
@@ -223,7 +225,8 @@ void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
 
 /// Backward pass: the exact gradient of the forward's E times loss_weight (the top diff), written (not
 /// accumulated) into embedding_diff ([n*dim]). Must follow the forward pass with the same inputs and options;
-/// leaves the mining outputs unchanged. One n x n x dim GEMM.
+/// leaves the mining outputs unchanged. S X is one n x n x dim GEMM when S is dense (BATCH_ALL), a sum over its
+/// non-zero entries when at most 1 in 16 is non-zero (BATCH_HARD, SEMI_HARD with few rows a class).
 template <typename Dtype>
 void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletOptions& options,
                           const TripletMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch,
