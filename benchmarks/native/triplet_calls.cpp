@@ -17,7 +17,8 @@ struct TripletBuffers {
 
   TripletBuffers(int rows, const caffe_mining::TripletOptions& mode)
       : n(rows), options(mode), dist(static_cast<std::size_t>(rows) * rows), weight(dist.size()), row_loss(rows),
-        scratch(caffe_mining::triplet_scratch_count(rows)), positive(rows), negative(rows),
+        scratch(caffe_mining::triplet_workspace_bytes<float>(rows, mode, caffe_mining::Device::kCpu) / sizeof(float)),
+        positive(rows), negative(rows),
         pair_negative(mode.mining == caffe_mining::TripletMiner::kSemiHard ? dist.size() : 0), row_terms(rows),
         terms(1) {}
 

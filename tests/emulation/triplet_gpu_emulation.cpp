@@ -48,8 +48,9 @@ struct Buffers {
     std::vector<int> positive, negative, pair_negative;
     std::vector<long long> row_terms, terms;
     explicit Of(int n)
-        : dist(n * n), weight(n * n), row_loss(n), scratch(triplet_scratch_count(n)), positive(n), negative(n),
-          pair_negative(n * n), row_terms(n), terms(1) {}
+        : dist(n * n), weight(n * n), row_loss(n),
+          scratch(triplet_workspace_bytes<Dtype>(n, TripletOptions{}, Device::kCpu) / sizeof(Dtype)), positive(n),
+          negative(n), pair_negative(n * n), row_terms(n), terms(1) {}
     TripletMining<Dtype> mining(TripletMiner miner) {
       TripletMining<Dtype> m;
       m.dist = dist.data();

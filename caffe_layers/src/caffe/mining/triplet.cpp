@@ -535,7 +535,8 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
 
 template <typename Dtype>
 void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* labels, const TripletOptions& options,
-                         const TripletMining<Dtype>& mining, Dtype* scratch, Dtype* loss) {
+                         const TripletMining<Dtype>& mining, void* workspace, Dtype* loss) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   const std::size_t nn = static_cast<std::size_t>(n);
   Dtype* sq_norm = scratch;
   for (int i = 0; i < n; ++i) sq_norm[i] = squared_norm(dim, embedding + i * static_cast<std::size_t>(dim));
@@ -572,8 +573,9 @@ void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
 
 template <typename Dtype>
 void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletOptions& options,
-                          const TripletMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch,
+                          const TripletMining<Dtype>& mining, Dtype loss_weight, void* workspace,
                           Dtype* embedding_diff) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   const std::size_t nn = static_cast<std::size_t>(n);
   const std::size_t elements = nn * dim;
   const long long terms = mining.terms[0];
@@ -604,12 +606,12 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
 }
 
 template void triplet_forward_cpu<float>(int, int, const float*, const float*, const TripletOptions&,
-                                         const TripletMining<float>&, float*, float*);
+                                         const TripletMining<float>&, void*, float*);
 template void triplet_forward_cpu<double>(int, int, const double*, const double*, const TripletOptions&,
-                                          const TripletMining<double>&, double*, double*);
+                                          const TripletMining<double>&, void*, double*);
 template void triplet_backward_cpu<float>(int, int, const float*, const TripletOptions&, const TripletMining<float>&,
-                                          float, float*, float*);
+                                          float, void*, float*);
 template void triplet_backward_cpu<double>(int, int, const double*, const TripletOptions&,
-                                           const TripletMining<double>&, double, double*, double*);
+                                           const TripletMining<double>&, double, void*, double*);
 
 }  // namespace caffe_mining
