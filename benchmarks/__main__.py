@@ -9,6 +9,9 @@ Examples (from the repository root, with the project's venv and pycaffe on PYTHO
 The OpenBLAS kernel: where OpenBLAS fell back to a generic kernel on a CPU it does not know, `run` sets
 OPENBLAS_CORETYPE to the tuned one first (scripts/openblas_kernel.py), unless it is set already; the results
 name the kernel the SGEMM and the core ran with and where OPENBLAS_CORETYPE came from.
+  python -m benchmarks run --suite triplet --update-readme
+                                                # TripletLoss, every mining x {hinge, soft margin} (N = 128, 512,
+                                                # 1024); rewrites only its README section
   python -m benchmarks run --update-readme      # also rewrites the results section of benchmarks/README.md
   python -m benchmarks run --device gpu         # the GPU suite (benchmarks/gpu.py): needs a GPU, CuPy and the
                                                 # CUDA bindings; refuses with status 2 and says why without them
@@ -45,15 +48,18 @@ def parse_args(argv):
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                      help="cpu: the CPU suites (default); gpu: the GPU suite (benchmarks/gpu.py)")
     run.add_argument("--smoke", action="store_true", help="smallest size of each suite, 3 rounds")
-    run.add_argument("--suite", choices=("hardnet", "hardnet-configs", "contrastive", "margin", "all"),
+    run.add_argument("--suite", choices=("hardnet", "hardnet-configs", "contrastive", "triplet", "margin", "all"),
                      default="all",
                      help="hardnet: HardNetLoss (MIN) against SGEMM, PyTorch, NumPy; hardnet-configs: every mining "
                           "configuration (MIN, RANDOM, AVERAGE, each with and without anchor swap) through the core "
-                          "and the layer against SGEMM; contrastive: MiningContrastiveLoss; all (default): the three; "
-                          "margin (not in all): MarginLoss against SGEMM and pytorch-metric-learning")
+                          "and the layer against SGEMM; contrastive: MiningContrastiveLoss; triplet: TripletLoss, "
+                          "every mining x {hinge, soft margin} against SGEMM and pytorch-metric-learning; "
+                          "all (default): those four; margin (not in all): MarginLoss against SGEMM and "
+                          "pytorch-metric-learning")
     run.add_argument("--hardnet-sizes", type=int, nargs="+", default=[128, 512, 1024, 4096])
     run.add_argument("--config-sizes", type=int, nargs="+", default=[512, 1024, 2048],
                      help="N of the hardnet-configs suite")
+    run.add_argument("--triplet-sizes", type=int, nargs="+", default=[128, 512, 1024], help="N of the triplet suite")
     run.add_argument("--margin-sizes", type=int, nargs="+", default=[128, 512, 1024], help="N of the margin suite")
     run.add_argument("--contrastive-sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     run.add_argument("--gpu-hardnet-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -92,6 +98,7 @@ def parse_args(argv):
     if args.command == "run" and args.smoke:
         args.hardnet_sizes = args.hardnet_sizes[:1] if "--hardnet-sizes" in argv else [128]
         args.config_sizes = args.config_sizes[:1] if "--config-sizes" in argv else [128]
+        args.triplet_sizes = args.triplet_sizes[:1]
         args.contrastive_sizes = args.contrastive_sizes[:1] if "--contrastive-sizes" in argv else [1024]
         args.margin_sizes = args.margin_sizes[:1]
         args.gpu_hardnet_sizes, args.gpu_contrastive_sizes = args.gpu_hardnet_sizes[:1], args.gpu_contrastive_sizes[:1]

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import machine, memory, plot, report, runners, suites
+from benchmarks import machine, memory, plot, report, runners, suites, triplet_suite
 
 README = Path(__file__).resolve().parent / "README.md"
 PLOT_NAME = "time_vs_n.png"
@@ -28,17 +28,20 @@ def run(args) -> int:
                                     getattr(args, "openblas_coretype", None)),
         "settings": {"dim": args.dim, "rounds": args.rounds, "warmup": args.warmup, "threads": args.threads,
                      "clock": args.clock, "min_sample_s": args.min_sample, "smoke": args.smoke},
-        "hardnet": [], "hardnet_configs": [], "contrastive": [], "memory": [],
+        "hardnet": [], "hardnet_configs": [], "contrastive": [], "triplet": [], "memory": [],
     }
     _log(report.openblas_line(results["machine"]))
     hardnet_sizes = args.hardnet_sizes if args.suite in ("hardnet", "all") else []
     config_sizes = getattr(args, "config_sizes", []) if args.suite in ("hardnet-configs", "all") else []
+    triplet_sizes = getattr(args, "triplet_sizes", []) if args.suite in ("triplet", "all") else []
     contrastive_sizes = args.contrastive_sizes if args.suite in ("contrastive", "all") else []
     timing = suites.TimingSettings(args.rounds, args.warmup, args.min_sample, args.clock)
     if hardnet_sizes:
         results["hardnet"] = suites.run_hardnet(ctx, hardnet_sizes, args.dim, timing, _log)
     if config_sizes:
         results["hardnet_configs"] = suites.run_hardnet_configs(ctx, config_sizes, args.dim, timing, _log)
+    if triplet_sizes:
+        results["triplet"] = triplet_suite.run(ctx, triplet_sizes, args.dim, timing, _log)
     if contrastive_sizes:
         results["contrastive"] = suites.run_contrastive(ctx, contrastive_sizes, args.dim, args.ratios, timing, _log)
     if args.suite == "margin":
@@ -53,7 +56,11 @@ def run(args) -> int:
     plotted = plot.write(results, out / PLOT_NAME)
     section = report.markdown(results, PLOT_NAME if plotted else None)
     # The per-configuration suite alone keeps files of its own, next to those of the whole run.
-    stem = "results_configs" if args.suite == "hardnet-configs" else "results"
+    stem = {"hardnet-configs": "results_configs", "triplet": "results_triplet"}.get(args.suite, "results")
+    if args.suite == "triplet":
+        section = triplet_suite.markdown(results)
+    elif results["triplet"]:
+        section += "\n" + triplet_suite.markdown(results)
     (out / f"{stem}.md").write_text(section)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     print(section)
@@ -63,7 +70,9 @@ def run(args) -> int:
             report.update_readme(README, report.markdown(results, plot_path, with_configs=False))
         if results["hardnet_configs"]:
             report.update_readme(README, report.configs_markdown(results), *report.README_CONFIGS)
-    disagreeing = [r["impl"] for r in results["hardnet"] + results["hardnet_configs"] + results["contrastive"]
+        if results["triplet"]:
+            report.update_readme(README, triplet_suite.markdown(results), *triplet_suite.README_MARKERS)
+    disagreeing = [r["impl"] for r in results["hardnet"] + results["hardnet_configs"] + results["contrastive"] + results["triplet"]
                    if r["agrees"] is False]
     if disagreeing:
         _log(f"losses disagree with the reference: {disagreeing}")

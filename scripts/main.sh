@@ -25,3 +25,6 @@ echo "== gradient check of the C++ layers through pycaffe"
   --n 8 --dim 4 --param mining_ratio=2
 "$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer HardNetLoss \
   --n 6 --dim 4 --param anchor_swap=true
+"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer MarginLoss --n 8 --dim 4
+"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer TripletLoss \
+  --n 8 --dim 4 --param mining=SEMI_HARD

@@ -22,7 +22,8 @@ SOURCES = {
     "contrastive_gpu_emulation": ["tests/emulation/contrastive_gpu_emulation.cpp",
                                   "caffe_layers/src/caffe/mining/contrastive_mining.cpp"],
     "margin_gpu_emulation": ["tests/emulation/margin_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/margin.cpp"],
-    "triplet_gpu_emulation": ["tests/emulation/triplet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/triplet.cpp"],
+    "triplet_gpu_emulation": ["tests/emulation/triplet_gpu_emulation.cpp", "caffe_layers/src/caffe/mining/triplet.cpp",
+                              "caffe_layers/src/caffe/mining/gemm_distances.cpp"],
 }
 SEEDS = [1, 2, 3]
 

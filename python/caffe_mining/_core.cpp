@@ -390,7 +390,8 @@ py::tuple triplet(const py::array& embedding_in, const py::object& labels_in,
   const size_t nn = static_cast<size_t>(n);
   const bool hard = options.mining == caffe_mining::TripletMiner::kBatchHard;
   const bool semi = options.mining == caffe_mining::TripletMiner::kSemiHard;
-  std::vector<T> dist(nn * nn), weight(nn * nn), row_loss(n), scratch(caffe_mining::triplet_scratch_count(n));
+  std::vector<T> dist(nn * nn), weight(nn * nn), row_loss(n);
+  std::vector<T> scratch(caffe_mining::triplet_workspace_bytes<T>(n, options, caffe_mining::Device::kCpu) / sizeof(T));
   std::vector<int> positive(hard ? n : 0), negative(hard ? n : 0), pair_negative(semi ? nn * nn : 0);
   std::vector<long long> row_terms(n), terms(1);
   caffe_mining::TripletMining<T> mining;

@@ -785,7 +785,8 @@ py::tuple triplet(const DeviceInput& embedding, const py::object& labels_in,
     p.row_loss = carver.take<T>(rows);
     p.row_terms = carver.take<long long>(rows);
     p.terms = carver.take<long long>(1);
-    p.scratch = carver.take<T>(caffe_mining::triplet_scratch_count(n));
+    p.scratch = carver.take<T>(
+        caffe_mining::triplet_workspace_bytes<T>(n, options, caffe_mining::Device::kGpu) / sizeof(T));
     p.loss = carver.take<T>(1);
     p.labels = carver.take<T>(rows);
     p.flag = carver.take<unsigned long long>(1);

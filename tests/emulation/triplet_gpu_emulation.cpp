@@ -48,8 +48,9 @@ struct Buffers {
     std::vector<int> positive, negative, pair_negative;
     std::vector<long long> row_terms, terms;
     explicit Of(int n)
-        : dist(n * n), weight(n * n), row_loss(n), scratch(triplet_scratch_count(n)), positive(n), negative(n),
-          pair_negative(n * n), row_terms(n), terms(1) {}
+        : dist(n * n), weight(n * n), row_loss(n),
+          scratch(triplet_workspace_bytes<Dtype>(n, TripletOptions{}, Device::kCpu) / sizeof(Dtype)), positive(n),
+          negative(n), pair_negative(n * n), row_terms(n), terms(1) {}
     TripletMining<Dtype> mining(TripletMiner miner) {
       TripletMining<Dtype> m;
       m.dist = dist.data();
@@ -81,7 +82,9 @@ void run_case(int c, std::mt19937* rng, const TripletOptions& options) {
   Dtype cpu_loss;
   triplet_forward_cpu(n, dim, x.data(), labels.data(), options, cpu_mining, cpu.scratch.data(), &cpu_loss);
   std::vector<Dtype> grad(n * dim);
-  triplet_backward_cpu(n, dim, x.data(), options, cpu_mining, Dtype(0.7), cpu.scratch.data(), grad.data());
+  // A negative loss weight in every third case: S's zeros then carry its sign (the CPU's sparse fill must match).
+  const Dtype loss_weight = c % 3 == 0 ? Dtype(-0.7) : Dtype(0.7);
+  triplet_backward_cpu(n, dim, x.data(), options, cpu_mining, loss_weight, cpu.scratch.data(), grad.data());
 
   // The device's inputs: the CPU's norms, and its dot products where cuBLAS's SYRK puts them (row-major lower).
   const std::size_t nn = static_cast<std::size_t>(n);
@@ -143,7 +146,7 @@ void run_case(int c, std::mt19937* rng, const TripletOptions& options) {
   // Backward: S entry by entry and its row sums in increasing j, as the CPU's scratch holds them.
   std::vector<Dtype> s(nn * nn), row_sum(n);
   for (std::size_t e = nn * nn; e-- > 0;) {
-    s[e] = triplet_gpu::gradient_weight(n, e, gpu.dist.data(), gpu.weight.data(), part_terms[0], Dtype(0.7),
+    s[e] = triplet_gpu::gradient_weight(n, e, gpu.dist.data(), gpu.weight.data(), part_terms[0], loss_weight,
                                         options.squared);
   }
   for (int i = 0; i < n; ++i) {

@@ -40,6 +40,7 @@ TRIPLET_GPU_STEPS_HPP = "caffe_layers/include/caffe_mining/triplet_gpu_steps.hpp
 TEST_FILES = (
     "tests/test_core_boundaries.py",
     "tests/test_triplet.py",
+    "tests/test_triplet_cpu_scans.py",
     "tests/test_gpu_logic_on_host.py",
     "tests/test_gpu_emulation.py",
     "tests/test_bad_input.py",
@@ -76,6 +77,7 @@ ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 
 MARGIN = ("tests/test_margin.py", "tests/test_margin_sampling.py")
 TRIPLET = ("tests/test_triplet.py",)
+TRIPLET_SCANS = ("tests/test_triplet_cpu_scans.py", "tests/test_triplet.py")
 
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------
@@ -584,14 +586,15 @@ MUTANTS = (
            "if (t.loss > Dtype(0)) ++row.active;", "++row.active;",
            "BATCH_ALL: E = sum l / (number of terms with l > 0)", ci=True, kill_first=TRIPLET),
     Mutant("batch_all_positive_weight_dropped", BATCH_ALL_HPP,
-           "    weight_row[p] += slope;\n", "",
+           "    weight_row[p] += batch_all_partials_sum(slope);\n", "",
            "BATCH_ALL gradient: d/dd_ap of every term", kill_first=TRIPLET),
     Mutant("triplet_hinge_slope_at_kink", TRIPLET_ROW_LOSS_HPP,
            "term.slope = hinge > Dtype(0) ? Dtype(1) : Dtype(0);",
            "term.slope = hinge >= Dtype(0) ? Dtype(1) : Dtype(0);",
            "hinge derivative 0 at the kink", ci=True, kill_first=TRIPLET),
     Mutant("triplet_soft_slope_wrong_branch", TRIPLET_ROW_LOSS_HPP,
-           "term.slope = math::sigmoid(d_ap - d_an);", "term.slope = math::sigmoid(d_an - d_ap);",
+           "term.slope = z >= Dtype(0) ? Dtype(1) / (Dtype(1) + e) : e / (Dtype(1) + e);",
+           "term.slope = z >= Dtype(0) ? e / (Dtype(1) + e) : Dtype(1) / (Dtype(1) + e);",
            "soft margin: dl/dd_ap = sigmoid(d_ap - d_an)", kill_first=TRIPLET),
     # ---- TripletLoss: per-anchor step, gradient weights (triplet.hpp) and the CPU path (triplet.cpp) -------------
     Mutant("batch_hard_negative_weight_sign", TRIPLET_HPP,
@@ -612,11 +615,35 @@ MUTANTS = (
            "const Dtype scale = loss_weight / static_cast<Dtype>(n);",
            "the backward is the gradient of the mean over the terms", kill_first=TRIPLET),
     Mutant("triplet_distance_not_mirrored", TRIPLET_CPP,
-           "      mining.dist[j * nn + i] = d;\n", "",
+           "        for (int i = i0; i < end; ++i) row[i] = tile[j - j0][i - i0];\n", "",
            "D is symmetric: D_ji is D_ij", kill_first=TRIPLET),
     Mutant("triplet_overflow_bound_dropped", TRIPLET_CPP,
            "return !(Dtype(4) * largest <= kMax);", "return false;",
            "non-finite rule: 4 max |x|^2 not finite gives NaN", kill_first=TRIPLET),
+    # ---- TripletLoss: the CPU's lane scans, BATCH_ALL hinge lanes and sparse S (triplet.cpp) -------------------
+    Mutant("triplet_cpu_lane_tie_high", TRIPLET_CPP,
+           "if (better || (best[k] == *value && lane_index < pick)) {",
+           "if (better || (best[k] == *value && lane_index > pick)) {",
+           "CPU lane scans: equal distances in different lanes go to the lowest index", ci=True,
+           kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_tail_tie_high", TRIPLET_CPP,
+           "if (in_set && (pick < 0 || (kLargest ? d > value : d < value))) {",
+           "if (in_set && (pick < 0 || (kLargest ? d >= value : d <= value))) {",
+           "CPU lane scans: a tail row wins only with a strictly better distance", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_semi_hard_beyond_inclusive", TRIPLET_CPP,
+           "const Vec candidate = (negative & (d > threshold[g])) ? d : kInf - Vec{};",
+           "const Vec candidate = (negative & (d >= threshold[g])) ? d : kInf - Vec{};",
+           "CPU SEMI_HARD: beyond means d_an > d_ap, strictly", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_batch_all_kink_counts", TRIPLET_CPP,
+           "const auto open = (hinge > Dtype(0)) & (y != label);",
+           "const auto open = (hinge >= Dtype(0)) & (y != label);",
+           "CPU BATCH_ALL: a term exactly at the kink (m + d_ap = d_an) is not active", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_dense_s_unsymmetrized", TRIPLET_CPP,
+           "const Vec v = scale * (w + w_t);", "const Vec v = scale * w;",
+           "CPU dense S (BATCH_ALL): S = V + V^T", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_sparse_zero_sign", TRIPLET_CPP,
+           "std::fill(s, s + nn * nn, scale * Dtype(0));", "std::fill(s, s + nn * nn, Dtype(0));",
+           "S's zero entries are scale * 0 (the GPU's values to the bit)", kill_first=GPU_EMULATION),
     Mutant("triplet_gpu_pair_not_mirrored", TRIPLET_GPU_STEPS_HPP,
            "  dist[static_cast<std::size_t>(c) * n + r] = d;\n", "",
            "CUDA distances: each pair's distance goes to (r, c) and (c, r)", ci=True, kill_first=GPU_EMULATION),

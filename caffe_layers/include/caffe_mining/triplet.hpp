@@ -23,7 +23,9 @@
 //   of the mean; with no term at all E = 0 and every gradient is 0, never NaN.
 //   Gradient: exact, dE/dD_ij accumulated per anchor row into an n x n weight matrix, then through
 //   dD_ij/dx_i = (x_i - x_j)/D_ij (squared: 2 (x_i - x_j)) with one GEMM: with S = V + V^T, V_ij = W_ij dD_ij,
-//   dE/dX = diag(S 1) X - S X. O(n^2) memory in every mode (BATCH_ALL's n^3 terms are never stored).
+//   dE/dX = diag(S 1) X - S X (S X by a GEMM, or through S's non-zero entries when it is sparse). O(n^2) memory in
+//   every mode (BATCH_ALL's n^3 terms are never stored). The GPU runs the per-anchor step below; the CPU its own
+//   lane scans of each mining (triplet.cpp): the same decisions and the same sums in the same order, to the bit.
 //   Non-finite input: a NaN or infinite feature, or features so large that a squared distance could overflow
 //   (4 max_i |x_i|^2 not finite), give E = NaN, no mined triplet (every index -1), terms = -1, and NaN in every
 //   gradient element. Labels must be finite integers (triplet_find_invalid_label).
@@ -112,14 +114,15 @@ int triplet_find_invalid_label(const Dtype* labels, int n) {
   return -1;
 }
 
-/// Dtype elements of the scratch buffer of triplet_forward_* and triplet_backward_*: n (squared norms), n*n
-/// (the backward's S) and n (its row sums).
+/// The workspace as Dtype elements (what triplet_workspace_bytes counts; the passes index it so): n (squared
+/// norms), n*n (the backward's S) and n (its row sums).
 inline std::size_t triplet_scratch_count(int n) {
   const std::size_t rows = static_cast<std::size_t>(n);
   return rows * rows + 2 * rows;
 }
 
-/// Bytes of the scratch buffer (triplet_scratch_count elements of Dtype), on either path.
+/// Bytes of the workspace that triplet_forward_* and triplet_backward_* take, on either path (the size a caller
+/// allocates, as for every loss of the kit).
 template <typename Dtype>
 std::size_t triplet_workspace_bytes(int n, const TripletOptions& /*options*/, Device /*device*/) {
   return triplet_scratch_count(n) * sizeof(Dtype);
@@ -215,18 +218,19 @@ CM_HOST_DEVICE Dtype triplet_gradient_weight(const Dtype* dist, const Dtype* wei
 /// @param embedding   [n*dim] x_i, row-major
 /// @param labels      [n] class ids (finite integers)
 /// @param mining      outputs, see TripletMining; read by the backward pass
-/// @param scratch     [triplet_scratch_count(n)]
+/// @param workspace   triplet_workspace_bytes<Dtype>(n, options, Device::kCpu) bytes, aligned for Dtype
 /// @param loss        [1] E
 template <typename Dtype>
 void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* labels, const TripletOptions& options,
-                         const TripletMining<Dtype>& mining, Dtype* scratch, Dtype* loss);
+                         const TripletMining<Dtype>& mining, void* workspace, Dtype* loss);
 
 /// Backward pass: the exact gradient of the forward's E times loss_weight (the top diff), written (not
 /// accumulated) into embedding_diff ([n*dim]). Must follow the forward pass with the same inputs and options;
-/// leaves the mining outputs unchanged. One n x n x dim GEMM.
+/// leaves the mining outputs unchanged. S X is one n x n x dim GEMM when S is dense (BATCH_ALL), a sum over its
+/// non-zero entries when at most 1 in 16 is non-zero (BATCH_HARD, SEMI_HARD with few rows a class).
 template <typename Dtype>
 void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletOptions& options,
-                          const TripletMining<Dtype>& mining, Dtype loss_weight, Dtype* scratch,
+                          const TripletMining<Dtype>& mining, Dtype loss_weight, void* workspace,
                           Dtype* embedding_diff);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -240,13 +244,13 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
 //   - Deterministic: no floating-point atomics; E sums row_loss in a fixed tree order.
 template <typename Dtype>
 void triplet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
-                         const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype* scratch,
+                         const TripletOptions& options, const TripletMining<Dtype>& mining, void* workspace,
                          Dtype* loss);
 
 template <typename Dtype>
 void triplet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding,
                           const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype loss_weight,
-                          Dtype* scratch, Dtype* embedding_diff);
+                          void* workspace, Dtype* embedding_diff);
 
 }  // namespace caffe_mining
 

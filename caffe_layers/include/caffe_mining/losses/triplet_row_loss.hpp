@@ -27,8 +27,11 @@ struct TripletRowLoss {
   CM_HOST_DEVICE TripletTerm<Dtype> operator()(Dtype d_ap, Dtype d_an) const {
     TripletTerm<Dtype> term;
     if (soft) {
-      term.loss = math::softplus(d_ap - d_an);
-      term.slope = math::sigmoid(d_ap - d_an);
+      // math::softplus and math::sigmoid to the bit, sharing their one exponential e^-|z|.
+      const Dtype z = d_ap - d_an;
+      const Dtype e = math::exp(-(z < Dtype(0) ? -z : z));
+      term.loss = (z > Dtype(0) ? z : Dtype(0)) + math::log1p(e);
+      term.slope = z >= Dtype(0) ? Dtype(1) / (Dtype(1) + e) : e / (Dtype(1) + e);
     } else {
       const Dtype hinge = margin + d_ap - d_an;
       term.loss = hinge > Dtype(0) ? hinge : Dtype(0);

@@ -80,8 +80,9 @@ void TripletLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   if (row_terms_->size() != num * sizeof(long long)) {
     row_terms_.reset(new SyncedMemory(num * sizeof(long long)));
   }
-  scratch_.Reshape(vector<int>(1,
-      static_cast<int>(caffe_mining::triplet_scratch_count(num))));
+  // The core's workspace, in Dtype elements (Caffe's device: the same bytes on the CPU and the GPU).
+  scratch_.Reshape(vector<int>(1, static_cast<int>(
+      caffe_mining::triplet_workspace_bytes<Dtype>(num, options_, caffe_mining::Device::kCpu) / sizeof(Dtype))));
 }
 
 namespace {

@@ -168,8 +168,9 @@ __global__ void gradient_init_kernel(int n, int dim, const Dtype* x, const Dtype
 
 template <typename Dtype>
 void triplet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
-                         const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype* scratch,
+                         const TripletOptions& options, const TripletMining<Dtype>& mining, void* workspace,
                          Dtype* loss) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   CublasCallScope scope(context);
   cudaStream_t stream = context.stream;
   const std::size_t nn = static_cast<std::size_t>(n);
@@ -189,7 +190,8 @@ void triplet_forward_gpu(const CudaContext& context, int n, int dim, const Dtype
 template <typename Dtype>
 void triplet_backward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding,
                           const TripletOptions& options, const TripletMining<Dtype>& mining, Dtype loss_weight,
-                          Dtype* scratch, Dtype* embedding_diff) {
+                          void* workspace, Dtype* embedding_diff) {
+  Dtype* scratch = static_cast<Dtype*>(workspace);
   CublasCallScope scope(context);
   cudaStream_t stream = context.stream;
   const std::size_t nn = static_cast<std::size_t>(n);
@@ -204,12 +206,12 @@ void triplet_backward_gpu(const CudaContext& context, int n, int dim, const Dtyp
 }
 
 template void triplet_forward_gpu<float>(const CudaContext&, int, int, const float*, const float*,
-                                         const TripletOptions&, const TripletMining<float>&, float*, float*);
+                                         const TripletOptions&, const TripletMining<float>&, void*, float*);
 template void triplet_forward_gpu<double>(const CudaContext&, int, int, const double*, const double*,
-                                          const TripletOptions&, const TripletMining<double>&, double*, double*);
+                                          const TripletOptions&, const TripletMining<double>&, void*, double*);
 template void triplet_backward_gpu<float>(const CudaContext&, int, int, const float*, const TripletOptions&,
-                                          const TripletMining<float>&, float, float*, float*);
+                                          const TripletMining<float>&, float, void*, float*);
 template void triplet_backward_gpu<double>(const CudaContext&, int, int, const double*, const TripletOptions&,
-                                           const TripletMining<double>&, double, double*, double*);
+                                           const TripletMining<double>&, double, void*, double*);
 
 }  // namespace caffe_mining
