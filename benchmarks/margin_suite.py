@@ -87,7 +87,7 @@ class PmlRunner(Runner):
     def loss_of(self, triplets: np.ndarray) -> float:
         """pml's MarginLoss on given (a, p, n) rows (the agreement check)."""
         t = self.torch.from_numpy(triplets.astype(np.int64))
-        return float(self.loss(self.x, self.labels, (t[:, 0], t[:, 1], t[:, 2])))
+        return float(self.loss(self.x, self.labels, (t[:, 0], t[:, 1], t[:, 2])).detach())
 
     def __call__(self):
         self.x.grad = None

@@ -2,10 +2,9 @@
 // once with SSE2 (4 lanes, every x86-64) and, where the compiler can target it, once with AVX2 (8 lanes), chosen at
 // run time. The same operations per column as the scalar scan, so the same decisions.
 #include "caffe_mining/miners/hardest_negative_row.hpp"
+#include "caffe_mining/common/cpu_lanes.hpp"
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -87,14 +86,10 @@ struct V {
 #pragma GCC pop_options
 #endif
 
-// AVX2 where the CPU has it, unless CAFFE_MINING_CPU_LANES=sse2 (read once; the tests run both paths).
+// AVX2 where it was compiled and common/cpu_lanes.hpp allows it.
 bool row_scan_uses_avx2() {
 #if defined(CAFFE_MINING_AVX2_LANES)
-  static const bool avx2 = [] {
-    const char* forced = std::getenv("CAFFE_MINING_CPU_LANES");
-    return __builtin_cpu_supports("avx2") && !(forced != nullptr && std::strcmp(forced, "sse2") == 0);
-  }();
-  return avx2;
+  return cpu_lanes_allow_avx2();
 #else
   return false;
 #endif

@@ -4,6 +4,7 @@
 // backward's pair hinges scattered from the triplets (an integer count: any order) and its gradient sums over the
 // non-zero coefficients only (the shared sum skips the zeros), in increasing j as margin_gradient_element.
 #include "caffe_mining/margin.hpp"
+#include "caffe_mining/common/cpu_lanes.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -158,15 +159,10 @@ int list_eligible(int n, const float* distance_row, const float* labels, float l
 #endif
 #endif
 
-/// Whether the float distances run in AVX2 lanes: where the CPU has it, unless CAFFE_MINING_CPU_LANES=sse2 (read
-/// once; the tests run both paths).
+/// Whether the float distances run in AVX2 lanes: where they were compiled and common/cpu_lanes.hpp allows it.
 bool distance_lanes_use_avx2() {
 #if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
-  static const bool avx2 = [] {
-    const char* forced = std::getenv("CAFFE_MINING_CPU_LANES");
-    return __builtin_cpu_supports("avx2") && !(forced != nullptr && std::strcmp(forced, "sse2") == 0);
-  }();
-  return avx2;
+  return cpu_lanes_allow_avx2();
 #else
   return false;
 #endif
