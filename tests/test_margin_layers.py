@@ -31,7 +31,7 @@ def make_net(caffe, tmp_path, engine, options, name):
     else:
         params = json.dumps({k: v for k, v in options.loss_kwargs().items()})
         layer = (f'layer {{ name: "loss" type: "Python" bottom: "embedding" bottom: "label" top: "loss" '
-                 f'loss_weight: 1 python_param {{ module: "caffe_mining.layers" layer: "MarginLossLayer" '
+                 f'top: "triplets" loss_weight: 1 loss_weight: 0 python_param {{ module: "caffe_mining.layers" layer: "MarginLossLayer" '
                  f"param_str: '{params}' }} }}")
     path = tmp_path / f"{name}.prototxt"
     path.write_text(net_text(layer))
@@ -58,8 +58,7 @@ def test_layer_matches_the_core_pass_after_pass(caffe_with_layers, tmp_path, eng
         net.backward()
         core = caffe_mining.margin_loss(x, labels, beta.data.copy(), iteration=iteration, **options.loss_kwargs())
         assert float(net.blobs["loss"].data) == pytest.approx(core.loss, rel=1e-6)
-        if engine == "caffe":
-            assert net.blobs["triplets"].data.astype(int).tolist() == core.triplets.tolist()
+        assert net.blobs["triplets"].data.astype(int).tolist() == core.triplets.tolist()  # both layers' top
         np.testing.assert_allclose(net.blobs["embedding"].diff, core.grad_embedding, rtol=1e-5, atol=1e-7)
         seen.append(core)
     # β's diff is the sum of both passes' gradients (Caffe accumulates parameter gradients)

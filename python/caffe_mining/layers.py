@@ -151,10 +151,10 @@ class TripletLossLayer(LossLayer):
 
 
 class MarginLossLayer(LossLayer):
-    """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); one top, the
-    loss. beta is the layer's blob (``self.blobs[0]``: one value, or num_classes), filled with beta_init at set-up
-    and learnt by the solver (its diff accumulates); the draws are keyed by seed and this layer's forward-pass
-    count, as in the C++ layer."""
+    """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); tops the loss
+    and, optional, this pass's triplets (T x 3 rows anchor, positive, negative). beta is the layer's blob
+    (``self.blobs[0]``: one value, or num_classes), filled with beta_init at set-up and learnt by the solver (its
+    diff accumulates); the draws are keyed by seed and this layer's forward-pass count, as in the C++ layer."""
 
     spec = LOSSES["MarginLoss"]
 
@@ -179,7 +179,12 @@ class MarginLossLayer(LossLayer):
     def forward(self, bottom, top):
         self.draw_pass = self.passes
         self.passes += 1
-        top[0].data[...] = self._evaluate(bottom, 1.0, backward=False).loss
+        result = self._evaluate(bottom, 1.0, backward=False)
+        top[0].data[...] = result.loss
+        if len(top) == 2:  # this pass's triplets, T x 3 (T known after the draw)
+            table = self.spec.decisions_top_data(self.options, result)
+            top[1].reshape(*table.shape)
+            top[1].data[...] = table
 
     def backward(self, top, propagate_down, bottom):
         # The core again on the forward's pass number: the same triplets, exact scaling.

@@ -150,9 +150,14 @@ def draw_inputs(options: MarginOptions, n: int, dim: int, rng: np.random.Generat
     return {"embedding": embedding, "label": label.astype(np.float64)}
 
 
+def decisions_table(options: MarginOptions, result) -> np.ndarray:
+    """The triplets top: this pass's sampled (anchor, positive, negative) rows, T x 3 (the C++ layer's second top)."""
+    return np.asarray(result.triplets, dtype=np.int64).reshape(-1, 3)
+
+
 SPEC = LossSpec(
     type_name="MarginLoss", options_class=MarginOptions, python_layer="MarginLossLayer",
     differentiable=("embedding",), label_bottom="label", label_required=True,
     grad_fields=("grad_embedding",), decision_fields=(("triplets", np.int64),),
     core_fn=margin_loss, reference="caffe_mining.reference:margin_loss", draw_inputs=draw_inputs,
-    decisions_top=None, min_n=2)
+    decisions_top="triplets", decisions_table=decisions_table, min_n=2)
