@@ -110,6 +110,11 @@ class LossLayer(caffe.Layer):
             self.draws = self.uniforms.next(bottom[0].data.shape[0])  # kept for the backward pass
         result = self._evaluate(bottom, 1.0, backward=False)
         top[0].data[...] = result.loss
+        self._write_decisions(top, result)
+
+    def _write_decisions(self, top, result):
+        """The optional second top: the decisions of this pass (reshaped here, as a table's rows are known only
+        after the forward)."""
         if len(top) == 2:
             table = self.spec.decisions_top_data(self.options, result)
             top[1].reshape(*table.shape)
@@ -181,10 +186,7 @@ class MarginLossLayer(LossLayer):
         self.passes += 1
         result = self._evaluate(bottom, 1.0, backward=False)
         top[0].data[...] = result.loss
-        if len(top) == 2:  # this pass's triplets, T x 3 (T known after the draw)
-            table = self.spec.decisions_top_data(self.options, result)
-            top[1].reshape(*table.shape)
-            top[1].data[...] = table
+        self._write_decisions(top, result)  # this pass's triplets, T x 3
 
     def backward(self, top, propagate_down, bottom):
         # The core again on the forward's pass number: the same triplets, exact scaling.
