@@ -31,12 +31,8 @@ struct RowMining {
 // comparison the rule makes (D against the duplicate threshold, the row's smallest D) can then be made on x with
 // exact bounds, and the square root is taken for the row's minimum only, not for each of the n*n entries.
 
-// The squared-scale helpers (x of distance_from_dot, squared_threshold, largest_with_same_root) are
+// The squared-scale helpers (squared_distance_from_dot, squared_threshold, largest_with_same_root) are
 // distances/dot_distance.hpp's, shared with the CUDA path.
-template <typename Dtype>
-inline Dtype squared_distance(Dtype sq_norm_a, Dtype sq_norm_p, Dtype dot, Dtype eps) {
-  return squared_distance_from_dot(sq_norm_a, sq_norm_p, dot, eps);
-}
 
 // Row i of the GEMM's dot products, read on the squared scale. The validity rule is hardnet_negative_valid's,
 // with D < threshold read as x < x_threshold.
@@ -49,7 +45,7 @@ struct SquaredRow {
   int i;
   Dtype eps, x_threshold;
 
-  Dtype x(int j) const { return squared_distance(sq_norm_a, sq_norm_p[j], dots[j], eps); }
+  Dtype x(int j) const { return squared_distance_from_dot(sq_norm_a, sq_norm_p[j], dots[j], eps); }
   bool valid(int j, Dtype x_j) const {
     return !(x_j < x_threshold) && allowed(j);
   }

@@ -313,7 +313,7 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   const bool decided_in_scan = minimum && !swap;
   for (int i = 0; i < n; ++i) {
     const Dtype* row = mining.dist + i * nn;
-    const Dtype pos = std::sqrt(squared_distance(sq_norm_a[i], sq_norm_p[i], row[i], eps));
+    const Dtype pos = std::sqrt(squared_distance_from_dot(sq_norm_a[i], sq_norm_p[i], row[i], eps));
     const SquaredRow<Dtype> squared = {row, sq_norm_a[i], sq_norm_p, labels, i, eps, x_threshold};
     RowMining<Dtype> found;
     if (minimum) {
