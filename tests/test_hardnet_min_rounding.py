@@ -214,13 +214,13 @@ def test_min_matches_the_reference_in_float64_across_blocks(n, with_labels):
     np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("n", [4, 5, 7, 8, 9, 66])
+@pytest.mark.parametrize("n", [4, 5, 7, 8, 9, 23, 66])
 @pytest.mark.parametrize("with_labels", [False, True])
 @pytest.mark.parametrize("anchor_swap", [False, True])
 @pytest.mark.parametrize("loss_type", ["TRIPLET_MARGIN", "CONTRASTIVE", "SOFTMAX"])
 def test_average_float32_decisions_and_values(n, with_labels, anchor_swap, loss_type):
-    """AVERAGE in float32 (four rows at a time for the two hinge losses, with the scalar code for the last n % 4 rows
-    and columns): the reported hardest candidate follows the MIN rule exactly, the counts too, and the loss and
+    """AVERAGE in float32 (a block of 8 rows (AVX2) or 4 (SSE2) at a time for the two hinge losses, with the scalar
+    code for the rows and columns past the last block): the reported hardest candidate follows the MIN rule exactly, the counts too, and the loss and
     gradients agree with the float64 reference on a grid with ties and duplicates."""
     from caffe_mining import reference
 

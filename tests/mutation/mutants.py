@@ -17,6 +17,9 @@ ROW_MINER_HPP = "caffe_layers/include/caffe_mining/miners/hardest_negative_row.h
 ROW_MINER_CPP = "caffe_layers/src/caffe/mining/hardest_negative_row.cpp"
 ROW_MINER_LANES = "caffe_layers/src/caffe/mining/hardest_negative_row_lanes.inc"
 GEMM_DISTANCES_CPP = "caffe_layers/src/caffe/mining/gemm_distances.cpp"
+DISTANCE_LANES = "caffe_layers/src/caffe/mining/dots_to_distances_lanes.inc"
+FLOAT_LANES_HPP = "caffe_layers/include/caffe_mining/common/float_lanes.hpp"
+AVERAGE_LANES = "caffe_layers/src/caffe/mining/hardnet_average_lanes.inc"
 DISTANCE_GRADIENTS_CPP = "caffe_layers/src/caffe/mining/distance_gradients.cpp"
 HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_loss.hpp"
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
@@ -320,16 +323,16 @@ MUTANTS = (
     Mutant("lanes_first_at_most_strict", ROW_MINER_LANES,
            "V::cmple(lanes.x, V::set1(x_bound))", "V::cmplt(lanes.x, V::set1(x_bound))",
            "MIN: the chosen column has the row's minimum D (vector lanes)"),
-    Mutant("sse2_lanes_columns_misnumbered", ROW_MINER_CPP,
-           "_mm_setr_epi32(0, 1, 2, 3)), i));", "_mm_setr_epi32(0, 1, 2, 2)), i));",
+    Mutant("sse2_lanes_columns_misnumbered", FLOAT_LANES_HPP,
+           "_mm_setr_epi32(0, 1, 2, 3)); }", "_mm_setr_epi32(0, 1, 2, 2)); }",
            "valid negative: j != i (the SSE2 lanes, run with CAFFE_MINING_CPU_LANES=sse2)",
            kill_first=("tests/test_cpu_lanes.py",)),
-    Mutant("sse2_lanes_cmple_strict", ROW_MINER_CPP,
+    Mutant("sse2_lanes_cmple_strict", FLOAT_LANES_HPP,
            "static F cmple(F a, F b) { return _mm_cmple_ps(a, b); }",
            "static F cmple(F a, F b) { return _mm_cmplt_ps(a, b); }",
            "MIN: the chosen column has the row's minimum D (the SSE2 lanes)", ci=True,
            kill_first=("tests/test_cpu_lanes.py",)),
-    Mutant("avx2_lanes_cmple_strict", ROW_MINER_CPP,
+    Mutant("avx2_lanes_cmple_strict", FLOAT_LANES_HPP,
            "return _mm256_cmp_ps(a, b, _CMP_LE_OS);", "return _mm256_cmp_ps(a, b, _CMP_LT_OS);",
            "MIN: the chosen column has the row's minimum D (the AVX2 lanes)", kill_first=ROUNDING),
     Mutant("scalar_first_at_most_strict", ROW_MINER_HPP,
@@ -378,23 +381,32 @@ MUTANTS = (
     Mutant("random_ignores_duplicates", HARDNET_CPP,
            "found.chosen = found.count == eligible ? eligible_at_rank", "found.chosen = true ? eligible_at_rank",
            "RANDOM: duplicates are not candidates"),
-    # ---- HardNetLoss CPU: AVERAGE four rows at a time (float, hinge losses) ----------------------------------------
-    Mutant("average_lanes_hardest_index", HARDNET_CPP,
-           "best_index = select_lanes(harder, _mm_set1_ps(static_cast<float>(j)), best_index);",
-           "best_index = select_lanes(harder, _mm_set1_ps(static_cast<float>(j0)), best_index);",
+    # ---- HardNetLoss CPU: AVERAGE a block of rows at a time (float, hinge losses; hardnet_average_lanes.inc) -----
+    Mutant("average_lanes_hardest_index", AVERAGE_LANES,
+           "best_index = V::select(harder, V::set1(static_cast<float>(j)), best_index);",
+           "best_index = V::select(harder, V::set1(static_cast<float>(j0)), best_index);",
            "AVERAGE: the reported candidate is the hardest one (lanes)", kill_first=ROUNDING),
-    Mutant("average_lanes_swap_counts_own_side_only", HARDNET_CPP,
-           "valid = _mm_or_ps(valid_ij, valid_ji);", "valid = valid_ij;",
+    Mutant("average_lanes_swap_counts_own_side_only", AVERAGE_LANES,
+           "valid = V::or_(valid_ij, valid_ji);", "valid = valid_ij;",
            "AVERAGE with swap: candidate j is valid when D_ij or D_ji is (lanes)", kill_first=ROUNDING),
-    Mutant("average_lanes_hinge_dpos_always", HARDNET_CPP,
-           "row_dpos = _mm_and_ps(active, one);", "row_dpos = one;",
-           "TRIPLET_MARGIN: d l / d pos is 0 where the hinge is inactive (AVERAGE lanes)", kill_first=ROUNDING),
-    Mutant("average_lanes_weight_ignores_swap", HARDNET_CPP,
-           "own = _mm_andnot_ps(_mm_and_ps(valid_ji, _mm_cmplt_ps(d_ji[k], d_ij)), valid_ij);", "own = valid_ij;",
+    Mutant("average_lanes_hinge_dpos_always", AVERAGE_LANES,
+           "row_dpos = V::and_(active, one);", "row_dpos = one;",
+           "TRIPLET_MARGIN: d l / d pos is 0 where the hinge is inactive (AVERAGE lanes)", ci=True,
+           kill_first=ROUNDING),
+    Mutant("average_lanes_weight_ignores_swap", AVERAGE_LANES,
+           "own = V::andnot(V::and_(valid_ji, V::cmplt(d_ji[k], d_ij)), valid_ij);", "own = valid_ij;",
            "AVERAGE gradient: a swapped candidate's weight goes to D_ji, not D_ij (lanes)", kill_first=ROUNDING),
-    Mutant("average_lanes_diagonal_weight_dropped", HARDNET_CPP,
-           "if (j0 <= i && i < j0 + 4) {  // the diagonal", "if (false) {  // the diagonal",
+    Mutant("average_lanes_diagonal_weight_dropped", AVERAGE_LANES,
+           "if (j0 <= i && i < j0 + kW) {  // the diagonal", "if (false) {  // the diagonal",
            "AVERAGE gradient: D_ii carries the row's d l / d pos (lanes)", kill_first=ROUNDING),
+    Mutant("average_lanes_tail_rows_left_as_dots", HARDNET_CPP,
+           "      distances.convert(i, mining.dist + i * nn);\n", "",
+           "AVERAGE without swap: every row is turned into distances (the rows the lanes leave too)", ci=True,
+           kill_first=BOUNDARIES),
+    Mutant("distance_lanes_unclamped", DISTANCE_LANES,
+           "V::add(V::and_(V::cmpgt(sq, zero), sq), epsilon)", "V::add(sq, epsilon)",
+           "D = sqrt(max(|a|^2 + |p|^2 - 2 a.p, 0) + eps): the rounding below 0 is clamped (float lanes)", ci=True,
+           kill_first=BOUNDARIES),
     # ---- HardNetLoss CPU: forward reductions ---------------------------------------------------------------------
     Mutant("forward_mean_counts_empty_rows", HARDNET_CPP,
            "  if (found.count > 0) ++*valid_rows;", "  ++*valid_rows;",

@@ -28,9 +28,12 @@ template <typename Dtype>
 void dot_products(int n, int dim, const Dtype* anchor, const Dtype* positive, Dtype* dots);
 
 /// Row i of the dot products (n values, in place) turned into D_ij = distance_from_dot(|a_i|^2, |p_j|^2, a_i.p_j,
-/// eps): the same operations in the same order, in two passes so that the square roots run vectorized.
+/// eps): the same operations in the same order, vectorized (float: one pass in the CPU's widest lanes; double: two
+/// passes, the square roots in SSE2).
 template <typename Dtype>
 void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row);
+template <>
+void dots_to_distances<float>(int n, float sq_norm_a, const float* sq_norm_p, float eps, float* row);
 
 }  // namespace caffe_mining
 

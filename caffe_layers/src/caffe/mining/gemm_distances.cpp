@@ -12,6 +12,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "caffe_mining/common/cpu_lanes.hpp"
+#include "caffe_mining/common/float_lanes.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
 
 namespace caffe_mining {
@@ -72,6 +74,22 @@ inline void sqrt_in_place(int count, double* x) {
 
 }  // namespace
 
+#if defined(__SSE2__)
+namespace sse2_lanes {
+using V = lanes::sse2::V;
+#include "dots_to_distances_lanes.inc"
+}  // namespace sse2_lanes
+#if defined(CAFFE_MINING_AVX2_LANES)
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
+namespace avx2_lanes {
+using V = lanes::avx2::V;
+#include "dots_to_distances_lanes.inc"
+}  // namespace avx2_lanes
+#pragma GCC pop_options
+#endif
+#endif
+
 template <typename Dtype>
 void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row) {
   for (int j = 0; j < n; ++j) {
@@ -81,13 +99,29 @@ void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps
   sqrt_in_place(n, row);
 }
 
+// Float rows in one pass over vector lanes (AVX2 where cpu_lanes_allow_avx2()), the last columns as above.
+template <>
+void dots_to_distances<float>(int n, float sq_norm_a, const float* sq_norm_p, float eps, float* row) {
+  int start = 0;
+#if defined(CAFFE_MINING_AVX2_LANES)
+  start = cpu_lanes_allow_avx2() ? avx2_lanes::dots_to_distances_lanes(n, sq_norm_a, sq_norm_p, eps, row)
+                                 : sse2_lanes::dots_to_distances_lanes(n, sq_norm_a, sq_norm_p, eps, row);
+#elif defined(__SSE2__)
+  start = sse2_lanes::dots_to_distances_lanes(n, sq_norm_a, sq_norm_p, eps, row);
+#endif
+  for (int j = start; j < n; ++j) {
+    const float sq = sq_norm_a + sq_norm_p[j] - 2.0f * row[j];
+    row[j] = std::sqrt((sq > 0.0f ? sq : 0.0f) + eps);  // clamped as in distance_from_dot
+  }
+}
+
 #define CM_INSTANTIATE_GEMM_DISTANCES(Dtype)                                                    \
   template void squared_norms<Dtype>(int, int, const Dtype*, Dtype*);                           \
   template bool distances_overflow<Dtype>(int, const Dtype*, const Dtype*);                     \
-  template void dot_products<Dtype>(int, int, const Dtype*, const Dtype*, Dtype*);              \
-  template void dots_to_distances<Dtype>(int, Dtype, const Dtype*, Dtype, Dtype*);
+  template void dot_products<Dtype>(int, int, const Dtype*, const Dtype*, Dtype*);
 CM_INSTANTIATE_GEMM_DISTANCES(float)
 CM_INSTANTIATE_GEMM_DISTANCES(double)
+template void dots_to_distances<double>(int, double, const double*, double, double*);
 #undef CM_INSTANTIATE_GEMM_DISTANCES
 
 }  // namespace caffe_mining

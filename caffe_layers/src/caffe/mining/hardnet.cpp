@@ -1,5 +1,7 @@
 // CPU implementation of the HardNet loss core (see caffe_mining/hardnet.hpp for the math and the contracts).
 #include "caffe_mining/hardnet.hpp"
+#include "caffe_mining/common/cpu_lanes.hpp"
+#include "caffe_mining/common/float_lanes.hpp"
 #include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/gradients/distance_gradients.hpp"
 #include "caffe_mining/miners/hardest_negative_row.hpp"
@@ -10,10 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
 namespace caffe_mining {
 
@@ -60,13 +58,25 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
   return math::safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
 }
 
-// AVERAGE four rows at a time (float; TRIPLET_MARGIN and CONTRASTIVE, whose row loss needs no exp): one lane per row
-// in the forward, so each row's sums still add its candidates one by one in increasing j, and the backward's weights
-// along j with their row sums added per lane after a transpose. Same operations in the same order as average_row
-// and average_weight_at, so the same bits; SOFTMAX, double, and the last n % 4 rows and columns take those.
+// The rows of a dot-product matrix turned into distances (dots_to_distances) when the AVERAGE lanes reach them, or
+// nothing where the whole matrix was turned first (`pending` false).
+template <typename Dtype>
+struct RowsToDistances {
+  int n;
+  const Dtype* sq_norm_a;
+  const Dtype* sq_norm_p;
+  Dtype eps;
+  bool pending;
+  void convert(int i, Dtype* row) const {
+    if (pending) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, row);
+  }
+};
+
+// AVERAGE in float vector lanes (hardnet_average_lanes.inc): TRIPLET_MARGIN and CONTRASTIVE. SOFTMAX, double, and
+// the rows the lanes leave take average_row and average_weight_at.
 template <typename Dtype>
 int average_forward_lanes(const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
-                          Dtype*, int*) {
+                          const RowsToDistances<Dtype>&, Dtype*, int*) {
   return 0;
 }
 template <typename Dtype>
@@ -76,105 +86,35 @@ int average_backward_lanes(const Dtype*, const HardNetOptions&, const HardNetMin
 }
 
 #if defined(__SSE2__)
+namespace sse2_lanes {
+using V = lanes::sse2::V;
+#include "hardnet_average_lanes.inc"
+}  // namespace sse2_lanes
+#if defined(CAFFE_MINING_AVX2_LANES)
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
+namespace avx2_lanes {
+using V = lanes::avx2::V;
+#include "hardnet_average_lanes.inc"
+}  // namespace avx2_lanes
+#pragma GCC pop_options
+#endif
+
 inline bool average_has_lanes(const HardNetOptions& options) {
   return options.loss_type == HardNetLossType::kTripletMargin || options.loss_type == HardNetLossType::kContrastive;
 }
 
-inline __m128 select_lanes(__m128 mask, __m128 if_set, __m128 if_clear) {
-  return _mm_or_ps(_mm_and_ps(mask, if_set), _mm_andnot_ps(mask, if_clear));
-}
-
-// The diagonal and same-label lanes: row lanes `rows` (labels row_labels) against column j, or the reverse.
-inline __m128 excluded_lanes(__m128i rows, int j, const float* labels, __m128 row_labels) {
-  __m128 excluded = _mm_castsi128_ps(_mm_cmpeq_epi32(rows, _mm_set1_epi32(j)));
-  if (labels != nullptr) excluded = _mm_or_ps(excluded, _mm_cmpeq_ps(row_labels, _mm_set1_ps(labels[j])));
-  return excluded;
-}
-
-// hardnet_row_loss_dneg(...) / count of the lanes (TRIPLET_MARGIN or CONTRASTIVE): dneg is -1 or 0, so the quotient
-// is minus_inverse = -1 / count (divided once per row or column, the same bits) or +0.
-inline __m128 dneg_over_count_lanes(HardNetLossType type, __m128 margin, __m128 pos, __m128 neg,
-                                    __m128 minus_inverse) {
-  const __m128 hinge = type == HardNetLossType::kContrastive ? _mm_sub_ps(margin, neg)
-                                                              : _mm_sub_ps(_mm_add_ps(margin, pos), neg);
-  return _mm_and_ps(_mm_cmpgt_ps(hinge, _mm_setzero_ps()), minus_inverse);
-}
-
 template <>
 int average_forward_lanes<float>(const float* labels, int n, const HardNetOptions& options,
-                                 const HardNetMining<float>& mining, float* loss_sum, int* valid_rows) {
+                                 const HardNetMining<float>& mining, const RowsToDistances<float>& distances,
+                                 float* loss_sum, int* valid_rows) {
   if (!average_has_lanes(options)) return 0;
-  const float* dist = mining.dist;
-  const std::size_t nn = static_cast<std::size_t>(n);
-  const int columns = n & ~3;
-  const bool swap = options.anchor_swap, contrastive = options.loss_type == HardNetLossType::kContrastive;
-  const __m128 margin = _mm_set1_ps(static_cast<float>(options.margin));
-  const __m128 threshold = _mm_set1_ps(static_cast<float>(options.duplicate_threshold));
-  const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f), all = _mm_castsi128_ps(_mm_set1_epi32(-1));
-  int i0 = 0;
-  for (; i0 + 4 <= n; i0 += 4) {
-    const __m128 pos = _mm_setr_ps(dist[i0 * nn + i0], dist[(i0 + 1) * nn + i0 + 1], dist[(i0 + 2) * nn + i0 + 2],
-                                   dist[(i0 + 3) * nn + i0 + 3]);
-    const __m128i rows = _mm_setr_epi32(i0, i0 + 1, i0 + 2, i0 + 3);
-    const __m128 row_labels = labels != nullptr ? _mm_loadu_ps(labels + i0) : zero;
-    __m128 count = zero, loss = zero, dpos = zero, best = _mm_set1_ps(std::numeric_limits<float>::infinity());
-    __m128 best_index = _mm_set1_ps(-1.0f), best_swapped = zero;
-    for (int j0 = 0; j0 < columns; j0 += 4) {
-      __m128 d[4] = {_mm_loadu_ps(dist + i0 * nn + j0), _mm_loadu_ps(dist + (i0 + 1) * nn + j0),
-                     _mm_loadu_ps(dist + (i0 + 2) * nn + j0), _mm_loadu_ps(dist + (i0 + 3) * nn + j0)};
-      _MM_TRANSPOSE4_PS(d[0], d[1], d[2], d[3]);  // d[m]: D_ij of the four rows at column j0 + m
-      for (int m = 0; m < 4; ++m) {
-        const int j = j0 + m;
-        const __m128 excluded = excluded_lanes(rows, j, labels, row_labels);
-        const __m128 valid_ij = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d[m], threshold));
-        __m128 value = d[m], valid = valid_ij, swapped = zero;
-        if (swap) {  // D_ji of the four rows: row j of the matrix, columns i0..i0+3
-          const __m128 d_ji = _mm_loadu_ps(dist + j * nn + i0);
-          const __m128 valid_ji = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ji, threshold));
-          swapped = _mm_and_ps(valid_ji, _mm_or_ps(_mm_xor_ps(valid_ij, all), _mm_cmplt_ps(d_ji, d[m])));
-          value = select_lanes(swapped, d_ji, d[m]);
-          valid = _mm_or_ps(valid_ij, valid_ji);
-        }
-        count = _mm_add_ps(count, _mm_and_ps(valid, one));
-        const __m128 harder = _mm_and_ps(valid, _mm_cmplt_ps(value, best));  // increasing j: ties keep the first
-        best = select_lanes(harder, value, best);
-        best_index = select_lanes(harder, _mm_set1_ps(static_cast<float>(j)), best_index);
-        best_swapped = select_lanes(harder, swapped, best_swapped);
-        __m128 row_loss, row_dpos;
-        if (contrastive) {
-          const __m128 hinge = _mm_sub_ps(margin, value);
-          row_loss = _mm_add_ps(_mm_and_ps(_mm_cmpgt_ps(hinge, zero), hinge), pos);
-          row_dpos = one;
-        } else {
-          const __m128 hinge = _mm_sub_ps(_mm_add_ps(margin, pos), value);
-          const __m128 active = _mm_cmpgt_ps(hinge, zero);
-          row_loss = _mm_and_ps(active, hinge);
-          row_dpos = _mm_and_ps(active, one);
-        }
-        loss = _mm_add_ps(loss, _mm_and_ps(valid, row_loss));
-        dpos = _mm_add_ps(dpos, _mm_and_ps(valid, row_dpos));
-      }
-    }
-    float lane_count[4], lane_loss[4], lane_dpos[4], lane_best[4], lane_index[4], lane_pos[4];
-    _mm_storeu_ps(lane_count, count);
-    _mm_storeu_ps(lane_loss, loss);
-    _mm_storeu_ps(lane_dpos, dpos);
-    _mm_storeu_ps(lane_best, best);
-    _mm_storeu_ps(lane_index, best_index);
-    _mm_storeu_ps(lane_pos, pos);
-    const int lane_swapped = _mm_movemask_ps(best_swapped);
-    for (int k = 0; k < 4; ++k) {
-      RowMining<float> found;
-      found.count = static_cast<int>(lane_count[k]);
-      found.chosen = static_cast<int>(lane_index[k]);
-      if (found.chosen >= 0) found.candidate = {lane_best[k], true, (lane_swapped & (1 << k)) != 0};
-      found.average_loss = lane_loss[k];
-      found.average_dpos = lane_dpos[k];
-      found = average_row(dist, labels, n, i0 + k, lane_pos[k], options, columns, found);
-      record_row(options, i0 + k, lane_pos[k], found, mining, loss_sum, valid_rows);
-    }
+#if defined(CAFFE_MINING_AVX2_LANES)
+  if (cpu_lanes_allow_avx2()) {
+    return avx2_lanes::average_forward_lanes(labels, n, options, mining, distances, loss_sum, valid_rows);
   }
-  return i0;
+#endif
+  return sse2_lanes::average_forward_lanes(labels, n, options, mining, distances, loss_sum, valid_rows);
 }
 
 template <>
@@ -182,70 +122,12 @@ int average_backward_lanes<float>(const float* labels, const HardNetOptions& opt
                                   const HardNetMining<float>& mining, int n, float scale, float* weight,
                                   float* row_sum, float* col_sum) {
   if (!average_has_lanes(options)) return 0;
-  const float* dist = mining.dist;
-  const std::size_t nn = static_cast<std::size_t>(n);
-  const int columns = n & ~3;
-  const bool swap = options.anchor_swap;
-  const HardNetLossType type = options.loss_type;
-  const __m128 margin = _mm_set1_ps(static_cast<float>(options.margin));
-  const __m128 threshold = _mm_set1_ps(static_cast<float>(options.duplicate_threshold));
-  const __m128 zero = _mm_setzero_ps(), all = _mm_castsi128_ps(_mm_set1_epi32(-1)), scales = _mm_set1_ps(scale);
-  int i0 = 0;
-  for (; i0 + 4 <= n; i0 += 4) {
-    __m128 sums = zero;  // row sums, one lane per row
-    for (int j0 = 0; j0 < columns; j0 += 4) {
-      __m128 d_ji[4], pos_j = zero, minus_inverse_j = zero;
-      if (swap) {
-        for (int m = 0; m < 4; ++m) d_ji[m] = _mm_loadu_ps(dist + (j0 + m) * nn + i0);
-        _MM_TRANSPOSE4_PS(d_ji[0], d_ji[1], d_ji[2], d_ji[3]);  // d_ji[k]: D_ji of row i0 + k along j0..j0+3
-        pos_j = _mm_loadu_ps(mining.pos_dist + j0);
-        const __m128i count_j = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mining.neg_count + j0));
-        minus_inverse_j = _mm_div_ps(_mm_set1_ps(-1.0f), _mm_cvtepi32_ps(count_j));
-      }
-      const __m128i cols = _mm_setr_epi32(j0, j0 + 1, j0 + 2, j0 + 3);
-      const __m128 col_labels = labels != nullptr ? _mm_loadu_ps(labels + j0) : zero;
-      __m128 v[4];
-      for (int k = 0; k < 4; ++k) {
-        const int i = i0 + k;
-        const __m128 d_ij = _mm_loadu_ps(dist + i * nn + j0);
-        const __m128 excluded = excluded_lanes(cols, i, labels, col_labels);
-        const __m128 valid_ij = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ij, threshold));
-        const __m128 pos_i = _mm_set1_ps(mining.pos_dist[i]);
-        const __m128 minus_inverse_i = _mm_set1_ps(-1.0f / static_cast<float>(mining.neg_count[i]));
-        // Row i's candidate j is D_ij (not swapped): its term. With swap, row j's candidate i may be the swapped D_ij.
-        __m128 own = valid_ij, other = zero;
-        if (swap) {
-          const __m128 valid_ji = _mm_andnot_ps(excluded, _mm_cmpnlt_ps(d_ji[k], threshold));
-          own = _mm_andnot_ps(_mm_and_ps(valid_ji, _mm_cmplt_ps(d_ji[k], d_ij)), valid_ij);
-          other = _mm_and_ps(valid_ij, _mm_or_ps(_mm_xor_ps(valid_ji, all), _mm_cmplt_ps(d_ij, d_ji[k])));
-        }
-        __m128 w = _mm_add_ps(zero, _mm_and_ps(own, dneg_over_count_lanes(type, margin, pos_i, d_ij, minus_inverse_i)));
-        if (swap) {
-          w = _mm_add_ps(w, _mm_and_ps(other, dneg_over_count_lanes(type, margin, pos_j, d_ij, minus_inverse_j)));
-        }
-        if (j0 <= i && i < j0 + 4) {  // the diagonal: the row's dloss/dpos
-          const float diagonal = mining.neg_count[i] > 0 ? mining.dloss_dpos[i] : 0.0f;
-          w = select_lanes(_mm_castsi128_ps(_mm_cmpeq_epi32(cols, _mm_set1_epi32(i))), _mm_set1_ps(diagonal), w);
-        }
-        v[k] = _mm_and_ps(_mm_cmpneq_ps(d_ij, zero), _mm_div_ps(_mm_mul_ps(scales, w), d_ij));  // safe_div
-        _mm_storeu_ps(weight + i * nn + j0, v[k]);
-        _mm_storeu_ps(col_sum + j0, _mm_add_ps(_mm_loadu_ps(col_sum + j0), v[k]));  // rows in increasing i
-      }
-      _MM_TRANSPOSE4_PS(v[0], v[1], v[2], v[3]);  // v[m]: column j0 + m of the four rows
-      for (int m = 0; m < 4; ++m) sums = _mm_add_ps(sums, v[m]);
-    }
-    _mm_storeu_ps(row_sum + i0, sums);
-    for (int k = 0; k < 4; ++k) {  // the last n % 4 columns
-      const int i = i0 + k;
-      for (int j = columns; j < n; ++j) {
-        const float v = average_weight_at(labels, options, mining, n, i, j, scale);
-        weight[i * nn + j] = v;
-        row_sum[i] += v;
-        col_sum[j] += v;
-      }
-    }
+#if defined(CAFFE_MINING_AVX2_LANES)
+  if (cpu_lanes_allow_avx2()) {
+    return avx2_lanes::average_backward_lanes(labels, options, mining, n, scale, weight, row_sum, col_sum);
   }
-  return i0;
+#endif
+  return sse2_lanes::average_backward_lanes(labels, options, mining, n, scale, weight, row_sum, col_sum);
 }
 #endif
 
@@ -284,9 +166,15 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
   int valid_rows = 0;
 
   if (options.batch_reduce == HardNetBatchReduce::kAverage) {
-    // AVERAGE reads every candidate, and its backward the whole distance matrix: computed first.
-    for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
-    for (int i = average_forward_lanes(labels, n, options, mining, &loss_sum, &valid_rows); i < n; ++i) {
+    // AVERAGE reads every candidate, and its backward the whole distance matrix. With anchor swap a row reads its
+    // column too, so the matrix is turned into distances first; without, the lanes turn each block of rows as they
+    // reach it, and the rows they leave are turned here.
+    RowsToDistances<Dtype> distances{n, sq_norm_a, sq_norm_p, eps, !swap};
+    if (swap) {
+      for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
+    }
+    for (int i = average_forward_lanes(labels, n, options, mining, distances, &loss_sum, &valid_rows); i < n; ++i) {
+      distances.convert(i, mining.dist + i * nn);
       const Dtype pos = mining.dist[i * nn + i];
       record_row(options, i, pos, average_row(mining.dist, labels, n, i, pos, options), mining, &loss_sum,
                  &valid_rows);
