@@ -1,6 +1,7 @@
 """The CPU fast paths run float rows in vector lanes: AVX2 (8) where the CPU has it, SSE2 (4) otherwise, and
 CAFFE_MINING_CPU_LANES=sse2 (read once per process) forces SSE2. Those paths: HardNet's row scan (MIN, RANDOM), its
-AVERAGE forward and backward, the distance rows of dots_to_distances (AVERAGE, TripletLoss), MarginLoss's distances.
+AVERAGE forward and backward, the distance rows of dots_to_distances (AVERAGE, TripletLoss), TripletLoss's lane scans
+(BATCH_HARD, SEMI_HARD) and BATCH_ALL's dense S, MarginLoss's distances.
 Both widths must decide and compute to the same bits: the decision tests at the last bit and the bit-identity fixture
 run again here in a process on the SSE2 path, and both widths hash the same outputs on random float inputs whose
 sizes leave every tail (rows and columns past the last multiple of 4 or 8)."""
@@ -13,7 +14,7 @@ import caffe_mining._core as core
 
 REPO = Path(__file__).resolve().parent.parent
 DECISION_TESTS = ["tests/test_hardnet_min_rounding.py", "tests/test_core_boundaries.py",
-                  "tests/test_core_bit_identity.py"]
+                  "tests/test_core_bit_identity.py", "tests/test_triplet_cpu_scans.py"]
 
 # Prints one hash per case of the float outputs (losses, gradients, decisions) of the lane paths.
 OUTPUTS_SCRIPT = r"""

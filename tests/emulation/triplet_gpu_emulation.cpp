@@ -82,7 +82,7 @@ void run_case(int c, std::mt19937* rng, const TripletOptions& options) {
   Dtype cpu_loss;
   triplet_forward_cpu(n, dim, x.data(), labels.data(), options, cpu_mining, cpu.scratch.data(), &cpu_loss);
   std::vector<Dtype> grad(n * dim);
-  // A negative loss weight in every third case: S's zeros then carry its sign (the CPU's sparse fill must match).
+  // A negative loss weight in every third case: S's zeros then carry its sign.
   const Dtype loss_weight = c % 3 == 0 ? Dtype(-0.7) : Dtype(0.7);
   triplet_backward_cpu(n, dim, x.data(), options, cpu_mining, loss_weight, cpu.scratch.data(), grad.data());
 
@@ -155,7 +155,17 @@ void run_case(int c, std::mt19937* rng, const TripletOptions& options) {
     row_sum[i] = sum;
   }
   if (cpu.terms[0] > 0) {  // the CPU's backward returns early without a term
-    for (std::size_t e = 0; e < nn * nn; ++e) expect_same(s[e], cpu.scratch[nn + e], "S", c, e);
+    // BATCH_ALL's CPU backward leaves S in its scratch. The sparse miners' visits only S's entries at the picks (and
+    // its scratch holds them as a list): there, each GPU entry against the CPU's entry function on the CPU's D and W.
+    const Dtype scale = loss_weight / static_cast<Dtype>(cpu.terms[0]);
+    for (std::size_t e = 0; e < nn * nn; ++e) {
+      const Dtype expected = options.mining == TripletMiner::kBatchAll
+                                 ? cpu.scratch[nn + e]
+                                 : triplet_gradient_weight(cpu.dist.data(), cpu.weight.data(), n,
+                                                           static_cast<int>(e / nn), static_cast<int>(e % nn), scale,
+                                                           options.squared);
+      expect_same(s[e], expected, "S", c, e);
+    }
     for (int i = 0; i < n; ++i) expect_same(row_sum[i], cpu.scratch[nn + nn * nn + i], "row_sum", c, i);
   }
 }

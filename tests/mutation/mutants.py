@@ -31,6 +31,7 @@ PHILOX_HPP = "caffe_layers/include/caffe_mining/common/philox.hpp"
 MARGIN_LANES = "caffe_layers/src/caffe/mining/margin_distance_lanes.inc"
 TRIPLET_HPP = "caffe_layers/include/caffe_mining/triplet.hpp"
 TRIPLET_CPP = "caffe_layers/src/caffe/mining/triplet.cpp"
+TRIPLET_LANES = "caffe_layers/src/caffe/mining/triplet_lanes.inc"
 TRIPLET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/triplet_row_loss.hpp"
 LABEL_MASKS_HPP = "caffe_layers/include/caffe_mining/miners/label_masks.hpp"
 BATCH_HARD_HPP = "caffe_layers/include/caffe_mining/miners/batch_hard.hpp"
@@ -633,16 +634,16 @@ MUTANTS = (
            "return !(Dtype(4) * largest <= kMax);", "return false;",
            "non-finite rule: 4 max |x|^2 not finite gives NaN", kill_first=TRIPLET),
     # ---- TripletLoss: the CPU's lane scans, BATCH_ALL hinge lanes and sparse S (triplet.cpp) -------------------
-    Mutant("triplet_cpu_lane_tie_high", TRIPLET_CPP,
+    Mutant("triplet_cpu_lane_tie_high", TRIPLET_LANES,
            "if (better || (best[k] == *value && lane_index < pick)) {",
            "if (better || (best[k] == *value && lane_index > pick)) {",
            "CPU lane scans: equal distances in different lanes go to the lowest index", ci=True,
            kill_first=TRIPLET_SCANS),
-    Mutant("triplet_cpu_tail_tie_high", TRIPLET_CPP,
+    Mutant("triplet_cpu_tail_tie_high", TRIPLET_LANES,
            "if (in_set && (pick < 0 || (kLargest ? d > value : d < value))) {",
            "if (in_set && (pick < 0 || (kLargest ? d >= value : d <= value))) {",
            "CPU lane scans: a tail row wins only with a strictly better distance", kill_first=TRIPLET_SCANS),
-    Mutant("triplet_cpu_semi_hard_beyond_inclusive", TRIPLET_CPP,
+    Mutant("triplet_cpu_semi_hard_beyond_inclusive", TRIPLET_LANES,
            "const Vec candidate = (negative & (d > threshold[g])) ? d : kInf - Vec{};",
            "const Vec candidate = (negative & (d >= threshold[g])) ? d : kInf - Vec{};",
            "CPU SEMI_HARD: beyond means d_an > d_ap, strictly", kill_first=TRIPLET_SCANS),
@@ -650,12 +651,16 @@ MUTANTS = (
            "const auto open = (hinge > Dtype(0)) & (y != label);",
            "const auto open = (hinge >= Dtype(0)) & (y != label);",
            "CPU BATCH_ALL: a term exactly at the kink (m + d_ap = d_an) is not active", kill_first=TRIPLET_SCANS),
-    Mutant("triplet_cpu_dense_s_unsymmetrized", TRIPLET_CPP,
+    Mutant("triplet_cpu_dense_s_unsymmetrized", TRIPLET_LANES,
            "const Vec v = scale * (w + w_t);", "const Vec v = scale * w;",
            "CPU dense S (BATCH_ALL): S = V + V^T", kill_first=TRIPLET_SCANS),
-    Mutant("triplet_cpu_sparse_zero_sign", TRIPLET_CPP,
-           "std::fill(s, s + nn * nn, scale * Dtype(0));", "std::fill(s, s + nn * nn, Dtype(0));",
-           "S's zero entries are scale * 0 (the GPU's values to the bit)", kill_first=GPU_EMULATION),
+    Mutant("triplet_cpu_sparse_pick_unmirrored", TRIPLET_CPP,
+           "    columns[next[j]++] = a;\n", "",
+           "CPU sparse S (BATCH_HARD, SEMI_HARD): S = V + V^T, a pick (a, j) is also entry (j, a)", ci=True,
+           kill_first=TRIPLET),
+    Mutant("triplet_cpu_sparse_columns_unsorted", TRIPLET_CPP,
+           "    std::sort(first, end);\n", "",
+           "CPU sparse S: each entry once, its row sum in increasing column", kill_first=TRIPLET),
     Mutant("triplet_gpu_pair_not_mirrored", TRIPLET_GPU_STEPS_HPP,
            "  dist[static_cast<std::size_t>(c) * n + r] = d;\n", "",
            "CUDA distances: each pair's distance goes to (r, c) and (c, r)", ci=True, kill_first=GPU_EMULATION),

@@ -227,7 +227,8 @@ void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
 /// Backward pass: the exact gradient of the forward's E times loss_weight (the top diff), written (not
 /// accumulated) into embedding_diff ([n*dim]). Must follow the forward pass with the same inputs and options;
 /// leaves the mining outputs unchanged. S X is one n x n x dim GEMM when S is dense (BATCH_ALL), a sum over its
-/// non-zero entries when at most 1 in 16 is non-zero (BATCH_HARD, SEMI_HARD with few rows a class).
+/// entries at the picks and their mirrors, gathered row by row without forming S, for the sparse miners
+/// (BATCH_HARD, SEMI_HARD; S itself when the picks' list does not fit in the workspace's n x n region).
 template <typename Dtype>
 void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletOptions& options,
                           const TripletMining<Dtype>& mining, Dtype loss_weight, void* workspace,

@@ -1,5 +1,7 @@
 // CPU implementation of the TripletLoss core (see caffe_mining/triplet.hpp for the math and the contracts).
 #include "caffe_mining/triplet.hpp"
+#include "caffe_mining/common/cpu_lanes.hpp"
+#include "caffe_mining/common/float_lanes.hpp"  // CAFFE_MINING_AVX2_LANES where GCC can target AVX2
 #include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
 
@@ -77,196 +79,24 @@ void distances_from_upper_dots(int n, const Dtype* sq_norm, Dtype eps, bool squa
   }
 }
 
-// Lane scans of one anchor's row: the lowest index j of the smallest (largest) D_aj among a set of rows, in the
-// lanes of a GCC/Clang vector (kLaneBytes: 16, one SSE2/NEON register, the baseline the core is built for). Each
-// lane keeps its first strictly better value; the lanes' results are merged by value, then lowest index: the scan's answer exactly.
-// Distances are finite here (non-finite input returns before mining).
+namespace sse2_lanes {
 constexpr int kLaneBytes = 16;
-template <typename Dtype>
-struct LaneVector;
-template <>
-struct LaneVector<float> {
-  typedef float type __attribute__((vector_size(kLaneBytes)));
-};
-template <>
-struct LaneVector<double> {
-  typedef double type __attribute__((vector_size(kLaneBytes)));
-};
-
-// The lanes' picks merged: the best value, then the lowest index; -1 (and *value untouched) when no lane has one.
-template <bool kLargest, typename Vec, typename Dtype>
-int merge_lanes(const Vec& best, const Vec& best_index, Dtype* value) {
-  constexpr int kWidth = sizeof(Vec) / sizeof(Dtype);
-  int pick = -1;
-  for (int k = 0; k < kWidth; ++k) {
-    const int lane_index = static_cast<int>(best_index[k]);
-    if (lane_index < 0) continue;
-    const bool better = pick < 0 || (kLargest ? best[k] > *value : best[k] < *value);
-    if (better || (best[k] == *value && lane_index < pick)) {
-      *value = best[k];
-      pick = lane_index;
-    }
-  }
-  return pick;
-}
-
-// Which rows a scan takes: negatives farther than a threshold (closest: SEMI_HARD's and BATCH_HARD's negative),
-// every negative (farthest: SEMI_HARD's fallback), the positives (farthest: BATCH_HARD's positive).
-enum class RowSet { kNegativesBeyond, kNegatives, kPositives };
-
-// The pick of a scan: the lowest index of the best distance, -1 when the set is empty.
-template <RowSet kSet, typename Dtype>
-int scan_row(const Dtype* dist_row, const Dtype* labels, int n, int anchor, Dtype threshold) {
-  typedef typename LaneVector<Dtype>::type Vec;
-  constexpr int kWidth = kLaneBytes / sizeof(Dtype);
-  constexpr bool kLargest = kSet != RowSet::kNegativesBeyond;
-  const Dtype kNone = kLargest ? -std::numeric_limits<Dtype>::infinity() : std::numeric_limits<Dtype>::infinity();
-  const Dtype label = labels[anchor];
-  // Indices as Dtype: exact below 2^24 (float), beyond triplet_max_rows().
-  Vec best = kNone - Vec{}, best_index = Dtype(-1) - Vec{}, index = Vec{};
-  for (int k = 0; k < kWidth; ++k) index[k] = Dtype(k);
-  int j = 0;
-  for (; j + kWidth <= n; j += kWidth) {
-    Vec d, y;
-    std::memcpy(&d, dist_row + j, sizeof(Vec));
-    std::memcpy(&y, labels + j, sizeof(Vec));
-    Vec candidate;
-    if (kSet == RowSet::kNegativesBeyond) {
-      candidate = ((y != label) & (d > threshold)) ? d : kNone - Vec{};
-    } else if (kSet == RowSet::kNegatives) {
-      candidate = y != label ? d : kNone - Vec{};
-    } else {
-      candidate = ((y == label) & (index != Dtype(anchor))) ? d : kNone - Vec{};
-    }
-    const auto better = kLargest ? candidate > best : candidate < best;
-    best = better ? candidate : best;
-    best_index = better ? index : best_index;
-    index += Dtype(kWidth);
-  }
-  Dtype value = kNone;
-  int pick = merge_lanes<kLargest>(best, best_index, &value);
-  for (; j < n; ++j) {  // the tail: higher indices than every lane's, so only a strictly better value wins
-    const Dtype d = dist_row[j];
-    bool in_set;
-    if (kSet == RowSet::kNegativesBeyond) {
-      in_set = is_negative_of(labels, anchor, j) && d > threshold;
-    } else if (kSet == RowSet::kNegatives) {
-      in_set = is_negative_of(labels, anchor, j);
-    } else {
-      in_set = is_positive_of(labels, anchor, j);
-    }
-    if (in_set && (pick < 0 || (kLargest ? d > value : d < value))) {
-      value = d;
-      pick = j;
-    }
-  }
-  return pick;
-}
-
-// Positives whose semi-hard negatives one pass over the row finds.
-constexpr int kSemiHardGroup = 4;
-
-// SEMI_HARD's negatives of up to kSemiHardGroup positive pairs of `anchor` (distances d_ap[g]) in one lane scan of
-// the row: picks[g] = the closest negative with d_an > d_ap[g], else the farthest negative, each the lowest index
-// among equal distances (semi_hard_negative's definition); -1 when the anchor has no negative.
-template <typename Dtype>
-void semi_hard_group_picks(const Dtype* dist_row, const Dtype* labels, int n, int anchor, const Dtype* d_ap,
-                           int count, int* picks) {
-  typedef typename LaneVector<Dtype>::type Vec;
-  constexpr int kWidth = kLaneBytes / sizeof(Dtype);
-  const Dtype kInf = std::numeric_limits<Dtype>::infinity();
-  const Dtype label = labels[anchor];
-  Dtype threshold[kSemiHardGroup];
-  for (int g = 0; g < kSemiHardGroup; ++g) threshold[g] = g < count ? d_ap[g] : kInf;  // +inf: nothing beyond
-  Vec beyond[kSemiHardGroup], beyond_index[kSemiHardGroup];
-  for (int g = 0; g < kSemiHardGroup; ++g) {
-    beyond[g] = kInf - Vec{};
-    beyond_index[g] = Dtype(-1) - Vec{};
-  }
-  Vec farthest = -kInf - Vec{}, farthest_index = Dtype(-1) - Vec{}, index = Vec{};
-  for (int k = 0; k < kWidth; ++k) index[k] = Dtype(k);
-  int j = 0;
-  for (; j + kWidth <= n; j += kWidth) {
-    Vec d, y;
-    std::memcpy(&d, dist_row + j, sizeof(Vec));
-    std::memcpy(&y, labels + j, sizeof(Vec));
-    const auto negative = y != label;
-    const Vec any = negative ? d : -kInf - Vec{};
-    const auto farther = any > farthest;
-    farthest = farther ? any : farthest;
-    farthest_index = farther ? index : farthest_index;
-    for (int g = 0; g < kSemiHardGroup; ++g) {
-      const Vec candidate = (negative & (d > threshold[g])) ? d : kInf - Vec{};
-      const auto closer = candidate < beyond[g];
-      beyond[g] = closer ? candidate : beyond[g];
-      beyond_index[g] = closer ? index : beyond_index[g];
-    }
-    index += Dtype(kWidth);
-  }
-  Dtype farthest_value = -kInf, beyond_value[kSemiHardGroup];
-  int farthest_pick = merge_lanes<true>(farthest, farthest_index, &farthest_value), beyond_pick[kSemiHardGroup];
-  for (int g = 0; g < kSemiHardGroup; ++g) {
-    beyond_value[g] = kInf;
-    beyond_pick[g] = merge_lanes<false>(beyond[g], beyond_index[g], &beyond_value[g]);
-  }
-  for (; j < n; ++j) {  // the tail: higher indices than every lane's, so only a strictly better value wins
-    if (!is_negative_of(labels, anchor, j)) continue;
-    const Dtype d = dist_row[j];
-    if (farthest_pick < 0 || d > farthest_value) {
-      farthest_value = d;
-      farthest_pick = j;
-    }
-    for (int g = 0; g < count; ++g) {
-      if (d > threshold[g] && (beyond_pick[g] < 0 || d < beyond_value[g])) {
-        beyond_value[g] = d;
-        beyond_pick[g] = j;
-      }
-    }
-  }
-  for (int g = 0; g < count; ++g) picks[g] = beyond_pick[g] >= 0 ? beyond_pick[g] : farthest_pick;
-}
-
-// SEMI_HARD's anchor step (triplet_anchor_step's, the same decisions and the same sums in the same order), with
-// each pair's negative found by lane scans of the row (semi_hard_negative's definition: the closest negative with
-// d_an > d_ap, ties to the lowest index; else the farthest, ties to the lowest index).
-template <typename Dtype>
-void semi_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
-                          const TripletMining<Dtype>& mining) {
-  const std::size_t row_start = static_cast<std::size_t>(a) * n;
-  const Dtype* dist_row = mining.dist + row_start;
-  Dtype* weight_row = mining.weight + row_start;
-  int* pair_row = mining.pair_negative + row_start;
-  std::fill(weight_row, weight_row + n, Dtype(0));
-  std::fill(pair_row, pair_row + n, -1);
-  Dtype loss = Dtype(0);
-  long long terms = 0;
-  int p = 0;
-  while (true) {
-    int group[kSemiHardGroup], picks[kSemiHardGroup] = {-1, -1, -1, -1};
-    Dtype d_ap[kSemiHardGroup];
-    int size = 0;
-    for (; p < n && size < kSemiHardGroup; ++p) {
-      if (is_positive_of(labels, a, p)) {
-        d_ap[size] = dist_row[p];
-        group[size++] = p;
-      }
-    }
-    if (size == 0) break;
-    semi_hard_group_picks(dist_row, labels, n, a, d_ap, size, picks);
-    if (picks[0] < 0) break;  // a has no negative: no term
-    for (int g = 0; g < size; ++g) {
-      const int k = picks[g];
-      const TripletTerm<Dtype> t = term(d_ap[g], dist_row[k]);
-      pair_row[group[g]] = k;
-      weight_row[group[g]] += t.slope;
-      weight_row[k] -= t.slope;
-      loss += t.loss;
-      ++terms;
-    }
-  }
-  mining.row_loss[a] = loss;
-  mining.row_terms[a] = terms;
-}
+#include "triplet_lanes.inc"
+}  // namespace sse2_lanes
+#if defined(CAFFE_MINING_AVX2_LANES)
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the 16-byte lanes
+namespace avx2_lanes {
+constexpr int kLaneBytes = 32;
+#include "triplet_lanes.inc"
+}  // namespace avx2_lanes
+#pragma GCC pop_options
+// triplet_lanes.inc's `function` at the widest width the CPU allows (common/cpu_lanes.hpp).
+#define CM_TRIPLET_LANES(function, ...) \
+  (cpu_lanes_allow_avx2() ? avx2_lanes::function(__VA_ARGS__) : sse2_lanes::function(__VA_ARGS__))
+#else
+#define CM_TRIPLET_LANES(function, ...) sse2_lanes::function(__VA_ARGS__)
+#endif
 
 // Positives a BATCH_ALL pass carries at once: their running sums are independent chains the CPU overlaps.
 constexpr int kBatchAllGroup = 4;
@@ -320,33 +150,6 @@ void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
   }
   mining.row_loss[a] = row_loss;
   mining.row_terms[a] = active;
-}
-
-// BATCH_HARD's anchor step (triplet_anchor_step's outputs to the bit) with batch_hard_pick's decisions by lane
-// scans: the farthest positive and the closest negative, each the lowest index among equal distances.
-template <typename Dtype>
-void batch_hard_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
-                           const TripletMining<Dtype>& mining) {
-  const std::size_t row_start = static_cast<std::size_t>(a) * n;
-  const Dtype* dist_row = mining.dist + row_start;
-  Dtype* weight_row = mining.weight + row_start;
-  std::fill(weight_row, weight_row + n, Dtype(0));
-  int positive = scan_row<RowSet::kPositives>(dist_row, labels, n, a, Dtype(0));
-  // The closest negative: the closest one farther than -inf.
-  int negative = scan_row<RowSet::kNegativesBeyond>(dist_row, labels, n, a, -std::numeric_limits<Dtype>::infinity());
-  mining.row_loss[a] = Dtype(0);
-  mining.row_terms[a] = 0;
-  if (positive >= 0 && negative >= 0) {
-    const TripletTerm<Dtype> t = term(dist_row[positive], dist_row[negative]);
-    weight_row[positive] = t.slope;
-    weight_row[negative] = -t.slope;
-    mining.row_loss[a] = t.loss;
-    mining.row_terms[a] = 1;
-  } else {
-    positive = negative = -1;
-  }
-  mining.positive[a] = positive;
-  mining.negative[a] = negative;
 }
 
 // BATCH_ALL's hinge step: batch_all_anchor_cpu's outputs to the bit, positive after positive, its negatives in
@@ -409,70 +212,13 @@ template <typename Dtype>
 void anchor_step_cpu(TripletMiner miner, const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
                      const TripletMining<Dtype>& mining) {
   if (miner == TripletMiner::kSemiHard) {
-    semi_hard_anchor_cpu(term, n, a, labels, mining);
+    CM_TRIPLET_LANES(semi_hard_anchor_cpu, term, n, a, labels, mining);
   } else if (miner == TripletMiner::kBatchAll && !term.soft) {
     batch_all_hinge_anchor_cpu(term.margin, n, a, labels, mining);
   } else if (miner == TripletMiner::kBatchAll) {
     batch_all_anchor_cpu(term, n, a, labels, mining);
   } else {
-    batch_hard_anchor_cpu(term, n, a, labels, mining);
-  }
-}
-
-// S = V + V^T entry by entry (triplet_gradient_weight's value to the bit) into s, and its row sums in increasing j;
-// tile by tile, W's transpose read through a small copy (see distances_from_upper_dots). For a dense S (BATCH_ALL).
-template <typename Dtype>
-void gradient_weights(int n, const Dtype* dist, const Dtype* weight, Dtype scale, bool squared, Dtype* s,
-                             Dtype* row_sum) {
-  const std::size_t nn = static_cast<std::size_t>(n);
-  Dtype transposed[kTile][kTile], entries[kTile][kTile];  // entries[j][i]: S_ij of the tile
-  std::fill(row_sum, row_sum + n, Dtype(0));
-  for (int i0 = 0; i0 < n; i0 += kTile) {
-    const int i1 = std::min(n, i0 + kTile);
-    for (int j0 = 0; j0 < n; j0 += kTile) {
-      const int j1 = std::min(n, j0 + kTile);
-      for (int j = j0; j < j1; ++j) {
-        for (int i = i0; i < i1; ++i) transposed[i - i0][j - j0] = weight[j * nn + i];
-      }
-      // Entries a row of the tile at a time (vectorized: the factor where the weight sum is non-zero), then the row
-      // sums down the tile's columns: each row's sum still adds its entries in increasing j (adding a zero, as the
-      // step does for every zero entry, changes no sum), the tile's rows side by side.
-      for (int i = i0; i < i1; ++i) {
-        const Dtype* w_row = weight + i * nn;
-        const Dtype* w_col = transposed[i - i0] - j0;
-        const Dtype* d_row = dist + i * nn;
-        Dtype* s_row = s + i * nn;
-        Dtype* entry_column = &entries[0][i - i0] - j0 * kTile;
-        // (scale w) times a finite factor > 0: a zero weight sum keeps scale w's signed zero without the factor.
-        // Every operation unconditional and the results selected, in the lanes of a vector; a selected value is
-        // triplet_gradient_weight's: safe_div(1, d), or 2 when squared.
-        typedef typename LaneVector<Dtype>::type Vec;
-        constexpr int kWidth = kLaneBytes / sizeof(Dtype);
-        int j = j0;
-        for (; j + kWidth <= j1; j += kWidth) {
-          Vec w, w_t, d;
-          std::memcpy(&w, w_row + j, sizeof(Vec));
-          std::memcpy(&w_t, w_col + j, sizeof(Vec));
-          std::memcpy(&d, d_row + j, sizeof(Vec));
-          const Vec v = scale * (w + w_t);
-          const Vec inverse = Dtype(1) / d;
-          const Vec factor = squared ? Dtype(2) - Vec{} : ((d != Dtype(0)) ? inverse : Vec{});
-          const Vec product = v * factor;
-          const Vec value = (v != Dtype(0)) ? product : v;
-          std::memcpy(s_row + j, &value, sizeof(Vec));
-        }
-        for (; j < j1; ++j) {
-          const Dtype v = scale * (w_row[j] + w_col[j]);
-          s_row[j] = v != Dtype(0) ? v * triplet_distance_factor(d_row[j], squared) : v;
-        }
-        if (i >= j0 && i < j1) s_row[i] = Dtype(0);
-        for (int j = j0; j < j1; ++j) entry_column[j * kTile] = s_row[j];
-      }
-      for (int j = j0; j < j1; ++j) {
-        const Dtype* entry_row = entries[j - j0];
-        for (int i = i0; i < i1; ++i) row_sum[i] += entry_row[i - i0];
-      }
-    }
+    CM_TRIPLET_LANES(batch_hard_anchor_cpu, term, n, a, labels, mining);
   }
 }
 
@@ -529,6 +275,71 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
     }
     row_sum[i] = sum;
   }
+}
+
+// mined_gradient_weights + sparse_gradient without the n x n matrix S: S's entries at the picks and their mirrors
+// (the only ones that can be non-zero), gathered row by row (a counting sort in `space`, `capacity` ints) and
+// visited in increasing column, each the same triplet_gradient_weight (symmetric to the bit) and the same sums in
+// the same order. The picks are read once (SEMI_HARD's pair_negative is n x n). Returns false, having written
+// nothing but `space`, when they do not fit.
+template <typename Dtype>
+bool sparse_mined_gradient(TripletMiner miner, int n, int dim, const Dtype* x, const TripletMining<Dtype>& mining,
+                           Dtype scale, bool squared, int* space, std::size_t capacity, Dtype* row_sum,
+                           Dtype* grad) {
+  const std::size_t rows = static_cast<std::size_t>(n);
+  if (capacity < 2 * rows + 1) return false;
+  int* start = space;            // [n + 1]: row i's entries are columns[start[i] .. start[i + 1])
+  int* next = start + rows + 1;  // [n]: the filling cursors
+  int* columns = next + rows;    // [2 picks], then the picks themselves as (a, j) pairs [2 picks]
+  const std::size_t room = capacity - (2 * rows + 1);
+  std::fill(start, start + rows + 1, 0);
+  std::size_t picks = 0;
+  auto add = [&](int a, int j) {
+    if (4 * (picks + 1) > room) return false;
+    columns[room - 2 * picks - 2] = a;  // the pairs fill `room` from its end
+    columns[room - 2 * picks - 1] = j;
+    ++picks;
+    ++start[a + 1];
+    ++start[j + 1];
+    return true;
+  };
+  for (int a = 0; a < n; ++a) {
+    if (miner == TripletMiner::kBatchHard) {
+      if (mining.positive[a] < 0) continue;
+      if (!add(a, mining.positive[a]) || !add(a, mining.negative[a])) return false;
+    } else {
+      const int* pair_row = mining.pair_negative + a * rows;
+      for (int p = 0; p < n; ++p) {
+        if (pair_row[p] >= 0 && (!add(a, p) || !add(a, pair_row[p]))) return false;
+      }
+    }
+  }
+  for (int i = 0; i < n; ++i) start[i + 1] += start[i];
+  std::copy(start, start + rows, next);
+  for (std::size_t k = 0; k < picks; ++k) {  // the 2 picks columns lie below the pairs (4 picks <= room)
+    const int a = columns[room - 2 * k - 2], j = columns[room - 2 * k - 1];
+    columns[next[a]++] = j;
+    columns[next[j]++] = a;
+  }
+  for (int i = 0; i < n; ++i) {
+    int* first = columns + start[i];
+    int* end = columns + start[i + 1];
+    std::sort(first, end);
+    int* last = std::unique(first, end);
+    Dtype* out = grad + i * static_cast<std::size_t>(dim);
+    const Dtype* xi = x + i * static_cast<std::size_t>(dim);
+    std::fill(out, out + dim, Dtype(0));
+    Dtype sum = Dtype(0);
+    for (const int* j = first; j != last; ++j) {
+      const Dtype w = triplet_gradient_weight(mining.dist, mining.weight, n, i, *j, scale, squared);
+      if (w == Dtype(0)) continue;
+      sum += w;
+      const Dtype* xj = x + *j * static_cast<std::size_t>(dim);
+      for (int k = 0; k < dim; ++k) out[k] += w * (xi[k] - xj[k]);
+    }
+    row_sum[i] = sum;
+  }
+  return true;
 }
 
 }  // namespace
@@ -593,11 +404,16 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
   Dtype* s = scratch + nn;
   Dtype* row_sum = s + nn * nn;
   if (options.mining != TripletMiner::kBatchAll) {
-    mined_gradient_weights(options.mining, n, mining, scale, options.squared, s);
-    sparse_gradient(n, dim, embedding, s, row_sum, embedding_diff);
+    // S's region holds the picks' entries (ints) when they fit; else S itself.
+    if (!sparse_mined_gradient(options.mining, n, dim, embedding, mining, scale, options.squared,
+                               reinterpret_cast<int*>(s), nn * nn * sizeof(Dtype) / sizeof(int), row_sum,
+                               embedding_diff)) {
+      mined_gradient_weights(options.mining, n, mining, scale, options.squared, s);
+      sparse_gradient(n, dim, embedding, s, row_sum, embedding_diff);
+    }
     return;
   }
-  gradient_weights(n, mining.dist, mining.weight, scale, options.squared, s, row_sum);
+  CM_TRIPLET_LANES(gradient_weights, n, mining.dist, mining.weight, scale, options.squared, s, row_sum);
   for (int i = 0; i < n; ++i) {
     const std::size_t row = i * static_cast<std::size_t>(dim);
     for (int k = 0; k < dim; ++k) embedding_diff[row + k] = row_sum[i] * embedding[row + k];
@@ -613,5 +429,7 @@ template void triplet_backward_cpu<float>(int, int, const float*, const TripletO
                                           float, void*, float*);
 template void triplet_backward_cpu<double>(int, int, const double*, const TripletOptions&,
                                            const TripletMining<double>&, double, void*, double*);
+
+#undef CM_TRIPLET_LANES
 
 }  // namespace caffe_mining
