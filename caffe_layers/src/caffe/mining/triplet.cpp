@@ -152,60 +152,6 @@ void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
   mining.row_terms[a] = active;
 }
 
-// BATCH_ALL's hinge step: batch_all_anchor_cpu's outputs to the bit, positive after positive, its negatives in
-// the lanes of a vector of kBatchAllPartials: lane q holds partial q (n mod kBatchAllPartials) of batch_all_row,
-// which adds max(m + d_ap - d_an, 0) in increasing n (rows that are no negative add +0, which changes no sum that
-// starts at +0). The slopes are 0 or 1, so the weights are integer counts, exact in any order.
-template <typename Dtype>
-void batch_all_hinge_anchor_cpu(Dtype margin, int n, int a, const Dtype* labels,
-                                const TripletMining<Dtype>& mining) {
-  typedef Dtype Vec __attribute__((vector_size(kBatchAllPartials * sizeof(Dtype))));
-  const std::size_t row_start = static_cast<std::size_t>(a) * n;
-  const Dtype* dist_row = mining.dist + row_start;
-  Dtype* weight_row = mining.weight + row_start;
-  std::fill(weight_row, weight_row + n, Dtype(0));
-  const Dtype label = labels[a];
-  Dtype row_loss = Dtype(0);
-  long long active = 0;
-  for (int p = 0; p < n; ++p) {
-    if (!is_positive_of(labels, a, p)) continue;
-    const Dtype threshold = margin + dist_row[p];
-    Vec loss = Vec{}, slope = Vec{};
-    int k = 0;
-    for (; k + kBatchAllPartials <= n; k += kBatchAllPartials) {
-      Vec d, y, w;
-      std::memcpy(&d, dist_row + k, sizeof(Vec));
-      std::memcpy(&y, labels + k, sizeof(Vec));
-      std::memcpy(&w, weight_row + k, sizeof(Vec));
-      const Vec hinge = threshold - d;
-      const auto open = (hinge > Dtype(0)) & (y != label);
-      loss += open ? hinge : Vec{};
-      const Vec step = open ? Dtype(1) - Vec{} : Vec{};
-      slope += step;
-      w -= step;
-      std::memcpy(weight_row + k, &w, sizeof(Vec));
-    }
-    Dtype loss_part[kBatchAllPartials], slope_part[kBatchAllPartials];
-    const Vec loss_sums = loss, slope_sums = slope;  // copies: loss and slope stay in registers in the loop
-    std::memcpy(loss_part, &loss_sums, sizeof(Vec));
-    std::memcpy(slope_part, &slope_sums, sizeof(Vec));
-    for (; k < n; ++k) {  // the tail: partial k mod kBatchAllPartials, as in batch_all_row
-      if (!is_negative_of(labels, a, k)) continue;
-      const Dtype hinge = threshold - dist_row[k];
-      if (!(hinge > Dtype(0))) continue;
-      loss_part[k % kBatchAllPartials] += hinge;
-      slope_part[k % kBatchAllPartials] += Dtype(1);
-      weight_row[k] -= Dtype(1);
-    }
-    const Dtype slope_sum = batch_all_partials_sum(slope_part);
-    row_loss += batch_all_partials_sum(loss_part);
-    weight_row[p] += slope_sum;
-    active += static_cast<long long>(slope_sum);
-  }
-  mining.row_loss[a] = row_loss;
-  mining.row_terms[a] = active;
-}
-
 // triplet_anchor_step by the CPU's lane scans (same outputs to the bit; the GPU runs
 // triplet_anchor_step, and tests/emulation/triplet_gpu_emulation.cpp compares the two).
 template <typename Dtype>
@@ -214,7 +160,7 @@ void anchor_step_cpu(TripletMiner miner, const TripletRowLoss<Dtype>& term, int 
   if (miner == TripletMiner::kSemiHard) {
     CM_TRIPLET_LANES(semi_hard_anchor_cpu, term, n, a, labels, mining);
   } else if (miner == TripletMiner::kBatchAll && !term.soft) {
-    batch_all_hinge_anchor_cpu(term.margin, n, a, labels, mining);
+    CM_TRIPLET_LANES(batch_all_hinge_anchor_cpu, term.margin, n, a, labels, mining);
   } else if (miner == TripletMiner::kBatchAll) {
     batch_all_anchor_cpu(term, n, a, labels, mining);
   } else {
