@@ -156,9 +156,15 @@ def draw_inputs(options: HardNetOptions, n: int, dim: int, rng: np.random.Genera
     return inputs
 
 
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """HardNetLoss: bottoms anchor, positive (N x D), optional label (N class ids); tops the loss and, optional,
+N x 2 negatives: per row the chosen (MIN, RANDOM) or hardest (AVERAGE) negative j, -1 if none, and 1 if its
+distance is the swapped D_ji."""
+
 SPEC = LossSpec(
     type_name="HardNetLoss", options_class=HardNetOptions, python_layer="HardNetLossLayer",
     differentiable=("anchor", "positive"), label_bottom="label", label_required=False,
     grad_fields=("grad_anchor", "grad_positive"), decision_fields=(("neg_index", np.int64), ("neg_swapped", bool)),
     core_fn=hardnet_loss, reference="caffe_mining.reference:hardnet_loss", draw_inputs=draw_inputs,
-    decisions_top="negatives", min_n=2)
+    decisions_top="negatives", min_n=2,
+    layer_doc=LAYER_DOC)

@@ -136,8 +136,14 @@ def draw_inputs(options: TripletOptions, n: int, dim: int, rng: np.random.Genera
     return {"embedding": embedding, "label": label.astype(np.float64)}
 
 
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """TripletLoss: bottoms embedding (N x D), label (N integer class ids); tops the loss and, optional, the mined
+triplets (T x 3 rows anchor, positive, negative: BATCH_HARD per anchor, SEMI_HARD per positive pair, -1 where
+none) or, for BATCH_ALL, 1 x 1 the number of terms with loss > 0."""
+
 SPEC = LossSpec(
     type_name="TripletLoss", options_class=TripletOptions, python_layer="TripletLossLayer",
     differentiable=("embedding",), label_bottom="label", label_required=True, grad_fields=("grad_embedding",),
     decision_fields=(("triplets", np.int64),), core_fn=triplet_loss, reference="caffe_mining.reference:triplet_loss",
-    draw_inputs=draw_inputs, decisions_top="triplets", min_n=1, decisions_table=decisions_table)
+    draw_inputs=draw_inputs, decisions_top="triplets", min_n=1, decisions_table=decisions_table,
+    layer_doc=LAYER_DOC)
