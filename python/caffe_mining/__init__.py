@@ -1,7 +1,7 @@
-"""caffe_mining: Caffe loss layers with in-batch mining (MiningContrastiveLoss, HardNetLoss, MarginLoss), from Python.
+"""caffe_mining: Caffe loss layers with in-batch mining, from Python (the losses: caffe_mining.losses.LOSSES).
 
-- :func:`mining_contrastive_loss`, :func:`hardnet_loss`, :func:`margin_loss`, :func:`triplet_loss`: the C++ core
-  through pybind11 (float32 or float64).
+- each loss's functional form (e.g. :func:`mining_contrastive_loss`), options and result class, exported below:
+  the C++ core through pybind11 (float32 or float64).
 - :mod:`caffe_mining.losses`: one module per loss (options with the proto's defaults, result, functional form,
   spec) and their registry, which the layers and the gradient check read.
 - :mod:`caffe_mining.reference`: the same losses in NumPy float64, written from the math (the test oracle).

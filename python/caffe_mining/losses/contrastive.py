@@ -143,4 +143,4 @@ SPEC = LossSpec(
     grad_fields=("grad_feat", "grad_feat_p"), decision_fields=(("picked", bool),),
     core_fn=mining_contrastive_loss, reference="caffe_mining.reference:mining_contrastive_loss",
     draw_inputs=draw_inputs, gradient_slack=gradient_slack,
-    layer_doc=LAYER_DOC)
+    check_args=("--n", "8", "--dim", "4", "--param", "mining_ratio=2"), layer_doc=LAYER_DOC)

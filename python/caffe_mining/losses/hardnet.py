@@ -167,4 +167,4 @@ SPEC = LossSpec(
     grad_fields=("grad_anchor", "grad_positive"), decision_fields=(("neg_index", np.int64), ("neg_swapped", bool)),
     core_fn=hardnet_loss, reference="caffe_mining.reference:hardnet_loss", draw_inputs=draw_inputs,
     decisions_top="negatives", min_n=2,
-    layer_doc=LAYER_DOC)
+    check_args=("--n", "6", "--dim", "4", "--param", "anchor_swap=true"), layer_doc=LAYER_DOC)

@@ -67,6 +67,9 @@ class LossSpec:
     # use its options' initial value where it is not given.
     learned_blobs: Tuple[LearnedBlob, ...] = ()
     layer_doc: str = ""  # the pycaffe layer's docstring: its bottoms, tops and blobs in a few words
+    # The gradient check's CLI arguments after --layer for scripts/main.sh's quick check of the C++ layer through
+    # pycaffe (python -m caffe_mining.gradcheck --target caffe --layer <type_name> ...).
+    check_args: Tuple[str, ...] = ("--n", "8", "--dim", "4")
 
     @property
     def reference_fn(self) -> Callable:

@@ -146,4 +146,4 @@ SPEC = LossSpec(
     differentiable=("embedding",), label_bottom="label", label_required=True, grad_fields=("grad_embedding",),
     decision_fields=(("triplets", np.int64),), core_fn=triplet_loss, reference="caffe_mining.reference:triplet_loss",
     draw_inputs=draw_inputs, decisions_top="triplets", min_n=1, decisions_table=decisions_table,
-    layer_doc=LAYER_DOC)
+    check_args=("--n", "8", "--dim", "4", "--param", "mining=SEMI_HARD"), layer_doc=LAYER_DOC)
