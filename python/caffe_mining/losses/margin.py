@@ -155,6 +155,12 @@ def decisions_table(options: MarginOptions, result) -> np.ndarray:
     return np.asarray(result.triplets, dtype=np.int64).reshape(-1, 3)
 
 
+#: The gradient check's cases (tests/test_gradcheck.py): (options, label given).
+GRADCHECK_CASES = tuple((options, True) for options in (
+    MarginOptions(), MarginOptions(sampler="UNIFORM", nu=0.1), MarginOptions(negatives_per_positive=3),
+    MarginOptions(num_classes=3, nonzero_loss_cutoff=0.0, seed=5)))
+
+
 #: The pycaffe layer's docstring (caffe_mining.layers).
 LAYER_DOC = """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); tops the loss
 and, optional, this pass's triplets (T x 3 rows anchor, positive, negative). beta is the layer's blob
@@ -171,4 +177,4 @@ SPEC = LossSpec(
     learned_blobs=(LearnedBlob("beta", count=lambda options: max(1, options.num_classes),
                                count_text="max(1, num_classes)", fill=lambda options: options.beta_init,
                                grad_field="grad_beta"),),
-    layer_doc=LAYER_DOC)
+    gradcheck_cases=GRADCHECK_CASES, layer_doc=LAYER_DOC)

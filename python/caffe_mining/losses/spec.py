@@ -70,6 +70,11 @@ class LossSpec:
     # The gradient check's CLI arguments after --layer for scripts/main.sh's quick check of the C++ layer through
     # pycaffe (python -m caffe_mining.gradcheck --target caffe --layer <type_name> ...).
     check_args: Tuple[str, ...] = ("--n", "8", "--dim", "4")
+    # The gradient check's cases (tests/test_gradcheck.py): (options, whether the label bottom is given), chosen to
+    # reach every piece and mining rule of the loss.
+    gradcheck_cases: Tuple[Tuple[Any, bool], ...] = ()
+    # The options fields a case's test id names (None: every field but eps and those left None).
+    gradcheck_id_fields: Optional[Tuple[str, ...]] = None
 
     @property
     def reference_fn(self) -> Callable:
