@@ -18,11 +18,11 @@ class in caffe_mining.losses, e.g. ``contrastive_loss_param``'s margin, legacy_v
 bad values raise ValueError naming them.
 
 Bottoms, tops and the math are those of the C++ layers (see caffe_mining.reference); each layer's docstring says its
-own. A loss that draws per-row uniforms (HardNet RANDOM) with a seed draws the same as the C++ layer with that seed
-(caffe_mining.sampling.LayerUniforms); without a seed it draws from the OS, where the C++ layer would use Caffe's
-RNG. A loss that draws per pass in the core (MarginLoss) is keyed by this layer's forward-pass count, as in the C++
-layer. A loss with learnable blobs (its spec's ``learned_blobs``: MarginLoss's beta) has them in ``self.blobs``,
-filled at set-up and learnt by the solver.
+own. A loss that draws per-row uniforms (its options' ``draws_uniforms``) with a seed draws the same as the C++ layer
+with that seed (caffe_mining.sampling.LayerUniforms); without a seed it draws from the OS, where the C++ layer would
+use Caffe's RNG. A loss whose core draws per pass (``draws_per_pass``) is keyed by this layer's forward-pass count,
+as in the C++ layer. A loss with learnable blobs (its spec's ``learned_blobs``) has them in ``self.blobs``, filled
+at set-up and learnt by the solver.
 
 Every layer is a :class:`LossLayer` driven by its loss's spec (caffe_mining.losses), one line each below. This is
 the only module of the package that imports caffe.

@@ -63,7 +63,7 @@ class LossSpec:
     # (options, result) -> the decisions top as one int64 table, for a loss whose decisions are not one value per
     # row (TripletLoss: a row per mined triplet); None: one column per decision field, one row per batch row.
     decisions_table: Optional[Callable[[Any, Any], np.ndarray]] = None
-    # The layer's learnable blobs (MarginLoss: beta), in blob order; the loss functions take each by keyword and
+    # The layer's learnable blobs (e.g. a learnt margin), in blob order; the loss functions take each by keyword and
     # use its options' initial value where it is not given.
     learned_blobs: Tuple[LearnedBlob, ...] = ()
     layer_doc: str = ""  # the pycaffe layer's docstring: its bottoms, tops and blobs in a few words

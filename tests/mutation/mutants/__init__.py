@@ -2,8 +2,8 @@
 once in its file; otherwise the mutant is an ERROR, never a pass) and named after the rule of the layer headers it
 breaks. Re-anchoring after a change of the core: update `anchor` (and `replacement`) to the new text, keep `id`.
 
-One module per loss (contrastive.py, hardnet.py, margin.py, triplet.py: its mutants, one per rule its header states,
-and the test files of its own); mutant.py holds the Mutant class and what they share. A new loss, miner, reducer or
+One module per loss (<loss>.py: its mutants, one per rule its header states, and the test files of its own);
+mutant.py holds the Mutant class and what they share. A new loss, miner, reducer or
 fast path adds its own mutants in its own module here, found by name (sorted).
 """
 import importlib

@@ -9,6 +9,9 @@ CONTRASTIVE_CPP = "caffe_layers/src/caffe/mining/contrastive_mining.cpp"
 SQUARED_NORM_HPP = "caffe_layers/include/caffe_mining/distances/squared_norm.hpp"
 CONTRASTIVE_PAIR_HPP = "caffe_layers/include/caffe_mining/losses/contrastive_pair.hpp"
 
+# Its own test files, tried after the shared ones (mutant.TEST_FILES).
+TEST_FILES = ("tests/test_contrastive_gpu_emulation.py",)
+
 
 MUTANTS = (
     # ---- MiningContrastiveLoss: costs (contrastive_cost) -------------------------------------------------------

@@ -2,7 +2,7 @@
 duplicate threshold, the label and diagonal masks, ties), MIN/AVERAGE/RANDOM and anchor swap, the reductions (mean
 over non-empty rows, forward and backward), the CPU fast paths (the row-by-row MIN on the squared scale, its SSE and
 AVX2 lanes and their scalar tails, AVERAGE four rows at a time) and the element distance the CUDA path uses."""
-from .mutant import BOUNDARIES, GPU_EMULATION, GPU_LOGIC, Mutant
+from .mutant import BOUNDARIES, GPU_LOGIC, Mutant
 
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
 HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
@@ -15,7 +15,8 @@ HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_los
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
 
 # Its own test files, tried after the shared ones (mutant.TEST_FILES).
-TEST_FILES = ("tests/test_hardnet_min_rounding.py",)
+TEST_FILES = ("tests/test_hardnet_gpu_emulation.py", "tests/test_hardnet_min_rounding.py")
+GPU_EMULATION = ("tests/test_hardnet_gpu_emulation.py",)
 ROUNDING = ("tests/test_hardnet_min_rounding.py",)
 
 MUTANTS = (

@@ -3,7 +3,7 @@ cutoff, the floored gap, the non-zero cutoff, the per-row maximum, other-class n
 and key, the pass count, rows with nothing to draw), its loss and gradients (beta's sign and nu, the hinge count C,
 C = 0) and its CPU fast paths (the distance lanes, the drawable-column list), killed by tests/test_margin*.py and
 the emulation."""
-from .mutant import GPU_EMULATION, Mutant
+from .mutant import Mutant
 
 MARGIN_HPP = "caffe_layers/include/caffe_mining/margin.hpp"
 MARGIN_CPP = "caffe_layers/src/caffe/mining/margin.cpp"
@@ -13,7 +13,8 @@ PHILOX_HPP = "caffe_layers/include/caffe_mining/common/philox.hpp"
 MARGIN_LANES = "caffe_layers/src/caffe/mining/margin_distance_lanes.inc"
 
 # Its own test files, tried after the shared ones (mutant.TEST_FILES).
-TEST_FILES = ("tests/test_margin.py", "tests/test_margin_sampling.py")
+TEST_FILES = ("tests/test_margin_gpu_emulation.py", "tests/test_margin.py", "tests/test_margin_sampling.py")
+GPU_EMULATION = ("tests/test_margin_gpu_emulation.py",)
 MARGIN = ("tests/test_margin.py", "tests/test_margin_sampling.py")
 
 MUTANTS = (

@@ -3,14 +3,13 @@ order: quick, targeted files first, as pytest -x stops at the first failure) and
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-__all__ = ["BOUNDARIES", "DESELECTED", "GPU_EMULATION", "GPU_LOGIC", "Mutant", "TEST_FILES"]
+__all__ = ["BOUNDARIES", "DESELECTED", "GPU_LOGIC", "Mutant", "TEST_FILES"]
 
 # The core's Caffe-free tests that are no loss's own (each loss's module adds its own TEST_FILES after these). Tests
 # that need pycaffe skip here (CAFFE_MINING_REQUIRE_CAFFE is cleared for the mutants' runs).
 TEST_FILES = (
     "tests/test_core_boundaries.py",
     "tests/test_gpu_logic_on_host.py",
-    "tests/test_gpu_emulation.py",
     "tests/test_bad_input.py",
     "tests/test_reference.py",
     "tests/test_bindings.py",
@@ -37,4 +36,3 @@ class Mutant:
 
 BOUNDARIES = ("tests/test_core_boundaries.py",)
 GPU_LOGIC = ("tests/test_gpu_logic_on_host.py",)
-GPU_EMULATION = ("tests/test_gpu_emulation.py",)

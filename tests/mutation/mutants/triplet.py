@@ -2,7 +2,7 @@
 choices and ties, batch-all's active count and weights; the row loss's kink and soft slope; the weights' sign and
 symmetry, the means, the mirrored distances, the overflow rule, and the CUDA steps' layout; its CPU lane scans' ties
 and strict thresholds), killed by tests/test_triplet.py, tests/test_triplet_cpu_scans.py and the emulation."""
-from .mutant import GPU_EMULATION, Mutant
+from .mutant import Mutant
 
 TRIPLET_HPP = "caffe_layers/include/caffe_mining/triplet.hpp"
 TRIPLET_CPP = "caffe_layers/src/caffe/mining/triplet.cpp"
@@ -14,7 +14,8 @@ BATCH_ALL_HPP = "caffe_layers/include/caffe_mining/miners/batch_all.hpp"
 TRIPLET_GPU_STEPS_HPP = "caffe_layers/include/caffe_mining/triplet_gpu_steps.hpp"
 
 # Its own test files, tried after the shared ones (mutant.TEST_FILES).
-TEST_FILES = ("tests/test_triplet.py", "tests/test_triplet_cpu_scans.py")
+TEST_FILES = ("tests/test_triplet_gpu_emulation.py", "tests/test_triplet.py", "tests/test_triplet_cpu_scans.py")
+GPU_EMULATION = ("tests/test_triplet_gpu_emulation.py",)
 TRIPLET = ("tests/test_triplet.py",)
 TRIPLET_SCANS = ("tests/test_triplet_cpu_scans.py", "tests/test_triplet.py")
 
