@@ -14,7 +14,9 @@ import pkgutil
 
 __all__ = []
 
-for _module in pkgutil.iter_modules(__path__):  # sorted by name: each loss's module, and the shared helpers
+for _module in pkgutil.iter_modules(__path__):  # sorted by name: each loss's module (not the shared _features)
+    if _module.name.startswith("_"):
+        continue
     _loaded = importlib.import_module(f"{__name__}.{_module.name}")
     globals().update({_name: getattr(_loaded, _name) for _name in _loaded.__all__})
     __all__ += _loaded.__all__

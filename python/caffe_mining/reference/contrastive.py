@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffe_mining.losses.contrastive import ContrastiveResult
-from caffe_mining.reference.features import as_2d_features as _as_2d_features
+from caffe_mining.reference._features import as_2d_features as _as_2d_features
 
 __all__ = [
     "CAFFE_DIST_GUARD",

@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 
 from caffe_mining.losses.hardnet import BATCH_REDUCES, LOSS_TYPES, HardNetResult
-from caffe_mining.reference.features import as_2d_features as _as_2d_features
+from caffe_mining.reference._features import as_2d_features as _as_2d_features
 
 __all__ = [
     "hardnet_distance_matrix",

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from caffe_mining.losses.margin import MarginResult
-from caffe_mining.reference.features import as_2d_features as _as_2d_features
+from caffe_mining.reference._features import as_2d_features as _as_2d_features
 
 __all__ = [
     "margin_distance_matrix",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffe_mining.losses.triplet import MININGS, TripletResult
-from caffe_mining.reference.features import as_2d_features as _as_2d_features
+from caffe_mining.reference._features import as_2d_features as _as_2d_features
 
 __all__ = [
     "triplet_distance_matrix",
