@@ -18,8 +18,7 @@ REPO=$PWD
 
 if [ "${1:-}" = "--check" ]; then
   bash -n "$REPO/scripts/device_check.sh" || exit 1
-  for needed in tests/gpu/test_contrastive_gpu.py tests/gpu/test_hardnet_gpu.py tests/gpu/test_triplet_gpu.py \
-                tests/gpu/test_margin_gpu.py \
+  for needed in tests/gpu/gpu_support.py tests/gpu/test_*_gpu.py \
                 setup.py benchmarks/gpu.py \
                 benchmarks/caffe_time_nets.py scripts/device_summary.py scripts/openblas_kernel.py \
                 models/siamese_minimal/solver.prototxt models/hardnet_minimal/solver.prototxt; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build Caffe with our layers (CPU), train the siamese digits example with `caffe train`
 # (MiningContrastiveLoss against Caffe's ContrastiveLoss, short run), evaluate and plot it, then
-# gradient-check both C++ layers through pycaffe against the NumPy reference and finite differences.
+# gradient-check every C++ layer through pycaffe against the NumPy reference and finite differences.
 #   bash scripts/main.sh            # a few minutes on 2 cores
 #   bash scripts/main.sh --full     # the example's full run (3 seeds, longer training)
 set -euo pipefail
@@ -21,10 +21,10 @@ echo "== siamese digits: caffe train with ContrastiveLoss and MiningContrastiveL
 "$CAFFE_MINING_PYTHON" models/siamese_digits/run.py "${example_args[@]}"
 
 echo "== gradient check of the C++ layers through pycaffe"
-"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer MiningContrastiveLoss \
-  --n 8 --dim 4 --param mining_ratio=2
-"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer HardNetLoss \
-  --n 6 --dim 4 --param anchor_swap=true
-"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer MarginLoss --n 8 --dim 4
-"$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer TripletLoss \
-  --n 8 --dim 4 --param mining=SEMI_HARD
+# Every loss of the registry, with its spec's check_args (N, D and options).
+checks=$("$CAFFE_MINING_PYTHON" -c 'from caffe_mining.losses import LOSSES
+for spec in LOSSES.values(): print(spec.type_name, *spec.check_args)')
+while read -r layer args; do
+  # shellcheck disable=SC2086  # args: the spec's words, split on purpose
+  "$CAFFE_MINING_PYTHON" -m caffe_mining.gradcheck --target caffe --layer "$layer" $args
+done <<< "$checks"

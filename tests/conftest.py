@@ -76,8 +76,10 @@ def caffe():
 
 @pytest.fixture(scope="session")
 def caffe_with_layers(caffe):
-    """pycaffe built with caffe-mining's C++ layers (MiningContrastiveLoss, HardNetLoss, MarginLoss)."""
-    missing = {"MiningContrastiveLoss", "HardNetLoss", "MarginLoss"} - set(caffe.layer_type_list())
+    """pycaffe built with caffe-mining's C++ layers (every loss of the registry, caffe_mining.losses.LOSSES)."""
+    from caffe_mining.examples.caffe_run import OUR_LAYERS
+
+    missing = set(OUR_LAYERS) - set(caffe.layer_type_list())
     if missing:
         _unavailable(f"pycaffe at {os.path.dirname(caffe.__file__)} lacks the layers {sorted(missing)}")
     return caffe

@@ -1,6 +1,5 @@
 """The gradient-check harness: it passes every correct target, catches planted bugs, survives kinks; its CLI."""
 import dataclasses
-import itertools
 import os
 import subprocess
 import sys
@@ -12,30 +11,23 @@ import pytest
 
 import caffe_mining
 from caffe_mining import gradcheck
-from caffe_mining.losses.margin import MarginOptions
-from caffe_mining.losses.triplet import MININGS
-from caffe_mining.options import BATCH_REDUCES, LOSS_TYPES, ContrastiveOptions, HardNetOptions, TripletOptions
+from caffe_mining.losses import LOSSES
+from caffe_mining.options import BATCH_REDUCES, ContrastiveOptions, HardNetOptions
 
-CONTRASTIVE_OPTIONS = [ContrastiveOptions(margin, legacy, ratio)
-                       for margin, legacy, ratio in [(1.0, False, 1), (1.0, False, 2), (0.7, False, 3),
-                                                     (1.0, True, 1), (1.0, True, 2), (1.5, True, 4)]]
-HARDNET_OPTIONS = [HardNetOptions(anchor_swap=swap, batch_reduce=br, loss_type=lt)
-                   for br, lt, swap in itertools.product(BATCH_REDUCES, LOSS_TYPES, [False, True])]
-MARGIN_OPTIONS = [MarginOptions(), MarginOptions(sampler="UNIFORM", nu=0.1), MarginOptions(negatives_per_positive=3),
-                  MarginOptions(num_classes=3, nonzero_loss_cutoff=0.0, seed=5)]
-TRIPLET_OPTIONS = [TripletOptions(mining=mining, soft_margin=soft, squared=squared)
-                   for mining, soft, squared in itertools.product(MININGS, [False, True], [False, True])]
-ALL_PROBLEMS = ([("MiningContrastiveLoss", o, True) for o in CONTRASTIVE_OPTIONS]
-                + [("HardNetLoss", o, labels) for o in HARDNET_OPTIONS for labels in (False, True)]
-                + [("MarginLoss", o, True) for o in MARGIN_OPTIONS]
-                + [("TripletLoss", o, True) for o in TRIPLET_OPTIONS])
+# Every loss's cases, from its spec (caffe_mining.losses.<loss>.GRADCHECK_CASES), in the registry's order.
+ALL_PROBLEMS = [(spec.type_name, options, labels) for spec in LOSSES.values()
+                for options, labels in spec.gradcheck_cases]
 
 
 def problem_id(problem):
+    """The loss and its options' fields (the spec's gradcheck_id_fields, and the label bottom's presence where it
+    is optional); the id also seeds the case's inputs."""
     layer, options, labels = problem
+    spec = LOSSES[layer]
     fields = {k: v for k, v in dataclasses.asdict(options).items() if v is not None and k not in ("eps",)}
-    if layer == "HardNetLoss":
-        fields = {k: fields[k] for k in ("batch_reduce", "loss_type", "anchor_swap")}
+    if spec.gradcheck_id_fields is not None:
+        fields = {k: fields[k] for k in spec.gradcheck_id_fields}
+    if not spec.label_required:
         fields["labels"] = labels
     return f"{layer}-" + "-".join(f"{k}={v}" for k, v in fields.items())
 

@@ -21,9 +21,10 @@ SPECS = list(LOSSES.values())
 def message_name(proto_param: str) -> str:
     """caffe.proto's naming: hardnet_loss_param is a HardNetLossParameter, contrastive_loss_param a
     ContrastiveLossParameter (a LayerParameter field written in our additions names its message itself)."""
-    declared = re.search(rf"optional (\w+) {proto_param} = \d+;", (ADDITIONS / "layer_parameter.fields").read_text())
-    if declared:
-        return declared.group(1)
+    for path in sorted(ADDITIONS.glob("*.fields")):
+        declared = re.search(rf"optional (\w+) {proto_param} = \d+;", path.read_text())
+        if declared:
+            return declared.group(1)
     return "".join(part.capitalize() for part in proto_param.split("_")) + "eter"
 
 

@@ -25,12 +25,29 @@ CAFFE_PROTO_DEFAULT = os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "caffe-mining", "src",
     "caffe-1.0.0+git20180821.99bd997-8", "src", "caffe", "proto", "caffe.proto")
 
+ADDITIONS = pathlib.Path(REPO, "proto", "additions")
+
 SEED_000_LINE = "  optional int32 mining_ratio = 3 [default = 1];\n"
 HARDNET_LINE = "  optional HardNetLossParameter hardnet_loss_param = 149;\n"
-MARGIN_LINE = "  optional MarginLossParameter margin_loss_param = 150;\n"
 NEXT_ID_BEFORE = "// LayerParameter next available layer-specific ID: 149 (last added: clip_param)\n"
-TRIPLET_LINE = "  optional TripletLossParameter triplet_loss_param = 151;\n"
-NEXT_ID_AFTER = "// LayerParameter next available layer-specific ID: 152 (last added: triplet_loss_param)\n"
+
+
+def layer_parameter_additions():
+    """The lines our .fields files append to LayerParameter (each loss has its own file), in the patcher's file
+    order (sorted names), read here without the patcher: what its end must hold after a patch."""
+    lines = []
+    for path in sorted(ADDITIONS.glob("*.fields")):
+        text = path.read_text()
+        if re.search(r"^//! append-to: LayerParameter$", text, re.M):
+            lines += [line for line in text.splitlines(True) if not line.startswith("//!")]
+    return "".join(lines)
+
+
+LAYER_PARAMETER_LINES = layer_parameter_additions()
+# Past the highest field number we add (Caffe's own highest is 148: clip_param).
+_LAST_ADDED = max(re.findall(r"optional \w+ (\w+) = (\d+);", LAYER_PARAMETER_LINES), key=lambda f: int(f[1]))
+NEXT_ID_AFTER = (f"// LayerParameter next available layer-specific ID: {int(_LAST_ADDED[1]) + 1} "
+                 f"(last added: {_LAST_ADDED[0]})\n")
 
 spec = importlib.util.spec_from_file_location("patch_caffe_proto", PATCHER)
 patcher = importlib.util.module_from_spec(spec)
@@ -108,9 +125,9 @@ def test_patch_once_adds_our_fields_message_and_next_id(pristine):
     text = pristine.read_text()
 
     assert message_body(text, "ContrastiveLossParameter").endswith(SEED_000_LINE)
-    assert message_body(text, "LayerParameter").endswith(
-        HARDNET_LINE + "  // caffe-mining's MarginLoss (see MarginLossParameter).\n" + MARGIN_LINE
-        + "  // caffe-mining's TripletLoss (see TripletLossParameter).\n" + TRIPLET_LINE)
+    assert message_body(text, "LayerParameter").endswith(LAYER_PARAMETER_LINES)
+    assert LAYER_PARAMETER_LINES.startswith("  // caffe-mining's HardNetLoss (see HardNetLossParameter).\n"
+                                            + HARDNET_LINE)
     assert "  optional ContrastiveLossParameter contrastive_loss_param = 40;\n" in \
         message_body(text, "V1LayerParameter")  # the deprecated twin is left alone
     hardnet = message_body(text, "HardNetLossParameter")
@@ -361,7 +378,7 @@ def test_next_id_already_beyond_ours_is_left_as_is(subset):
 def test_lower_field_number_in_a_gap_keeps_next_id(subset):
     assert run("--hardnet-field-number", 130, subset) == 0
     text = subset.read_text()
-    assert NEXT_ID_AFTER in text  # 152: past triplet_loss_param = 151, the highest number now used
+    assert NEXT_ID_AFTER in text  # past our highest field number, the highest number now used
     assert "hardnet_loss_param = 130;" in text
 
 

@@ -5,9 +5,10 @@ Same signatures as :mod:`caffe_mining.reference`, so either can be passed where 
 with ``__cuda_array_interface__``: CuPy, PyTorch CUDA tensors) run the CUDA core instead and give device arrays
 back (:mod:`caffe_mining.device`). Each function lives in its loss's module (:mod:`caffe_mining.losses`).
 """
-from caffe_mining.losses.contrastive import mining_contrastive_loss
-from caffe_mining.losses.hardnet import hardnet_loss
-from caffe_mining.losses.margin import margin_loss
-from caffe_mining.losses.triplet import triplet_loss
+from caffe_mining.losses import LOSSES
 
-__all__ = ["hardnet_loss", "margin_loss", "mining_contrastive_loss", "triplet_loss"]
+# Every registered loss's functional form, by its name (its spec's core function: e.g. mining_contrastive_loss).
+_FUNCTIONS = {spec.core_fn.__name__: spec.core_fn for spec in LOSSES.values()}
+globals().update(_FUNCTIONS)
+
+__all__ = sorted(_FUNCTIONS)

@@ -13,17 +13,19 @@ LossLayer, so give its loss top a ``loss_weight`` (Caffe's default for Python la
       }
     }
 
-``param_str`` is a JSON object or a Python dict literal with the fields of contrastive_loss_param
-(margin, legacy_version, mining_ratio), hardnet_loss_param (margin, anchor_swap, batch_reduce, loss_type, eps,
-duplicate_threshold, seed) or margin_loss_param (margin, beta_init, nu, num_classes, negatives_per_positive,
-sampler, cutoff, nonzero_loss_cutoff, eps, seed); unknown keys and bad values raise ValueError naming them.
+``param_str`` is a JSON object or a Python dict literal with the fields of the loss's proto message (its options
+class in caffe_mining.losses, e.g. ``contrastive_loss_param``'s margin, legacy_version, mining_ratio); unknown keys and
+bad values raise ValueError naming them.
 
-Bottoms, tops and the math are those of the C++ layers (see caffe_mining.reference). HardNetLossLayer with RANDOM
-and a seed draws the same negatives as the C++ layer with that seed (caffe_mining.sampling.LayerUniforms); without
-a seed it draws from the OS, where the C++ layer would use Caffe's RNG.
+Bottoms, tops and the math are those of the C++ layers (see caffe_mining.reference); each layer's docstring says its
+own. A loss that draws per-row uniforms (its options' ``draws_uniforms``) with a seed draws the same as the C++ layer
+with that seed (caffe_mining.sampling.LayerUniforms); without a seed it draws from the OS, where the C++ layer would
+use Caffe's RNG. A loss whose core draws per pass (``draws_per_pass``) is keyed by this layer's forward-pass count,
+as in the C++ layer. A loss with learnable blobs (its spec's ``learned_blobs``) has them in ``self.blobs``, filled
+at set-up and learnt by the solver.
 
-Every layer is a :class:`LossLayer` driven by its loss's spec (caffe_mining.losses). This is the only module of
-the package that imports caffe.
+Every layer is a :class:`LossLayer` driven by its loss's spec (caffe_mining.losses), one line each below. This is
+the only module of the package that imports caffe.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from caffe_mining.losses.spec import LossSpec
 from caffe_mining.options import parse_param_str
 from caffe_mining.sampling import LayerUniforms
 
-__all__ = ["HardNetLossLayer", "LossLayer", "MarginLossLayer", "MiningContrastiveLossLayer"]
+__all__ = ["LossLayer", *sorted(spec.python_layer for spec in LOSSES.values())]
 
 
 def _features(blob, name: str) -> np.ndarray:
@@ -51,10 +53,16 @@ class LossLayer(caffe.Layer):
 
     bottom: the spec's differentiable features (N x D or N x D x 1 x 1, all of one shape), then its label bottom
     (N values; optional where the spec says so). top: the scalar loss; where the spec has a decisions top, an
-    optional second top (N x columns) with the decision fields per row. param_str: the options' fields.
+    optional second top (N x columns) with the decision fields per row. param_str: the options' fields. blobs: the
+    spec's learned blobs.
     """
 
     spec: LossSpec
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__ and cls.__dict__.get("__doc__") is None:  # a one-line layer: its spec's words
+            cls.__doc__ = cls.spec.layer_doc or f"{cls.spec.type_name}: see its spec ({cls.spec.reference})."
 
     def setup(self, bottom, top):
         spec, name = self.spec, self.spec.python_layer
@@ -73,6 +81,25 @@ class LossLayer(caffe.Layer):
         self.uniforms = LayerUniforms(self.options.seed) if self.options.draws_uniforms else None
         self.draws = None
         self.warned = False
+        self._setup_learned_blobs()
+        self.passes = 0  # forward passes so far; a loss that draws per pass keys its draws by the count
+        self.draw_pass = 0
+
+    def _setup_learned_blobs(self):
+        """The spec's learned blobs: created and filled from the options, or (loaded from a model) checked."""
+        learned = self.spec.learned_blobs
+        if not learned:
+            return
+        if len(self.blobs) == 0:
+            for blob in learned:
+                self.blobs.add_blob(blob.count(self.options))
+                self.blobs[len(self.blobs) - 1].data[...] = blob.fill(self.options)
+            return
+        for index, blob in enumerate(learned):
+            count = blob.count(self.options)
+            if self.blobs[index].data.size != count:
+                raise ValueError(f"{self.spec.python_layer}: {blob.name} must hold {blob.count_text} = {count} "
+                                 f"values. Got: {self.blobs[index].data.shape}")
 
     def reshape(self, bottom, top):
         spec, name = self.spec, self.spec.python_layer
@@ -101,13 +128,19 @@ class LossLayer(caffe.Layer):
         inputs = {b: _features(bottom[i], b) for i, b in enumerate(spec.differentiable)}
         if len(bottom) > len(spec.differentiable):
             inputs[spec.label_bottom] = bottom[-1].data.reshape(-1)
+        extra = {blob.name: self.blobs[index].data.reshape(-1).copy()
+                 for index, blob in enumerate(spec.learned_blobs)}
+        if getattr(self.options, "draws_per_pass", False):
+            extra["iteration"] = self.draw_pass
         # check_finite False, like the C++ layer: NaN flows into the loss instead of stopping training.
         return spec.call(spec.core_fn, self.options, inputs, uniforms=self.draws, loss_weight=loss_weight,
-                         backward=backward, check_finite=False)
+                         backward=backward, check_finite=False, **extra)
 
     def forward(self, bottom, top):
         if self.uniforms is not None:
             self.draws = self.uniforms.next(bottom[0].data.shape[0])  # kept for the backward pass
+        self.draw_pass = self.passes  # kept for the backward pass
+        self.passes += 1
         result = self._evaluate(bottom, 1.0, backward=False)
         top[0].data[...] = result.loss
         self._write_decisions(top, result)
@@ -122,77 +155,23 @@ class LossLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         features = len(self.spec.differentiable)
-        if not any(propagate_down[:features]):
+        if not any(propagate_down[:features]) and not self.spec.learned_blobs:
             return
-        # The core again, with the top's diff as loss weight: the same decisions (same inputs), exact scaling.
+        # The core again, with the top's diff as loss weight: the same decisions (same inputs and pass), exact
+        # scaling.
         result = self._evaluate(bottom, float(top[0].diff), backward=True)
         for index, grad in enumerate(self.spec.gradients(result)):
             if propagate_down[index]:
                 bottom[index].diff[...] = grad.reshape(bottom[index].diff.shape)
         if len(propagate_down) > features and propagate_down[features]:
             bottom[features].diff[...] = 0  # the labels have no gradient
+        for index, blob in enumerate(self.spec.learned_blobs):  # the solver's diff accumulates
+            self.blobs[index].diff[...] += getattr(result, blob.grad_field).reshape(self.blobs[index].diff.shape)
 
 
-class MiningContrastiveLossLayer(LossLayer):
-    """MiningContrastiveLoss: bottoms feat, feat_p (N x D), sim (N values, 1 similar / 0 dissimilar); one top."""
-
-    spec = LOSSES["MiningContrastiveLoss"]
-
-
-class HardNetLossLayer(LossLayer):
-    """HardNetLoss: bottoms anchor, positive (N x D), optional label (N class ids); tops the loss and, optional,
-    N x 2 negatives: per row the chosen (MIN, RANDOM) or hardest (AVERAGE) negative j, -1 if none, and 1 if its
-    distance is the swapped D_ji."""
-
-    spec = LOSSES["HardNetLoss"]
-
-
-class TripletLossLayer(LossLayer):
-    """TripletLoss: bottoms embedding (N x D), label (N integer class ids); tops the loss and, optional, the mined
-    triplets (T x 3 rows anchor, positive, negative: BATCH_HARD per anchor, SEMI_HARD per positive pair, -1 where
-    none) or, for BATCH_ALL, 1 x 1 the number of terms with loss > 0."""
-
-    spec = LOSSES["TripletLoss"]
-
-
-class MarginLossLayer(LossLayer):
-    """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); tops the loss
-    and, optional, this pass's triplets (T x 3 rows anchor, positive, negative). beta is the layer's blob
-    (``self.blobs[0]``: one value, or num_classes), filled with beta_init at set-up and learnt by the solver (its
-    diff accumulates); the draws are keyed by seed and this layer's forward-pass count, as in the C++ layer."""
-
-    spec = LOSSES["MarginLoss"]
-
-    def setup(self, bottom, top):
-        super().setup(bottom, top)
-        betas = max(1, self.options.num_classes)
-        if len(self.blobs) == 0:
-            self.blobs.add_blob(betas)
-            self.blobs[0].data[...] = self.options.beta_init
-        elif self.blobs[0].data.size != betas:
-            raise ValueError(f"MarginLossLayer: beta must hold max(1, num_classes) = {betas} values. "
-                             f"Got: {self.blobs[0].data.shape}")
-        self.passes = 0
-        self.draw_pass = 0
-
-    def _evaluate(self, bottom, loss_weight: float, backward: bool):
-        return self.spec.core_fn(_features(bottom[0], "embedding"), bottom[1].data.reshape(-1),
-                                 self.blobs[0].data.reshape(-1).copy(), **self.options.loss_kwargs(),
-                                 iteration=self.draw_pass, loss_weight=loss_weight, backward=backward,
-                                 check_finite=False)
-
-    def forward(self, bottom, top):
-        self.draw_pass = self.passes
-        self.passes += 1
-        result = self._evaluate(bottom, 1.0, backward=False)
-        top[0].data[...] = result.loss
-        self._write_decisions(top, result)  # this pass's triplets, T x 3
-
-    def backward(self, top, propagate_down, bottom):
-        # The core again on the forward's pass number: the same triplets, exact scaling.
-        result = self._evaluate(bottom, float(top[0].diff), backward=True)
-        if propagate_down[0]:
-            bottom[0].diff[...] = result.grad_embedding.reshape(bottom[0].diff.shape)
-        if len(propagate_down) > 1 and propagate_down[1]:
-            bottom[1].diff[...] = 0
-        self.blobs[0].diff[...] += result.grad_beta.reshape(self.blobs[0].diff.shape)
+# The layers, one line each (the class names prototxts give in python_param { layer: ... }); each class's
+# docstring is its spec's layer_doc.
+class MiningContrastiveLossLayer(LossLayer): spec = LOSSES["MiningContrastiveLoss"]  # noqa: E701
+class HardNetLossLayer(LossLayer): spec = LOSSES["HardNetLoss"]  # noqa: E701
+class TripletLossLayer(LossLayer): spec = LOSSES["TripletLoss"]  # noqa: E701
+class MarginLossLayer(LossLayer): spec = LOSSES["MarginLoss"]  # noqa: E701

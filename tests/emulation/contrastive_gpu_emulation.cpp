@@ -9,6 +9,8 @@
 //                                                                     for a bad pair
 // Prints "cases=<c> compared=<k> mismatches=<m>" last. plant: select: index_order (equal costs by higher index
 // first); backward: flag_ignored (the elements do not read the workspace's flag).
+//
+// emulation-sources: caffe_layers/src/caffe/mining/contrastive_mining.cpp
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

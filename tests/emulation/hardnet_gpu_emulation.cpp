@@ -10,6 +10,8 @@
 // decreasing i), own_last (own terms after the incoming ones), fma (fused multiply-add in the incoming terms);
 // forward: last_tie (the highest column among equal minima), tile_ij (the swap tile loaded untransposed), rank_up
 // (RANDOM takes the next valid candidate).
+//
+// emulation-sources: caffe_layers/src/caffe/mining/hardnet.cpp caffe_layers/src/caffe/mining/hardest_negative_row.cpp caffe_layers/src/caffe/mining/gemm_distances.cpp caffe_layers/src/caffe/mining/distance_gradients.cpp
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

@@ -8,6 +8,8 @@
 // plant (a deliberate bug, to show the comparison catches it): order (a gradient element summed over j in
 // decreasing order), fma (a fused multiply-add in that sum), one_row (every anchor's cumulative weights in one
 // shared row, the CPU's layout, although the draw kernel runs after all rows).
+//
+// emulation-sources: caffe_layers/src/caffe/mining/margin.cpp
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

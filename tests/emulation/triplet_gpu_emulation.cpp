@@ -6,6 +6,8 @@
 // compares D, the weights, the decisions, the row sums and the backward's S and row sums bit for bit, the terms
 // exactly and the loss (a tree sum on the GPU) within rounding. plant: upper_triangle (the dot products where the
 // CPU's SYRK leaves them, not where cuBLAS's does). Prints "cases=<c> compared=<k> mismatches=<m>" last.
+//
+// emulation-sources: caffe_layers/src/caffe/mining/triplet.cpp caffe_layers/src/caffe/mining/gemm_distances.cpp
 #include <cblas.h>
 
 #include <cmath>

@@ -7,10 +7,12 @@ planted in every result: the GPU tests must catch them). tests/test_gpu_suite_on
 nothing about the CUDA code.
 """
 import os
+import typing
 
 import numpy as np
 
 from caffe_mining import _core
+from caffe_mining.losses import LOSSES
 
 
 class DeviceArray:
@@ -67,46 +69,46 @@ def _to_device(values):
     return tuple(DeviceArray(v) if isinstance(v, np.ndarray) else v for v in values)
 
 
-def mining_contrastive_loss(feat, feat_p, sim, **kwargs):
-    out = list(_core.mining_contrastive_loss(_feature(feat, "feat", "feat"), _feature(feat_p, "feat_p", "feat"),
-                                             _rows(sim), **kwargs))
-    picked = out[3]
-    if _planted() and picked.any() and not picked.all():  # the hardest pick swapped for the last unpicked pair
-        picked[np.flatnonzero(picked)[0]], picked[np.flatnonzero(~picked)[-1]] = False, True
-    if _planted() and out[1] is not None:
-        out[1] = out[1] * (1 + 1e-3)
-    return _to_device(out)
+def _plant_wrong_pick(picks, n):
+    """A wrong mining decision, by the decisions' form: picked pairs (bool) swap their hardest pick for the last
+    unpicked pair; mined triplets (T x 3) give the first one with a negative another negative; a negative per row
+    (HardNet's, N > 2) gives row 0 another one, never column 0 (its own positive)."""
+    picks = np.array(picks, copy=True)
+    if picks.dtype == bool:
+        if picks.any() and not picks.all():
+            picks[np.flatnonzero(picks)[0]], picks[np.flatnonzero(~picks)[-1]] = False, True
+    elif picks.ndim == 2:
+        valid = np.flatnonzero(picks[:, 2] >= 0) if picks.size else []
+        if len(valid):
+            picks[valid[0], 2] = (picks[valid[0], 2] + 1) % n
+    elif len(picks) > 2 and picks[0] >= 0:
+        picks[0] = (picks[0] + 1) % len(picks) or 1
+    return picks
 
 
-def hardnet_loss(anchor, positive, labels=None, **kwargs):
-    uniforms = kwargs.pop("uniforms", None)
-    out = list(_core.hardnet_loss(_feature(anchor, "anchor", "anchor"), _feature(positive, "positive", "anchor"),
-                                  _rows(labels), uniforms=_rows(uniforms), **kwargs))
-    if _planted() and len(out[3]) > 2 and out[3][0] >= 0:  # row 0 takes another negative
-        out[3][0] = (out[3][0] + 1) % len(out[3]) or 1
-    if _planted() and out[1] is not None:
-        out[1] = out[1] * (1 + 1e-3)
-    return _to_device(out)
+def _standin(spec):
+    """The stand-in of one loss's _core_cuda function: the CPU core on the device arrays' host copies (features
+    must be device arrays, as _core_cuda asks); planted: a wrong pick in its first decision field and its first
+    gradient 0.1 % off."""
+    name = spec.core_fn.__name__
+    fields = typing.get_type_hints(spec.core_fn)["return"]._fields  # the result's fields: _core's tuple, then pieces
+    decision = fields.index(spec.decision_fields[0][0])
+    gradient = fields.index(spec.grad_fields[0])
+    first = spec.differentiable[0]
+
+    def loss(*args, **kwargs):
+        features = [_feature(x, bottom, first) for x, bottom in zip(args, spec.differentiable)]
+        rest = [_rows(x) for x in args[len(features):]]
+        out = list(getattr(_core, name)(*features, *rest, **{k: _rows(v) for k, v in kwargs.items()}))
+        if _planted():
+            out[decision] = _plant_wrong_pick(out[decision], len(features[0]))
+            if out[gradient] is not None:
+                out[gradient] = out[gradient] * (1 + 1e-3)
+        return _to_device(out)
+
+    loss.__name__ = loss.__qualname__ = name
+    return loss
 
 
-def triplet_loss(embedding, labels, **kwargs):
-    out = list(_core.triplet_loss(_feature(embedding, "embedding", "embedding"), _rows(labels), **kwargs))
-    triplets = out[2]
-    valid = np.flatnonzero(triplets[:, 2] >= 0) if triplets.size else []
-    if _planted() and len(valid):  # the first mined triplet takes another negative
-        row = valid[0]
-        triplets[row, 2] = (triplets[row, 2] + 1) % len(_rows(labels))
-    if _planted() and out[1] is not None:
-        out[1] = out[1] * (1 + 1e-3)
-    return _to_device(out)
-
-
-def margin_loss(embedding, labels, beta=None, **kwargs):
-    out = list(_core.margin_loss(_feature(embedding, "embedding", "embedding"), _rows(labels), _rows(beta),
-                                 **kwargs))
-    if _planted() and len(out[3]) > 0:  # the first triplet takes another negative
-        out[3] = out[3].copy()
-        out[3][0, 2] = (out[3][0, 2] + 1) % len(_rows(labels))
-    if _planted() and out[1] is not None:
-        out[1] = out[1] * (1 + 1e-3)
-    return _to_device(out)
+# One stand-in per loss of the registry, named as _core_cuda's function (the spec's core function's name).
+globals().update({spec.core_fn.__name__: _standin(spec) for spec in LOSSES.values()})

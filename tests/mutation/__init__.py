@@ -3,5 +3,6 @@
     python -m tests.mutation               # every mutant
     python -m tests.mutation --subset ci   # the fixed subset CI runs
 
-Every new loss, miner, reducer or fast path adds its own mutants to mutants.py, one per rule its header states.
+Every new loss, miner, reducer or fast path adds its own mutants in its own module of mutants/, one per rule its
+header states.
 """

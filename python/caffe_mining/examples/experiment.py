@@ -17,6 +17,7 @@ import numpy as np
 
 from caffe_mining.examples.caffe_log import parse_caffe_log
 from caffe_mining.examples.caffe_run import read_prototxt, run_caffe_train, snapshot_weights, write_prototxt
+from caffe_mining.losses import LOSSES
 
 __all__ = ["Variant", "markdown_table", "render_run", "summarise", "train_and_evaluate"]
 
@@ -61,8 +62,7 @@ def render_run(net_template: Path, solver_template: Path, variant: Variant, seed
         raise ValueError(f"{net_template}: needs exactly one layer named {LOSS_LAYER_NAME!r}. Got: {len(losses)}")
     loss = losses[0]
     loss.type = variant.layer_type
-    for field in ("contrastive_loss_param", "hardnet_loss_param", "margin_loss_param", "triplet_loss_param",
-                  "param"):
+    for field in (*(spec.options_class.proto_param for spec in LOSSES.values()), "param"):
         if field in loss.DESCRIPTOR.fields_by_name:  # a Caffe built before a loss's field lacks it
             loss.ClearField(field)
     given = type(loss)()

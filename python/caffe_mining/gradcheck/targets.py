@@ -64,7 +64,8 @@ class PycaffeTarget:
     engine 'caffe': the C++ layer (the spec's type_name); 'python': the Python layer
     (``python_layer`` = 'module.Class', default caffe_mining.layers' class). ``layer_param`` (text of a
     LayerParameter, e.g. from a real net) replaces the generated layer; its bottoms and tops are renamed.
-    The net is rebuilt before every evaluation of a layer that draws anew at every pass (HardNet RANDOM, MarginLoss),
+    The net is rebuilt before every evaluation of a layer that draws anew at every pass (options.draws_uniforms or
+    draws_per_pass),
     so that each evaluation sees the first draws of a freshly seeded layer (the reference's).
     """
 
@@ -89,8 +90,8 @@ class PycaffeTarget:
         handle, self.path = tempfile.mkstemp(suffix=".prototxt", prefix="gradcheck_")
         with os.fdopen(handle, "w") as f:
             f.write(self.prototxt)
-        # A layer that draws anew at every pass (HardNet RANDOM's uniforms, MarginLoss's triplets) is rebuilt before
-        # every evaluation, so each one sees the draws of pass 0 (the reference's).
+        # A layer that draws anew at every pass (per-row uniforms, or the core's own draws keyed by the pass) is
+        # rebuilt before every evaluation, so each one sees the draws of pass 0 (the reference's).
         self.fresh_net_each_time = problem.options.draws_uniforms or getattr(problem.options, "draws_per_pass", False)
         self.net = self._new_net()
 

@@ -134,9 +134,19 @@ def gradient_slack(options: ContrastiveOptions, inputs: Dict[str, np.ndarray]) -
     return np.where(guarded, CAFFE_DIST_GUARD / np.maximum(dist, 1e-300), 0.0)
 
 
+#: The gradient check's cases (tests/test_gradcheck.py): (options, label given).
+GRADCHECK_CASES = tuple((ContrastiveOptions(margin, legacy, ratio), True)
+                        for margin, legacy, ratio in [(1.0, False, 1), (1.0, False, 2), (0.7, False, 3),
+                                                      (1.0, True, 1), (1.0, True, 2), (1.5, True, 4)])
+
+
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """MiningContrastiveLoss: bottoms feat, feat_p (N x D), sim (N values, 1 similar / 0 dissimilar); one top."""
+
 SPEC = LossSpec(
     type_name="MiningContrastiveLoss", options_class=ContrastiveOptions, python_layer="MiningContrastiveLossLayer",
     differentiable=("feat", "feat_p"), label_bottom="sim", label_required=True,
     grad_fields=("grad_feat", "grad_feat_p"), decision_fields=(("picked", bool),),
     core_fn=mining_contrastive_loss, reference="caffe_mining.reference:mining_contrastive_loss",
-    draw_inputs=draw_inputs, gradient_slack=gradient_slack)
+    draw_inputs=draw_inputs, gradient_slack=gradient_slack,
+    check_args=("--n", "8", "--dim", "4", "--param", "mining_ratio=2"), gradcheck_cases=GRADCHECK_CASES, layer_doc=LAYER_DOC)

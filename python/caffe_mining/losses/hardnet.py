@@ -6,6 +6,7 @@ The math is the layer header's (caffe_layers/include/caffe/layers/hardnet_loss_l
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -156,9 +157,22 @@ def draw_inputs(options: HardNetOptions, n: int, dim: int, rng: np.random.Genera
     return inputs
 
 
+#: The gradient check's cases (tests/test_gradcheck.py): (options, label given).
+GRADCHECK_CASES = tuple((HardNetOptions(anchor_swap=swap, batch_reduce=br, loss_type=lt), labels)
+                        for br, lt, swap in itertools.product(BATCH_REDUCES, LOSS_TYPES, [False, True])
+                        for labels in (False, True))
+
+
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """HardNetLoss: bottoms anchor, positive (N x D), optional label (N class ids); tops the loss and, optional,
+N x 2 negatives: per row the chosen (MIN, RANDOM) or hardest (AVERAGE) negative j, -1 if none, and 1 if its
+distance is the swapped D_ji."""
+
 SPEC = LossSpec(
     type_name="HardNetLoss", options_class=HardNetOptions, python_layer="HardNetLossLayer",
     differentiable=("anchor", "positive"), label_bottom="label", label_required=False,
     grad_fields=("grad_anchor", "grad_positive"), decision_fields=(("neg_index", np.int64), ("neg_swapped", bool)),
     core_fn=hardnet_loss, reference="caffe_mining.reference:hardnet_loss", draw_inputs=draw_inputs,
-    decisions_top="negatives", min_n=2)
+    decisions_top="negatives", min_n=2,
+    check_args=("--n", "6", "--dim", "4", "--param", "anchor_swap=true"), gradcheck_cases=GRADCHECK_CASES,
+    gradcheck_id_fields=("batch_reduce", "loss_type", "anchor_swap"), layer_doc=LAYER_DOC)

@@ -13,7 +13,7 @@ import numpy as np
 
 from caffe_mining import _core, device
 from caffe_mining.losses.fields import check_choice, check_int, check_number, proto_decimal, raise_if
-from caffe_mining.losses.spec import LossSpec
+from caffe_mining.losses.spec import LearnedBlob, LossSpec
 
 __all__ = ["SAMPLERS", "SPEC", "MarginOptions", "MarginResult", "margin_loss"]
 
@@ -155,9 +155,26 @@ def decisions_table(options: MarginOptions, result) -> np.ndarray:
     return np.asarray(result.triplets, dtype=np.int64).reshape(-1, 3)
 
 
+#: The gradient check's cases (tests/test_gradcheck.py): (options, label given).
+GRADCHECK_CASES = tuple((options, True) for options in (
+    MarginOptions(), MarginOptions(sampler="UNIFORM", nu=0.1), MarginOptions(negatives_per_positive=3),
+    MarginOptions(num_classes=3, nonzero_loss_cutoff=0.0, seed=5)))
+
+
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """MarginLoss: bottoms embedding (N x D, L2-normalised rows) and label (N integer class ids); tops the loss
+and, optional, this pass's triplets (T x 3 rows anchor, positive, negative). beta is the layer's blob
+(``self.blobs[0]``: one value, or num_classes), filled with beta_init at set-up and learnt by the solver (its
+diff accumulates); the draws are keyed by seed and this layer's forward-pass count, as in the C++ layer."""
+
 SPEC = LossSpec(
     type_name="MarginLoss", options_class=MarginOptions, python_layer="MarginLossLayer",
     differentiable=("embedding",), label_bottom="label", label_required=True,
     grad_fields=("grad_embedding",), decision_fields=(("triplets", np.int64),),
     core_fn=margin_loss, reference="caffe_mining.reference:margin_loss", draw_inputs=draw_inputs,
-    decisions_top="triplets", decisions_table=decisions_table, min_n=2)
+    decisions_top="triplets", decisions_table=decisions_table, min_n=2,
+    # beta: one value, or one per class; the solver learns it (its diff accumulates over the backward passes).
+    learned_blobs=(LearnedBlob("beta", count=lambda options: max(1, options.num_classes),
+                               count_text="max(1, num_classes)", fill=lambda options: options.beta_init,
+                               grad_field="grad_beta"),),
+    gradcheck_cases=GRADCHECK_CASES, layer_doc=LAYER_DOC)

@@ -12,7 +12,23 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["LossSpec"]
+__all__ = ["LearnedBlob", "LossSpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedBlob:
+    """A learnable parameter of the layer (a blob the solver updates), passed to the loss functions by keyword.
+
+    The pycaffe layer creates it at set-up (``count(options)`` values, each ``fill(options)``), refuses a loaded
+    blob of another size (saying ``count_text``), passes a copy of its data as ``name`` and adds the result's
+    ``grad_field`` to its diff at every backward pass.
+    """
+
+    name: str  # keyword argument of the loss functions (core and reference)
+    count: Callable[[Any], int]  # options -> number of values
+    count_text: str  # how count is computed, for the message (e.g. "max(1, num_classes)")
+    fill: Callable[[Any], float]  # options -> the initial value of every entry
+    grad_field: str  # result field holding its gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +63,18 @@ class LossSpec:
     # (options, result) -> the decisions top as one int64 table, for a loss whose decisions are not one value per
     # row (TripletLoss: a row per mined triplet); None: one column per decision field, one row per batch row.
     decisions_table: Optional[Callable[[Any, Any], np.ndarray]] = None
+    # The layer's learnable blobs (e.g. a learnt margin), in blob order; the loss functions take each by keyword and
+    # use its options' initial value where it is not given.
+    learned_blobs: Tuple[LearnedBlob, ...] = ()
+    layer_doc: str = ""  # the pycaffe layer's docstring: its bottoms, tops and blobs in a few words
+    # The gradient check's CLI arguments after --layer for scripts/main.sh's quick check of the C++ layer through
+    # pycaffe (python -m caffe_mining.gradcheck --target caffe --layer <type_name> ...).
+    check_args: Tuple[str, ...] = ("--n", "8", "--dim", "4")
+    # The gradient check's cases (tests/test_gradcheck.py): (options, whether the label bottom is given), chosen to
+    # reach every piece and mining rule of the loss.
+    gradcheck_cases: Tuple[Tuple[Any, bool], ...] = ()
+    # The options fields a case's test id names (None: every field but eps and those left None).
+    gradcheck_id_fields: Optional[Tuple[str, ...]] = None
 
     @property
     def reference_fn(self) -> Callable:

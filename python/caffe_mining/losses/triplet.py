@@ -6,6 +6,7 @@ The math is the core header's (caffe_layers/include/caffe_mining/triplet.hpp) an
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -136,8 +137,19 @@ def draw_inputs(options: TripletOptions, n: int, dim: int, rng: np.random.Genera
     return {"embedding": embedding, "label": label.astype(np.float64)}
 
 
+#: The gradient check's cases (tests/test_gradcheck.py): (options, label given).
+GRADCHECK_CASES = tuple((TripletOptions(mining=mining, soft_margin=soft, squared=squared), True)
+                        for mining, soft, squared in itertools.product(MININGS, [False, True], [False, True]))
+
+
+#: The pycaffe layer's docstring (caffe_mining.layers).
+LAYER_DOC = """TripletLoss: bottoms embedding (N x D), label (N integer class ids); tops the loss and, optional, the mined
+triplets (T x 3 rows anchor, positive, negative: BATCH_HARD per anchor, SEMI_HARD per positive pair, -1 where
+none) or, for BATCH_ALL, 1 x 1 the number of terms with loss > 0."""
+
 SPEC = LossSpec(
     type_name="TripletLoss", options_class=TripletOptions, python_layer="TripletLossLayer",
     differentiable=("embedding",), label_bottom="label", label_required=True, grad_fields=("grad_embedding",),
     decision_fields=(("triplets", np.int64),), core_fn=triplet_loss, reference="caffe_mining.reference:triplet_loss",
-    draw_inputs=draw_inputs, decisions_top="triplets", min_n=1, decisions_table=decisions_table)
+    draw_inputs=draw_inputs, decisions_top="triplets", min_n=1, decisions_table=decisions_table,
+    check_args=("--n", "8", "--dim", "4", "--param", "mining=SEMI_HARD"), gradcheck_cases=GRADCHECK_CASES, layer_doc=LAYER_DOC)
