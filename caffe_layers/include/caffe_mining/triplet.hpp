@@ -115,10 +115,18 @@ int triplet_find_invalid_label(const Dtype* labels, int n) {
 }
 
 /// The workspace as Dtype elements (what triplet_workspace_bytes counts; the passes index it so): n (squared
-/// norms), n*n (the backward's S) and n (its row sums).
+/// norms), n*n (the backward's S) and n (its row sums), then 3n ints (the CPU's class lists, miners/class_members.hpp;
+/// an int is no wider than a Dtype).
 inline std::size_t triplet_scratch_count(int n) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  return rows * rows + 2 * rows;
+  return rows * rows + 5 * rows;
+}
+
+/// Where the CPU passes keep their class lists in the workspace: 3n ints after the row sums.
+template <typename Dtype>
+int* triplet_class_space(int n, Dtype* scratch) {
+  const std::size_t rows = static_cast<std::size_t>(n);
+  return reinterpret_cast<int*>(scratch + rows * rows + 2 * rows);
 }
 
 /// Bytes of the workspace that triplet_forward_* and triplet_backward_* take, on either path (the size a caller
@@ -225,8 +233,8 @@ void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
                          const TripletMining<Dtype>& mining, void* workspace, Dtype* loss);
 
 /// Backward pass: the exact gradient of the forward's E times loss_weight (the top diff), written (not
-/// accumulated) into embedding_diff ([n*dim]). Must follow the forward pass with the same inputs and options;
-/// leaves the mining outputs unchanged. S X is one n x n x dim GEMM when S is dense (BATCH_ALL), a sum over its
+/// accumulated) into embedding_diff ([n*dim]). Must follow the forward pass with the same inputs, options and
+/// workspace (SEMI_HARD reads the class lists the forward left there); leaves the mining outputs unchanged. S X is one n x n x dim GEMM when S is dense (BATCH_ALL), a sum over its
 /// entries at the picks and their mirrors, gathered row by row without forming S, for the sparse miners
 /// (BATCH_HARD, SEMI_HARD; S itself when the picks' list does not fit in the workspace's n x n region).
 template <typename Dtype>

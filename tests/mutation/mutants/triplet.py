@@ -7,6 +7,7 @@ from .mutant import Mutant
 TRIPLET_HPP = "caffe_layers/include/caffe_mining/triplet.hpp"
 TRIPLET_CPP = "caffe_layers/src/caffe/mining/triplet.cpp"
 TRIPLET_LANES = "caffe_layers/src/caffe/mining/triplet_lanes.inc"
+CLASS_MEMBERS_HPP = "caffe_layers/include/caffe_mining/miners/class_members.hpp"
 TRIPLET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/triplet_row_loss.hpp"
 LABEL_MASKS_HPP = "caffe_layers/include/caffe_mining/miners/label_masks.hpp"
 BATCH_HARD_HPP = "caffe_layers/include/caffe_mining/miners/batch_hard.hpp"
@@ -87,9 +88,20 @@ MUTANTS = (
            "if (better || (best[k] == *value && lane_index > pick)) {",
            "CPU lane scans: equal distances in different lanes go to the lowest index", ci=True,
            kill_first=TRIPLET_SCANS),
+    Mutant("class_members_include_the_anchor", CLASS_MEMBERS_HPP,
+           "if (*next_ != anchor_) out[k++] = *next_;", "out[k++] = *next_;",
+           "positive of anchor a: j != a with label_j == label_a (the CPU's class lists)", ci=True,
+           kill_first=TRIPLET),
+    Mutant("class_members_unstable_order", CLASS_MEMBERS_HPP,
+           "std::stable_sort(order, order + n,", "std::sort(order, order + n,",
+           "the CPU visits an anchor's positives in increasing index (its sums' order)", kill_first=TRIPLET_SCANS),
+    Mutant("triplet_cpu_batch_hard_positive_tie_high", TRIPLET_LANES,
+           "if (positive < 0 || dist_row[p] > dist_row[positive]) positive = p;",
+           "if (positive < 0 || dist_row[p] >= dist_row[positive]) positive = p;",
+           "BATCH_HARD: equal farthest positives go to the lowest index (CPU)", kill_first=TRIPLET_SCANS),
     Mutant("triplet_cpu_tail_tie_high", TRIPLET_LANES,
-           "if (in_set && (pick < 0 || (kLargest ? d > value : d < value))) {",
-           "if (in_set && (pick < 0 || (kLargest ? d >= value : d <= value))) {",
+           "if (is_negative_of(labels, anchor, j) && (pick < 0 || d < value)) {",
+           "if (is_negative_of(labels, anchor, j) && (pick < 0 || d <= value)) {",
            "CPU lane scans: a tail row wins only with a strictly better distance", kill_first=TRIPLET_SCANS),
     Mutant("triplet_cpu_semi_hard_beyond_inclusive", TRIPLET_LANES,
            "const Vec candidate = (negative & (d > threshold[g])) ? d : kInf - Vec{};",
@@ -105,11 +117,6 @@ MUTANTS = (
     Mutant("triplet_cpu_batch_all_second_positive_unweighted", TRIPLET_LANES,
            "        w -= __builtin_shufflevector(step, step, 4, 5, 6, 7);\n", "",
            "CPU BATCH_ALL (two positives a pass): each open term takes 1 from its negative's weight",
-           kill_first=TRIPLET),
-    Mutant("triplet_cpu_dense_row_sum_of_row", TRIPLET_LANES,
-           "for (int j = j0; j < j1; ++j) row_sum[j] += s_row[j];",
-           "for (int j = j0; j < j1; ++j) row_sum[i] += s_row[j];",
-           "CPU dense S (BATCH_ALL): diag(S 1) X - S X with S's row sums, summed down its columns (S symmetric)",
            kill_first=TRIPLET),
     Mutant("triplet_cpu_sparse_pick_unmirrored", TRIPLET_CPP,
            "    columns[next[j]++] = a;\n", "",

@@ -4,6 +4,7 @@
 #include "caffe_mining/common/float_lanes.hpp"  // CAFFE_MINING_AVX2_LANES where GCC can target AVX2
 #include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
+#include "caffe_mining/miners/class_members.hpp"
 
 #include <cblas.h>
 
@@ -106,20 +107,17 @@ constexpr int kBatchAllGroup = 4;
 // kBatchAllGroup positives walking the negatives together.
 template <typename Dtype>
 void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
-                          const TripletMining<Dtype>& mining) {
+                          const ClassMembers& members, const TripletMining<Dtype>& mining) {
   const std::size_t row_start = static_cast<std::size_t>(a) * n;
   const Dtype* dist_row = mining.dist + row_start;
   Dtype* weight_row = mining.weight + row_start;
   std::fill(weight_row, weight_row + n, Dtype(0));
   Dtype row_loss = Dtype(0);
   long long active = 0;
-  int p = 0;
+  Positives positives(members, a);
   while (true) {
     int group[kBatchAllGroup];
-    int size = 0;
-    for (; p < n && size < kBatchAllGroup; ++p) {
-      if (is_positive_of(labels, a, p)) group[size++] = p;
-    }
+    const int size = positives.take(group, kBatchAllGroup);
     if (size == 0) break;
     Dtype d_ap[kBatchAllGroup], loss[kBatchAllGroup][kBatchAllPartials], slope[kBatchAllGroup][kBatchAllPartials];
     long long open[kBatchAllGroup];
@@ -156,15 +154,15 @@ void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const
 // triplet_anchor_step, and tests/emulation/triplet_gpu_emulation.cpp compares the two).
 template <typename Dtype>
 void anchor_step_cpu(TripletMiner miner, const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
-                     const TripletMining<Dtype>& mining) {
+                     const ClassMembers& members, const TripletMining<Dtype>& mining) {
   if (miner == TripletMiner::kSemiHard) {
-    CM_TRIPLET_LANES(semi_hard_anchor_cpu, term, n, a, labels, mining);
+    CM_TRIPLET_LANES(semi_hard_anchor_cpu, term, n, a, labels, members, mining);
   } else if (miner == TripletMiner::kBatchAll && !term.soft) {
-    CM_TRIPLET_LANES(batch_all_hinge_anchor_cpu, term.margin, n, a, labels, mining);
+    CM_TRIPLET_LANES(batch_all_hinge_anchor_cpu, term.margin, n, a, labels, members, mining);
   } else if (miner == TripletMiner::kBatchAll) {
-    batch_all_anchor_cpu(term, n, a, labels, mining);
+    batch_all_anchor_cpu(term, n, a, labels, members, mining);
   } else {
-    CM_TRIPLET_LANES(batch_hard_anchor_cpu, term, n, a, labels, mining);
+    CM_TRIPLET_LANES(batch_hard_anchor_cpu, term, n, a, labels, members, mining);
   }
 }
 
@@ -226,12 +224,12 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
 // mined_gradient_weights + sparse_gradient without the n x n matrix S: S's entries at the picks and their mirrors
 // (the only ones that can be non-zero), gathered row by row (a counting sort in `space`, `capacity` ints) and
 // visited in increasing column, each the same triplet_gradient_weight (symmetric to the bit) and the same sums in
-// the same order. The picks are read once (SEMI_HARD's pair_negative is n x n). Returns false, having written
+// the same order. SEMI_HARD's picks are read at its positive pairs only (pair_negative is n x n). Returns false, having written
 // nothing but `space`, when they do not fit.
 template <typename Dtype>
 bool sparse_mined_gradient(TripletMiner miner, int n, int dim, const Dtype* x, const TripletMining<Dtype>& mining,
-                           Dtype scale, bool squared, int* space, std::size_t capacity, Dtype* row_sum,
-                           Dtype* grad) {
+                           const ClassMembers& members, Dtype scale, bool squared, int* space, std::size_t capacity,
+                           Dtype* row_sum, Dtype* grad) {
   const std::size_t rows = static_cast<std::size_t>(n);
   if (capacity < 2 * rows + 1) return false;
   int* start = space;            // [n + 1]: row i's entries are columns[start[i] .. start[i + 1])
@@ -253,9 +251,10 @@ bool sparse_mined_gradient(TripletMiner miner, int n, int dim, const Dtype* x, c
     if (miner == TripletMiner::kBatchHard) {
       if (mining.positive[a] < 0) continue;
       if (!add(a, mining.positive[a]) || !add(a, mining.negative[a])) return false;
-    } else {
+    } else {  // a's positive pairs: its class's rows, in increasing index
       const int* pair_row = mining.pair_negative + a * rows;
-      for (int p = 0; p < n; ++p) {
+      Positives positives(members, a);
+      for (int p; positives.take(&p, 1) == 1;) {
         if (pair_row[p] >= 0 && (!add(a, p) || !add(a, pair_row[p]))) return false;
       }
     }
@@ -319,8 +318,9 @@ void triplet_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
   const TripletRowLoss<Dtype> term = {static_cast<Dtype>(options.margin), options.soft_margin};
   Dtype loss_sum = Dtype(0);
   long long terms = 0;
+  const ClassMembers members = class_members(n, labels, triplet_class_space(n, scratch));
   for (int a = 0; a < n; ++a) {
-    anchor_step_cpu(options.mining, term, n, a, labels, mining);
+    anchor_step_cpu(options.mining, term, n, a, labels, members, mining);
     loss_sum += mining.row_loss[a];
     terms += mining.row_terms[a];
   }
@@ -351,7 +351,9 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
   Dtype* row_sum = s + nn * nn;
   if (options.mining != TripletMiner::kBatchAll) {
     // S's region holds the picks' entries (ints) when they fit; else S itself.
-    if (!sparse_mined_gradient(options.mining, n, dim, embedding, mining, scale, options.squared,
+    const ClassMembers members = {triplet_class_space(n, scratch), triplet_class_space(n, scratch) + n,
+                                  triplet_class_space(n, scratch) + 2 * n};  // the forward's (class_members)
+    if (!sparse_mined_gradient(options.mining, n, dim, embedding, mining, members, scale, options.squared,
                                reinterpret_cast<int*>(s), nn * nn * sizeof(Dtype) / sizeof(int), row_sum,
                                embedding_diff)) {
       mined_gradient_weights(options.mining, n, mining, scale, options.squared, s);
