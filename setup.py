@@ -40,6 +40,7 @@ def is_cuda_binding(path):
 binding_sources = sorted(glob(f"{BINDINGS}/*.cpp"))
 core_headers = sorted(glob("caffe_layers/include/caffe_mining/**/*.hpp", recursive=True) +
                       glob("caffe_layers/include/caffe_mining/**/*.cuh", recursive=True))
+core_cpu_includes = sorted(glob("caffe_layers/src/caffe/mining/*.inc"))  # lanes that a core .cpp includes
 binding_headers = sorted(glob(f"{PACKAGE}/*.hpp") + glob(f"{BINDINGS}/*.hpp"))
 cpu_binding_headers = [h for h in binding_headers if "_cuda" not in os.path.basename(h)]
 
@@ -47,7 +48,7 @@ extension = Pybind11Extension(
     "caffe_mining._core",
     sorted([f"{PACKAGE}/_core.cpp", *[s for s in binding_sources if not is_cuda_binding(s)], *core_sources]),
     include_dirs=["caffe_layers/include", PACKAGE],
-    depends=[*core_headers, *cpu_binding_headers],  # a changed header rebuilds the extension
+    depends=[*core_headers, *core_cpu_includes, *cpu_binding_headers],  # a changed header rebuilds the extension
     libraries=["openblas"],
     cxx_std=17,
 )
