@@ -1,13 +1,18 @@
 """Builds the Python package caffe_mining and its extensions (no Caffe needed).
 
 - caffe_mining._core: the Caffe-free core's CPU sources (caffe_layers/src/caffe/mining/*.cpp, the same files
-  libcaffe compiles for the MiningContrastiveLoss and HardNetLoss layers) with python/caffe_mining/_core.cpp;
-  links OpenBLAS for cblas (Debian: libopenblas-dev).
+  libcaffe compiles for the loss layers) with python/caffe_mining/_core.cpp and every loss's CPU bindings
+  (python/caffe_mining/bindings/<loss>.cpp); links OpenBLAS for cblas (Debian: libopenblas-dev).
 - caffe_mining._core_cuda: the core's CUDA sources (caffe_layers/src/caffe/mining/*.cu) with
-  python/caffe_mining/_core_cuda.cpp, compiled with nvcc and linked with the CUDA runtime (static) and cuBLAS.
+  python/caffe_mining/_core_cuda.cpp and every loss's CUDA bindings (bindings/<loss>_cuda.cpp), compiled with nvcc
+  and linked with the CUDA runtime (static) and cuBLAS.
   Built where nvcc is found (PATH, CUDA_HOME or /usr/local/cuda). Environment:
     CAFFE_MINING_CUDA=auto|1|0   auto (default): build it where nvcc exists; 1: required; 0: skip it
     CAFFE_MINING_CUDA_ARCHS      SM versions, space-separated (default "80 90"; PTX of the last one is embedded)
+- the stubs caffe_mining/_core.pyi and _core_cuda.pyi, written by build_ext beside the extensions (in place with
+  --inplace and pip install -e): the module's head (python/caffe_mining/<module>.head.pyi) and its losses'
+  fragments (bindings/<loss>.pyi, bindings/<loss>_cuda.pyi) in name order. A loss's bindings are its own files
+  only: nothing here or in a shared file lists the losses.
 
     pip install .        # or, for development: pip install -e .
 """
@@ -20,15 +25,30 @@ from glob import glob
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
+PACKAGE = "python/caffe_mining"
+BINDINGS = f"{PACKAGE}/bindings"  # per loss: <loss>.cpp (into _core), <loss>_cuda.cpp (into _core_cuda), stubs
 core_sources = sorted(glob("caffe_layers/src/caffe/mining/*.cpp"))
 core_cuda_sources = sorted(glob("caffe_layers/src/caffe/mining/*.cu"))
 if not core_sources or not core_cuda_sources:
     raise SystemExit("setup.py: no core sources in caffe_layers/src/caffe/mining/; run it from the repository root")
 
+
+def is_cuda_binding(path):
+    return path.endswith(("_cuda.cpp", "_cuda.pyi"))
+
+
+binding_sources = sorted(glob(f"{BINDINGS}/*.cpp"))
+core_headers = sorted(glob("caffe_layers/include/caffe_mining/**/*.hpp", recursive=True) +
+                      glob("caffe_layers/include/caffe_mining/**/*.cuh", recursive=True))
+core_cpu_includes = sorted(glob("caffe_layers/src/caffe/mining/*.inc"))  # lanes that a core .cpp includes
+binding_headers = sorted(glob(f"{PACKAGE}/*.hpp") + glob(f"{BINDINGS}/*.hpp"))
+cpu_binding_headers = [h for h in binding_headers if "_cuda" not in os.path.basename(h)]
+
 extension = Pybind11Extension(
     "caffe_mining._core",
-    sorted(["python/caffe_mining/_core.cpp", *core_sources]),
-    include_dirs=["caffe_layers/include"],
+    sorted([f"{PACKAGE}/_core.cpp", *[s for s in binding_sources if not is_cuda_binding(s)], *core_sources]),
+    include_dirs=["caffe_layers/include", PACKAGE],
+    depends=[*core_headers, *core_cpu_includes, *cpu_binding_headers],  # a changed header rebuilds the extension
     libraries=["openblas"],
     cxx_std=17,
 )
@@ -84,25 +104,44 @@ def cuda_extension(nvcc):
     if os.path.exists(f"{cudart_dir}/libcudart_static.a"):  # no runtime dependency on libcudart
         cudart_flag = "-l:libcudart_static.a"
     cublas_dir, cublas_flag = find_cuda_library(roots, "cublas")
-    include_dirs = ["caffe_layers/include", "python/caffe_mining",
+    include_dirs = ["caffe_layers/include", PACKAGE,
                     *dict.fromkeys([find_cuda_include(roots, "cuda_runtime.h"), find_cuda_include(roots, "cublas_v2.h")])]
     ext = Pybind11Extension(
         "caffe_mining._core_cuda",
-        ["python/caffe_mining/_core_cuda.cpp"],
+        [f"{PACKAGE}/_core_cuda.cpp", *[s for s in binding_sources if is_cuda_binding(s)]],
         include_dirs=include_dirs,
+        depends=[*core_headers, *binding_headers],
         library_dirs=[cudart_dir, cublas_dir],
         runtime_library_dirs=sorted({cudart_dir, cublas_dir}),
         extra_link_args=[cudart_flag, cublas_flag, "-ldl", "-lrt", "-lpthread"],
         cxx_std=17,
     )
-    ext.cuda_sources = [*core_cuda_sources, "python/caffe_mining/_core_cuda_kernels.cu"]
+    ext.cuda_sources = [*core_cuda_sources, f"{PACKAGE}/_core_cuda_kernels.cu"]
     ext.nvcc = nvcc
-    ext.cuda_include_dirs = ["caffe_layers/include", "python/caffe_mining"]
+    ext.cuda_include_dirs = ["caffe_layers/include", PACKAGE]
     return ext
 
 
+def stub_text(module):
+    """The stub of caffe_mining.<module>: its head, then its losses' fragments in name order."""
+    fragments = [f for f in sorted(glob(f"{BINDINGS}/*.pyi")) if is_cuda_binding(f) == (module == "_core_cuda")]
+    parts = [f"{PACKAGE}/{module}.head.pyi", *fragments]
+    return "".join(open(part).read() for part in parts)
+
+
 class BuildExt(build_ext):
-    """build_ext that first compiles an extension's cuda_sources with nvcc into objects it links."""
+    """build_ext that first compiles an extension's cuda_sources with nvcc into objects it links, and writes the
+    stubs beside the extensions (both stubs always: they come from sources, not from the compiled modules)."""
+
+    def run(self):
+        super().run()
+        package = PACKAGE if self.inplace else os.path.join(self.build_lib, "caffe_mining")
+        os.makedirs(package, exist_ok=True)
+        for module in ("_core", "_core_cuda"):
+            path, text = os.path.join(package, f"{module}.pyi"), stub_text(module)
+            if not os.path.exists(path) or open(path).read() != text:
+                with open(path, "w") as stub:
+                    stub.write(text)
 
     def build_extension(self, ext):
         sources = getattr(ext, "cuda_sources", None)
@@ -129,10 +168,9 @@ class BuildExt(build_ext):
 
 
 def newer_than_object(source, obj):
-    """Whether the source or any header of the core or the bindings changed after obj was built."""
-    headers = [*glob("caffe_layers/include/caffe_mining/**/*.hpp", recursive=True),
-               *glob("caffe_layers/include/caffe_mining/**/*.cuh", recursive=True), *glob("python/caffe_mining/*.hpp")]
-    inputs = [source, *headers]
+    """Whether the source, a header of the core or a shared header of the bindings changed after obj was built (the
+    .cu files include no loss's binding header)."""
+    inputs = [source, *core_headers, *glob(f"{PACKAGE}/*.hpp")]
     return max(os.path.getmtime(p) for p in inputs) > os.path.getmtime(obj)
 
 
@@ -153,7 +191,7 @@ setup(
                 "gradient check",
     package_dir={"": "python"},
     packages=find_packages("python"),
-    package_data={"caffe_mining": ["_core.pyi", "_core_cuda.pyi", "py.typed"]},
+    package_data={"caffe_mining": ["py.typed"]},  # the .pyi stubs: written by BuildExt
     ext_modules=extensions,
     cmdclass={"build_ext": BuildExt},
     python_requires=">=3.8",

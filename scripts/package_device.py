@@ -14,7 +14,8 @@ libraries and no package registry, and a run may carry 64 MiB (working tree incl
                       measured sizes (unstripped, stripped, compressed)
 
   python3 scripts/package_device.py [--build DIR]     # pack (reuses downloaded .deb files)
-  python3 scripts/package_device.py --check           # verify the payload and the 64 MiB limit; exit 1 if not
+  python3 scripts/package_device.py --check           # verify the payload, that the bindings' sources travel
+                                                      # with the tree, and the 64 MiB limit; exit 1 if not
 
 The build is --build, else $CAFFE_MINING_DEVICE_BUILD, else the first of <cache>/build-cuda90 (sm_90 only, the
 smallest) and <cache>/build-cuda that holds a built caffe.
@@ -46,6 +47,9 @@ SYSTEM_LIBRARY = re.compile(r"^(linux-vdso|ld-linux|libc\.|libm\.|libpthread\.|l
 HEADER_PACKAGE = "libopenblas-pthread-dev"
 BINARIES = {"bin/caffe": "tools/caffe", "bin/test.testbin": "test/test.testbin"}
 MODELS = {"siamese_minimal": "make_pairs.py", "hardnet_minimal": "make_data.py"}
+# The bindings' sources, which the tree carries (setup.py globs them there): no list of losses to keep here.
+BINDING_SOURCES = ("python/caffe_mining/*.cpp", "python/caffe_mining/*.hpp", "python/caffe_mining/*.cu",
+                   "python/caffe_mining/*.head.pyi", "python/caffe_mining/bindings/*")
 
 
 def log(message: str) -> None:
@@ -224,11 +228,23 @@ def pack(build: Path) -> dict:
     return manifest
 
 
-def tree_bytes() -> int:
-    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
+def travelling_files() -> list:
+    """What the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, check=True).stdout.split(b"\0")
-    return sum((REPO / os.fsdecode(p)).stat().st_size for p in listed if p and (REPO / os.fsdecode(p)).is_file())
+    return [os.fsdecode(p) for p in listed if p and (REPO / os.fsdecode(p)).is_file()]
+
+
+def tree_bytes() -> int:
+    return sum((REPO / name).stat().st_size for name in travelling_files())
+
+
+def binding_sources_left_behind() -> list:
+    """Sources of the bindings (what device_check.sh's setup.py build compiles: every loss's own files in
+    bindings/, the modules' shared files and stub heads) that would not travel with the tree (git-ignored)."""
+    travelling = set(travelling_files())
+    sources = [p for pattern in BINDING_SOURCES for p in sorted(REPO.glob(pattern)) if p.is_file()]
+    return [str(p.relative_to(REPO)) for p in sources if str(p.relative_to(REPO)) not in travelling]
 
 
 def check_files(manifest: dict) -> list:
@@ -266,6 +282,10 @@ def check() -> list:
         problems.append(f"libcaffe has no sm_90 code: {manifest['gpu_architectures']}")
     if not re.search(r"^\s*/device_payload/?\s*$", (REPO / ".gitignore").read_text(), re.M):
         problems.append(".gitignore must list /device_payload/ (it travels as a carried path)")
+    if not list(REPO.glob("python/caffe_mining/bindings/*.cpp")):
+        problems.append("no binding files in python/caffe_mining/bindings/")
+    problems += [f"{name} is git-ignored: it would not travel, and setup.py builds the bindings from it there"
+                 for name in binding_sources_left_behind()]
     payload = sum(e["bytes"] for e in manifest["files"].values()) + manifest_path.stat().st_size
     tree = tree_bytes()
     total = payload + tree

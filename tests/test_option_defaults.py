@@ -178,7 +178,7 @@ def test_function_defaults_are_the_options_defaults(spec, kind):
 
 
 def test_a_changed_bound_default_is_caught():
-    """The signature parser reads what pybind11 writes, so a literal changed in _core.cpp is seen."""
+    """The signature parser reads what pybind11 writes, so a literal changed in bindings/<loss>.cpp is seen."""
     planted = _core.hardnet_options_problem.__doc__.replace("= 0.008", "= 0.009")
     fake = type("Bound", (), {"__doc__": planted})()
     assert bound_defaults(fake)["duplicate_threshold"] == 0.009

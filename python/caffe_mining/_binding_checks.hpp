@@ -1,7 +1,8 @@
-// Argument checks of both bindings, the CPU one (_core.cpp) and the CUDA one (_core_cuda.cpp): the same exception
-// and the same text for the same bad argument. Device arrays give their shapes through __cuda_array_interface__, so
-// these helpers take shape vectors and dtype names; the option rules themselves are the core's
-// (caffe_mining/common/option_checks.hpp and the losses' options' validate()).
+// Argument checks that every loss's bindings share, the CPU ones (bindings/<loss>.cpp, in _core) and the CUDA ones
+// (bindings/<loss>_cuda.cpp, in _core_cuda): the same exception and the same text for the same bad argument. Device
+// arrays give their shapes through __cuda_array_interface__, so these helpers take shape vectors and dtype names;
+// the option rules themselves are the core's (caffe_mining/common/option_checks.hpp and the losses' options'
+// validate()). A loss's own checks are in bindings/<loss>_checks.hpp.
 #ifndef CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 #define CAFFE_MINING_PYTHON_BINDING_CHECKS_HPP_
 
@@ -9,7 +10,6 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
-#include <cctype>
 #include <climits>
 #include <cstdint>
 #include <sstream>
@@ -17,10 +17,7 @@
 #include <vector>
 
 #include "caffe_mining/common/option_checks.hpp"
-#include "caffe_mining/contrastive_mining.hpp"
-#include "caffe_mining/hardnet.hpp"
-#include "caffe_mining/margin.hpp"
-#include "caffe_mining/triplet.hpp"
+#include "caffe_mining/hardnet.hpp"  // hardnet_find_invalid_label: the core's rule for real class ids
 
 namespace caffe_mining_bindings {
 
@@ -112,31 +109,6 @@ inline void check_row_count(const char* name, py::ssize_t size, int n) {
   }
 }
 
-[[noreturn]] inline void throw_invalid_sim(int index, double value) {
-  throw py::value_error("sim must hold 0 (dissimilar) or 1 (similar). Got: sim[" + std::to_string(index) + "] = " +
-                        caffe_mining::format_value(value));
-}
-
-[[noreturn]] inline void throw_missing_uniforms() {
-  throw py::value_error("batch_reduce RANDOM needs uniforms: N values in [0, 1), one per row");
-}
-
-[[noreturn]] inline void throw_bad_uniform(int index, double value) {
-  throw py::value_error("uniforms must lie in [0, 1). Got: uniforms[" + std::to_string(index) + "] = " +
-                        caffe_mining::format_value(value));
-}
-
-/// Host uniforms checked in double (as _core does), then converted to T.
-template <typename T>
-CArray<T> host_uniforms(const py::object& uniforms_in, int n) {
-  const CArray<double> given = per_row_values<double>(uniforms_in, "uniforms", n);
-  for (int i = 0; i < n; ++i) {
-    const double u = given.data()[i];
-    if (!(u >= 0.0 && u < 1.0)) throw_bad_uniform(i, u);
-  }
-  return per_row_values<T>(uniforms_in, "uniforms", n);
-}
-
 /// Labels as dense class ids 0..k-1 (their rank among the distinct values), as _core makes them: integer and
 /// boolean labels exactly, real ones after a check that they are finite.
 template <typename T>
@@ -168,183 +140,6 @@ CArray<T> dense_class_ids(const py::object& labels_in, int n) {
   };
   if (!as_int.empty()) assign(as_int); else if (!as_double.empty()) assign(as_double);
   return dense;
-}
-
-inline caffe_mining::HardNetBatchReduce parse_batch_reduce(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "MIN") return caffe_mining::HardNetBatchReduce::kMin;
-  if (name == "AVERAGE") return caffe_mining::HardNetBatchReduce::kAverage;
-  if (name == "RANDOM") return caffe_mining::HardNetBatchReduce::kRandom;
-  throw py::value_error("batch_reduce must be one of MIN, AVERAGE, RANDOM. Got: '" + name + "'");
-}
-
-inline caffe_mining::HardNetLossType parse_loss_type(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "TRIPLET_MARGIN") return caffe_mining::HardNetLossType::kTripletMargin;
-  if (name == "SOFTMAX") return caffe_mining::HardNetLossType::kSoftmax;
-  if (name == "CONTRASTIVE") return caffe_mining::HardNetLossType::kContrastive;
-  throw py::value_error("loss_type must be one of TRIPLET_MARGIN, SOFTMAX, CONTRASTIVE. Got: '" + name + "'");
-}
-
-/// The contrastive options of the bindings' keywords.
-inline caffe_mining::ContrastiveOptions contrastive_options(double margin, bool legacy_version, int mining_ratio) {
-  caffe_mining::ContrastiveOptions options;
-  options.margin = margin;
-  options.legacy_version = legacy_version;
-  options.mining_ratio = mining_ratio;
-  return options;
-}
-
-/// The HardNet options of the bindings' keywords (enum names as caffe.proto spells them, any case).
-inline caffe_mining::HardNetOptions hardnet_options(double margin, bool anchor_swap, const std::string& batch_reduce,
-                                                    const std::string& loss_type, double eps,
-                                                    double duplicate_threshold) {
-  caffe_mining::HardNetOptions options;
-  options.margin = margin;
-  options.anchor_swap = anchor_swap;
-  options.batch_reduce = parse_batch_reduce(batch_reduce);
-  options.loss_type = parse_loss_type(loss_type);
-  options.eps = eps;
-  options.duplicate_threshold = duplicate_threshold;
-  return options;
-}
-
-inline void check_hardnet_rows(int n) {
-  if (n < 2) {
-    throw py::value_error("HardNetLoss needs N >= 2 pairs (a negative comes from another row). Got: N = " +
-                          std::to_string(n));
-  }
-}
-
-inline caffe_mining::TripletMiner parse_triplet_mining(std::string name) {
-  for (auto& c : name) c = static_cast<char>(toupper(c));
-  if (name == "BATCH_HARD") return caffe_mining::TripletMiner::kBatchHard;
-  if (name == "BATCH_ALL") return caffe_mining::TripletMiner::kBatchAll;
-  if (name == "SEMI_HARD") return caffe_mining::TripletMiner::kSemiHard;
-  throw py::value_error("mining must be one of BATCH_HARD, BATCH_ALL, SEMI_HARD. Got: '" + name + "'");
-}
-
-inline caffe_mining::TripletOptions triplet_options(double margin, bool soft_margin, bool squared,
-                                                    const std::string& mining, double eps) {
-  caffe_mining::TripletOptions options;
-  options.margin = margin;
-  options.soft_margin = soft_margin;
-  options.squared = squared;
-  options.mining = parse_triplet_mining(mining);
-  options.eps = eps;
-  return options;
-}
-
-inline void check_triplet_rows(int n) {
-  if (n > caffe_mining::triplet_max_rows()) {
-    throw py::value_error("TripletLoss takes at most N = " + std::to_string(caffe_mining::triplet_max_rows()) +
-                          " rows. Got: N = " + std::to_string(n));
-  }
-}
-
-/// TripletLoss labels as dense class ids 0..C-1 in T (equality kept, so float32 never merges two large ids); they
-/// must be finite integer values.
-template <typename T>
-CArray<T> triplet_class_ids(const py::object& labels_in, int n) {
-  const CArray<double> given = per_row_values<double>(labels_in, "labels", n);
-  const int invalid = caffe_mining::triplet_find_invalid_label(given.data(), n);
-  if (invalid >= 0) {
-    throw py::value_error("labels must be finite integer class ids. Got: labels[" + std::to_string(invalid) +
-                          "] = " + caffe_mining::format_value(given.data()[invalid]));
-  }
-  return dense_class_ids<T>(labels_in, n);
-}
-
-/// The mined triplets as rows (anchor, positive, negative): BATCH_HARD one per anchor, SEMI_HARD one per ordered
-/// positive pair in increasing (a, p); -1 where none was mined; BATCH_ALL none. From host copies of the decisions.
-template <typename T>
-std::vector<int64_t> triplet_rows(caffe_mining::TripletMiner miner, int n, const T* labels, const int* positive,
-                                  const int* negative, const int* pair_negative) {
-  std::vector<int64_t> rows;
-  if (miner == caffe_mining::TripletMiner::kBatchHard) {
-    for (int a = 0; a < n; ++a) rows.insert(rows.end(), {a, positive[a], negative[a]});
-  } else if (miner == caffe_mining::TripletMiner::kSemiHard) {
-    for (int a = 0; a < n; ++a) {
-      for (int p = 0; p < n; ++p) {
-        if (caffe_mining::is_positive_of(labels, a, p)) {
-          rows.insert(rows.end(), {a, p, pair_negative[static_cast<std::size_t>(a) * n + p]});
-        }
-      }
-    }
-  }
-  return rows;
-}
-
-/// MarginLoss labels (host values): checked as given (integers; in [0, num_classes) when it is > 0), then as T:
-/// class ids by rank when only their equality matters (large ids stay distinct in float32), else as they are.
-template <typename T>
-CArray<T> margin_labels(const py::object& labels_in, int n, int num_classes) {
-  const CArray<double> given = per_row_values<double>(labels_in, "labels", n);
-  const int invalid = caffe_mining::margin_find_invalid_label(given.data(), n, num_classes);
-  if (invalid >= 0) {
-    const std::string range = num_classes > 0 ? " in [0, num_classes = " + std::to_string(num_classes) + ")" : "";
-    throw py::value_error("labels must be integer class ids" + range + ". Got: labels[" + std::to_string(invalid) +
-                          "] = " + caffe_mining::format_value(given.data()[invalid]));
-  }
-  return num_classes > 0 ? per_row_values<T>(labels_in, "labels", n) : dense_class_ids<T>(labels_in, n);
-}
-
-/// MarginLoss beta (host values): max(1, num_classes) values, every one beta_init when None; finite unless
-/// check_finite is off.
-template <typename T>
-CArray<T> margin_beta(const py::object& beta_in, int betas, double beta_init, bool check_finite) {
-  CArray<T> beta;
-  if (beta_in.is_none()) {
-    beta = CArray<T>(betas);
-    for (int c = 0; c < betas; ++c) beta.mutable_data()[c] = static_cast<T>(beta_init);
-    return beta;
-  }
-  beta = CArray<T>::ensure(beta_in);
-  if (!beta || beta.size() != betas) {
-    throw py::value_error("beta must hold max(1, num_classes) = " + std::to_string(betas) + " values. Got: " +
-                          (beta ? std::to_string(beta.size()) : py::repr(beta_in).cast<std::string>()));
-  }
-  for (int c = 0; check_finite && c < betas; ++c) {
-    if (!std::isfinite(beta.data()[c])) {
-      throw py::value_error("beta holds a non-finite value (" + caffe_mining::format_value(beta.data()[c]) +
-                            ") at index " + std::to_string(c) + "; pass check_finite=False to compute anyway");
-    }
-  }
-  return beta;
-}
-
-/// MarginLoss's sampler by name.
-inline caffe_mining::NegativeSampler parse_sampler(const std::string& name) {
-  if (name == "DISTANCE_WEIGHTED") return caffe_mining::NegativeSampler::kDistanceWeighted;
-  if (name == "UNIFORM") return caffe_mining::NegativeSampler::kUniform;
-  throw py::value_error("sampler must be 'DISTANCE_WEIGHTED' or 'UNIFORM'. Got: '" + name + "'");
-}
-
-/// MarginOptions from the bindings' keywords.
-inline caffe_mining::MarginOptions margin_options(double margin, double beta_init, double nu, int num_classes,
-                                                  int negatives_per_positive, const std::string& sampler,
-                                                  double cutoff, double nonzero_loss_cutoff, double eps,
-                                                  uint64_t seed) {
-  caffe_mining::MarginOptions options;
-  options.margin = margin;
-  options.beta_init = beta_init;
-  options.nu = nu;
-  options.num_classes = num_classes;
-  options.negatives_per_positive = negatives_per_positive;
-  options.sampler = parse_sampler(sampler);
-  options.cutoff = cutoff;
-  options.nonzero_loss_cutoff = nonzero_loss_cutoff;
-  options.eps = eps;
-  options.seed = seed;
-  return options;
-}
-
-/// The capacity of a batch's triplet buffers, or a ValueError when it exceeds int sizes.
-template <typename T>
-int margin_capacity(const CArray<T>& labels, int n, const caffe_mining::MarginOptions& options) {
-  const long long capacity = caffe_mining::margin_triplet_capacity(labels.data(), n, options);
-  if (capacity < 0) throw py::value_error("the batch has too many (anchor, positive, draw) triplets for int sizes");
-  return static_cast<int>(capacity);
 }
 
 }  // namespace caffe_mining_bindings

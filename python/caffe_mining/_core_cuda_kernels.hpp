@@ -1,6 +1,6 @@
-// Small device helpers of the CUDA bindings (_core_cuda.cpp): argument checks on device arrays and the
-// conversions of the core's int outputs to the CPU bindings' dtypes. The losses themselves are the core's.
-// Declared without CUDA headers so that the binding file compiles with the host compiler.
+// Small device helpers of the CUDA bindings (_core_cuda.hpp, bindings/<loss>_cuda.cpp): argument checks on device
+// arrays and the conversions of the core's int outputs to the CPU bindings' dtypes. The losses themselves are the
+// core's. Declared without CUDA headers so that the binding files compile with the host compiler.
 #ifndef CAFFE_MINING_PYTHON_CORE_CUDA_KERNELS_HPP_
 #define CAFFE_MINING_PYTHON_CORE_CUDA_KERNELS_HPP_
 

@@ -1,0 +1,17 @@
+def hardnet_loss(
+    anchor: Any,
+    positive: Any,
+    labels: Optional[Any] = None,
+    *,
+    margin: float = ...,
+    anchor_swap: bool = ...,
+    batch_reduce: str = ...,
+    loss_type: str = ...,
+    eps: float = ...,
+    duplicate_threshold: float = ...,
+    uniforms: Optional[Any] = None,
+    loss_weight: float = 1.0,
+    backward: bool = True,
+    check_finite: bool = True,
+) -> Tuple[float, Optional[DeviceArray], Optional[DeviceArray], DeviceArray, DeviceArray, DeviceArray, DeviceArray,
+           DeviceArray]: ...
