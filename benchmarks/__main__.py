@@ -87,6 +87,8 @@ def parse_args(argv):
     revisions.add_argument("--before", required=True, help="a git revision (e.g. 8f48fae, the core before the kit)")
     revisions.add_argument("--hardnet-sizes", type=int, nargs="+", default=[512, 1024])
     revisions.add_argument("--contrastive-sizes", type=int, nargs="+", default=[4096, 65536])
+    revisions.add_argument("--triplet-sizes", type=int, nargs="*", default=[512, 1024],
+                           help="TripletLoss sizes, where the other revision has it (none: skip)")
     revisions.add_argument("--dim", type=int, default=128)
     revisions.add_argument("--rounds", type=int, default=7)
     revisions.add_argument("--warmup", type=int, default=1)

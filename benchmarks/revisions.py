@@ -2,7 +2,8 @@
 
 Builds REV's Caffe-free bindings (`setup.py build_ext`, CPU only) in a scratch `git worktree`, loads both
 extension modules into this process, and times forward + backward of every configuration a user trains with:
-HardNetLoss MIN / RANDOM / AVERAGE with and without anchor swap, MiningContrastiveLoss at mining ratios 1, 2, 4.
+HardNetLoss MIN / RANDOM / AVERAGE with and without anchor swap, MiningContrastiveLoss at mining ratios 1, 2, 4,
+TripletLoss BATCH_HARD / SEMI_HARD / BATCH_ALL with the hinge and the soft margin (P x K batches, K = 4).
 Each configuration's two calls are checked to give the same loss and gradients, bit for bit, before they are timed
 (the refactors this compares promise no change of behaviour). CPU time, one BLAS thread, medians of interleaved
 rounds; the table gives each revision's time and the median of after / before over the rounds.
@@ -24,6 +25,7 @@ from benchmarks.timing import Timing, format_seconds, paired_ratio, time_interle
 
 REPO = Path(__file__).resolve().parents[1]
 HARDNET_CONFIGS = [(reduce, swap) for reduce in ("MIN", "RANDOM", "AVERAGE") for swap in (False, True)]
+TRIPLET_CONFIGS = [(mining, soft) for mining in ("BATCH_HARD", "SEMI_HARD", "BATCH_ALL") for soft in (False, True)]
 
 
 def build_revision(revision: str, scratch: Path) -> Path:
@@ -52,8 +54,11 @@ def _same(a, b) -> bool:
     return a == b or (a != a and b != b)
 
 
-def configurations(n_hardnet: List[int], n_contrastive: List[int], dim: int) -> List[Tuple[str, Callable]]:
+def configurations(n_hardnet: List[int], n_contrastive: List[int], dim: int,
+                   n_triplet: List[int] = ()) -> List[Tuple[str, Callable]]:
     """(name, call(module)) for every configuration."""
+    from benchmarks.triplet_suite import triplet_batch
+
     out = []
     for n in n_hardnet:
         anchor, positive = inputs.hardnet_batch(n, dim)
@@ -67,6 +72,11 @@ def configurations(n_hardnet: List[int], n_contrastive: List[int], dim: int) -> 
         for ratio in (1, 2, 4):
             out.append((f"MiningContrastive ratio {ratio}, N = {n}",
                         lambda m, f=feat, g=feat_p, s=sim, r=ratio: m.mining_contrastive_loss(f, g, s, mining_ratio=r)))
+    for n in n_triplet:
+        x, labels = triplet_batch(n, dim)
+        for mining, soft in TRIPLET_CONFIGS:
+            out.append((f"Triplet {mining}{', soft margin' if soft else ''}, N = {n}",
+                        lambda m, x=x, y=labels, k=mining, s=soft: m.triplet_loss(x, y, mining=k, soft_margin=s)))
     return out
 
 
@@ -100,8 +110,9 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="caffe-mining-revision-") as scratch:
         try:
             old = load_extension(build_revision(args.before, Path(scratch)), "caffe_mining_before")
-            rows = compare(old, current, configurations(args.hardnet_sizes, args.contrastive_sizes, args.dim),
-                           args.rounds, args.warmup, args.min_sample)
+            configs = configurations(args.hardnet_sizes, args.contrastive_sizes, args.dim,
+                                     args.triplet_sizes if hasattr(old, "triplet_loss") else ())
+            rows = compare(old, current, configs, args.rounds, args.warmup, args.min_sample)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(Path(scratch) / "tree")],
                            capture_output=True)

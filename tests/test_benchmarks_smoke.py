@@ -172,3 +172,30 @@ def test_verdicts_name_a_missed_target():
     assert lines[1].startswith("- AVERAGE ≤ 3.3×") and lines[1].endswith("met")
     assert len(lines) == 2  # RANDOM only below N = 512: no target there
     assert report.config_verdicts(config_rows[3:]) == ["- none: no N ≥ 512 in this run"]
+
+
+def test_revisions_times_every_loss_configuration_and_checks_its_bits():
+    """`python -m benchmarks revisions` compares two cores on every configuration of the four losses' kit: here the
+    core against itself (same bits by construction), and against a core whose triplet loss is off by one ulp."""
+    from benchmarks import revisions
+    from caffe_mining import _core
+
+    configs = revisions.configurations([16], [64], 8, [16])
+    names = [name for name, _ in configs]
+    assert sum(name.startswith("HardNet") for name in names) == len(revisions.HARDNET_CONFIGS) == 6
+    assert sum(name.startswith("MiningContrastive") for name in names) == 3
+    assert sum(name.startswith("Triplet") for name in names) == len(revisions.TRIPLET_CONFIGS) == 6
+    rows = revisions.compare(_core, _core, configs, rounds=1, warmup=0, min_sample=0.0)
+    assert all(row["same_bits"] for row in rows)
+
+    class OffByOneUlp:
+        def __getattr__(self, name):
+            return getattr(_core, name)
+
+        def triplet_loss(self, *args, **kwargs):
+            loss, *rest = _core.triplet_loss(*args, **kwargs)
+            return (np.nextafter(loss, np.inf), *rest)
+
+    triplet_rows = revisions.compare(_core, OffByOneUlp(), [c for c in configs if c[0].startswith("Triplet")],
+                                     rounds=1, warmup=0, min_sample=0.0)
+    assert not any(row["same_bits"] for row in triplet_rows)
