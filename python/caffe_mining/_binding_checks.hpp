@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "caffe_mining/common/option_checks.hpp"
-#include "caffe_mining/hardnet.hpp"  // hardnet_find_invalid_label: the core's rule for real class ids
+#include "caffe_mining/miners/label_masks.hpp"  // find_non_finite_label: the core's rule for real class ids
 
 namespace caffe_mining_bindings {
 
@@ -123,7 +123,7 @@ CArray<T> dense_class_ids(const py::object& labels_in, int n) {
   } else {
     const CArray<double> ids = per_row_values<double>(labels_in, "labels", n);
     as_double.assign(ids.data(), ids.data() + n);
-    const int invalid = caffe_mining::hardnet_find_invalid_label(as_double.data(), n);
+    const int invalid = caffe_mining::find_non_finite_label(as_double.data(), n);
     if (invalid >= 0) {
       throw py::value_error("labels must be finite class ids. Got: labels[" + std::to_string(invalid) + "] = " +
                             caffe_mining::format_value(as_double[invalid]));

@@ -110,15 +110,6 @@ std::string HardNetOptions::validate() const {
   return hardnet_options_problem<Dtype>(*this);
 }
 
-/// Index of the first label that is not finite (NaN labels would match nothing, silently), or -1.
-template <typename Dtype>
-int hardnet_find_invalid_label(const Dtype* labels, int n) {
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(labels[i])) return i;
-  }
-  return -1;
-}
-
 /// Columns per block when the CPU path mines a row by itself (MIN without anchor swap).
 constexpr int kHardnetRowBlock = 64;
 

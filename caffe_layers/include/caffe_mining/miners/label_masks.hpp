@@ -4,6 +4,8 @@
 #ifndef CAFFE_MINING_MINERS_LABEL_MASKS_HPP_
 #define CAFFE_MINING_MINERS_LABEL_MASKS_HPP_
 
+#include <cmath>
+
 #include "caffe_mining/common/host_device.hpp"
 
 namespace caffe_mining {
@@ -25,6 +27,15 @@ CM_HOST_DEVICE bool has_negative(const Dtype* labels, int n, int anchor) {
     if (is_negative_of(labels, anchor, j)) return true;
   }
   return false;
+}
+
+/// Index of the first label that is not finite (a NaN label would match nothing, silently), or -1 (host values).
+template <typename Dtype>
+int find_non_finite_label(const Dtype* labels, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(labels[i])) return i;
+  }
+  return -1;
 }
 
 }  // namespace caffe_mining

@@ -3,6 +3,7 @@
 
 #include "caffe/layers/hardnet_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe_mining/miners/label_masks.hpp"
 
 namespace caffe {
 
@@ -104,7 +105,7 @@ caffe_mining::HardNetMining<Dtype> HardNetLossLayer<Dtype>::Mining(bool on_gpu) 
 template <typename Dtype>
 void HardNetLossLayer<Dtype>::CheckLabels(const Blob<Dtype>& label) const {
   const Dtype* ids = label.cpu_data();
-  const int invalid = caffe_mining::hardnet_find_invalid_label(ids, label.count());
+  const int invalid = caffe_mining::find_non_finite_label(ids, label.count());
   CHECK_LT(invalid, 0) << "HardNetLoss layer " << this->layer_param_.name()
       << ": label (bottom[2]) must hold finite class ids, got " << ids[invalid]
       << " at index " << invalid;
