@@ -7,7 +7,7 @@
 // exactly and the loss (a tree sum on the GPU) within rounding. plant: upper_triangle (the dot products where the
 // CPU's SYRK leaves them, not where cuBLAS's does). Prints "cases=<c> compared=<k> mismatches=<m>" last.
 //
-// emulation-sources: caffe_layers/src/caffe/mining/triplet.cpp caffe_layers/src/caffe/mining/gemm_distances.cpp
+// emulation-sources: caffe_layers/src/caffe/mining/triplet.cpp caffe_layers/src/caffe/mining/gemm_distances.cpp caffe_layers/src/caffe/mining/distance_gradients.cpp
 #include <cblas.h>
 
 #include <cmath>

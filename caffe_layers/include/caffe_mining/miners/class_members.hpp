@@ -17,7 +17,10 @@ struct ClassMembers {
   const int* size;
 };
 
-/// ClassMembers of the n labels, in `space` (3n ints): O(n log n).
+/// The lists class_members built in `space` (3n ints): order, then first, then size.
+inline ClassMembers class_members_in(int n, const int* space) { return {space, space + n, space + 2 * n}; }
+
+/// ClassMembers of the n labels, built in `space` (3n ints): O(n log n).
 template <typename Dtype>
 ClassMembers class_members(int n, const Dtype* labels, int* space) {
   int* order = space;
@@ -34,7 +37,7 @@ ClassMembers class_members(int n, const Dtype* labels, int* space) {
     }
     start = end;
   }
-  return {order, first, size};
+  return class_members_in(n, space);
 }
 
 /// An anchor's positives in increasing index, taken a few at a time.

@@ -14,6 +14,7 @@
 
 #include "caffe_mining/common/cpu_lanes.hpp"
 #include "caffe_mining/common/float_lanes.hpp"
+#include "caffe_mining/distances/dot_distance.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
 
 namespace caffe_mining {
@@ -92,10 +93,7 @@ using V = lanes::avx2::V;
 
 template <typename Dtype>
 void dots_to_distances(int n, Dtype sq_norm_a, const Dtype* sq_norm_p, Dtype eps, Dtype* row) {
-  for (int j = 0; j < n; ++j) {
-    const Dtype sq = sq_norm_a + sq_norm_p[j] - Dtype(2) * row[j];
-    row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;  // clamped as in distance_from_dot
-  }
+  for (int j = 0; j < n; ++j) row[j] = squared_distance_from_dot(sq_norm_a, sq_norm_p[j], row[j], eps);
   sqrt_in_place(n, row);
 }
 
@@ -109,10 +107,7 @@ void dots_to_distances<float>(int n, float sq_norm_a, const float* sq_norm_p, fl
 #elif defined(__SSE2__)
   start = sse2_lanes::dots_to_distances_lanes(n, sq_norm_a, sq_norm_p, eps, row);
 #endif
-  for (int j = start; j < n; ++j) {
-    const float sq = sq_norm_a + sq_norm_p[j] - 2.0f * row[j];
-    row[j] = std::sqrt((sq > 0.0f ? sq : 0.0f) + eps);  // clamped as in distance_from_dot
-  }
+  for (int j = start; j < n; ++j) row[j] = distance_from_dot(sq_norm_a, sq_norm_p[j], row[j], eps);
 }
 
 #define CM_INSTANTIATE_GEMM_DISTANCES(Dtype)                                                    \

@@ -4,6 +4,7 @@
 #include "caffe_mining/common/float_lanes.hpp"  // CAFFE_MINING_AVX2_LANES where GCC can target AVX2
 #include "caffe_mining/distances/gemm_distances.hpp"
 #include "caffe_mining/distances/squared_norm.hpp"
+#include "caffe_mining/gradients/distance_gradients.hpp"
 #include "caffe_mining/miners/class_members.hpp"
 
 #include <cblas.h>
@@ -214,8 +215,7 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
       const Dtype w = s_row[j];
       if (w == Dtype(0)) continue;
       sum += w;
-      const Dtype* xj = x + j * static_cast<std::size_t>(dim);
-      for (int k = 0; k < dim; ++k) out[k] += w * (xi[k] - xj[k]);
+      add_distance_gradient(dim, w, xi, x + j * static_cast<std::size_t>(dim), out, static_cast<Dtype*>(nullptr));
     }
     row_sum[i] = sum;
   }
@@ -224,8 +224,8 @@ void sparse_gradient(int n, int dim, const Dtype* x, const Dtype* s, Dtype* row_
 // mined_gradient_weights + sparse_gradient without the n x n matrix S: S's entries at the picks and their mirrors
 // (the only ones that can be non-zero), gathered row by row (a counting sort in `space`, `capacity` ints) and
 // visited in increasing column, each the same triplet_gradient_weight (symmetric to the bit) and the same sums in
-// the same order. SEMI_HARD's picks are read at its positive pairs only (pair_negative is n x n). Returns false, having written
-// nothing but `space`, when they do not fit.
+// the same order. SEMI_HARD's picks are read at its positive pairs only (pair_negative is n x n). Returns false,
+// having written nothing but `space`, when they do not fit.
 template <typename Dtype>
 bool sparse_mined_gradient(TripletMiner miner, int n, int dim, const Dtype* x, const TripletMining<Dtype>& mining,
                            const ClassMembers& members, Dtype scale, bool squared, int* space, std::size_t capacity,
@@ -279,8 +279,7 @@ bool sparse_mined_gradient(TripletMiner miner, int n, int dim, const Dtype* x, c
       const Dtype w = triplet_gradient_weight(mining.dist, mining.weight, n, i, *j, scale, squared);
       if (w == Dtype(0)) continue;
       sum += w;
-      const Dtype* xj = x + *j * static_cast<std::size_t>(dim);
-      for (int k = 0; k < dim; ++k) out[k] += w * (xi[k] - xj[k]);
+      add_distance_gradient(dim, w, xi, x + *j * static_cast<std::size_t>(dim), out, static_cast<Dtype*>(nullptr));
     }
     row_sum[i] = sum;
   }
@@ -351,8 +350,7 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
   Dtype* row_sum = s + nn * nn;
   if (options.mining != TripletMiner::kBatchAll) {
     // S's region holds the picks' entries (ints) when they fit; else S itself.
-    const ClassMembers members = {triplet_class_space(n, scratch), triplet_class_space(n, scratch) + n,
-                                  triplet_class_space(n, scratch) + 2 * n};  // the forward's (class_members)
+    const ClassMembers members = class_members_in(n, triplet_class_space(n, scratch));  // the forward's
     if (!sparse_mined_gradient(options.mining, n, dim, embedding, mining, members, scale, options.squared,
                                reinterpret_cast<int*>(s), nn * nn * sizeof(Dtype) / sizeof(int), row_sum,
                                embedding_diff)) {
