@@ -1,7 +1,8 @@
 """HardNetLoss's mutants: the row losses of every loss type and their derivatives at the kinks, the candidates (the
 duplicate threshold, the label and diagonal masks, ties), MIN/AVERAGE/RANDOM and anchor swap, the reductions (mean
 over non-empty rows, forward and backward), the CPU fast paths (the row-by-row MIN on the squared scale, its SSE and
-AVX2 lanes and their scalar tails, AVERAGE a block of rows at a time, the float distance rows) and the element distance the CUDA path uses."""
+AVX2 lanes and their scalar tails, AVERAGE a block of rows at a time, the float distance rows) and the element
+distance the CUDA path uses."""
 from .mutant import BOUNDARIES, GPU_LOGIC, Mutant
 
 HARDNET_HPP = "caffe_layers/include/caffe_mining/hardnet.hpp"
@@ -9,7 +10,6 @@ HARDNET_CPP = "caffe_layers/src/caffe/mining/hardnet.cpp"
 ROW_MINER_HPP = "caffe_layers/include/caffe_mining/miners/hardest_negative_row.hpp"
 ROW_MINER_CPP = "caffe_layers/src/caffe/mining/hardest_negative_row.cpp"
 ROW_MINER_LANES = "caffe_layers/src/caffe/mining/hardest_negative_row_lanes.inc"
-GEMM_DISTANCES_CPP = "caffe_layers/src/caffe/mining/gemm_distances.cpp"
 DISTANCE_LANES = "caffe_layers/src/caffe/mining/dots_to_distances_lanes.inc"
 FLOAT_LANES_HPP = "caffe_layers/include/caffe_mining/common/float_lanes.hpp"
 AVERAGE_LANES = "caffe_layers/src/caffe/mining/hardnet_average_lanes.inc"
@@ -26,7 +26,8 @@ MUTANTS = (
     # ---- HardNetLoss: candidates, masks, ties (hardnet.hpp) -------------------------------------------------------
     Mutant("distance_unclamped_gpu", DOT_DISTANCE_HPP,
            "return math::sqrt((sq > Dtype(0) ? sq : Dtype(0)) + eps);", "return math::sqrt(sq + eps);",
-           "D = sqrt(max(sq, 0) + eps) (the CUDA path's element distance)", ci=True, kill_first=GPU_LOGIC),
+           "D = sqrt(max(sq, 0) + eps) (the CUDA path's element distance, the float lanes' last columns)", ci=True,
+           kill_first=GPU_LOGIC),
     Mutant("diagonal_is_a_negative", HARDNET_HPP,
            "return i != j && (labels == nullptr || labels[i] != labels[j]);",
            "return (labels == nullptr || labels[i] != labels[j]);",
@@ -101,12 +102,9 @@ MUTANTS = (
            "AVERAGE with anchor swap: a swapped candidate's weight goes to D_ji"),
 
     # ---- HardNetLoss CPU: distances, the row-by-row MIN path and its SSE lanes (hardnet.cpp) -----------------------
-    Mutant("distances_unclamped", GEMM_DISTANCES_CPP,
-           "row[j] = (sq > Dtype(0) ? sq : Dtype(0)) + eps;", "row[j] = sq + eps;",
-           "D = sqrt(max(sq, 0) + eps): clamped before eps (distance matrix)", ci=True),
     Mutant("squared_distance_unclamped", DOT_DISTANCE_HPP,
            "  return (sq > Dtype(0) ? sq : Dtype(0)) + eps;\n}", "  return sq + eps;\n}",
-           "D = sqrt(max(sq, 0) + eps): clamped before eps (row-by-row path)"),
+           "D = sqrt(max(sq, 0) + eps): clamped before eps (row-by-row path, the double distance matrix)", ci=True),
     Mutant("row_by_row_ignores_swap", HARDNET_CPP,
            "const bool decided_in_scan = minimum && !swap;", "const bool decided_in_scan = minimum;",
            "anchor swap also mines D_ji (MIN)"),
