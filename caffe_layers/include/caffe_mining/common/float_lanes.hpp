@@ -1,7 +1,7 @@
 // Float vector lanes for the CPU fast paths (CPU only; never included by a .cu): `lanes::sse2::V` (4 lanes, every
 // x86-64) and, where GCC can target it, `lanes::avx2::V` (8 lanes, compiled under `#pragma GCC target("avx2")`,
 // without FMA so that no product and sum is contracted). A fast path is written once over V in an .inc file that
-// its .cpp includes once per instruction set, each time inside its own namespace, and picks at run time with
+// its .cpp compiles once per instruction set through src/caffe/mining/lane_widths.inc, and picks at run time with
 // cpu_lanes_allow_avx2(). Each V operation is the IEEE operation of the scalar code, lane by lane (the comparisons
 // keep SSE's predicates, NaN included), so every width gives the scalar path's bits.
 #ifndef CAFFE_MINING_COMMON_FLOAT_LANES_HPP_

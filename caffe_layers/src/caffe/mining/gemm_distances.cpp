@@ -76,19 +76,8 @@ inline void sqrt_in_place(int count, double* x) {
 }  // namespace
 
 #if defined(__SSE2__)
-namespace sse2_lanes {
-using V = lanes::sse2::V;
-#include "dots_to_distances_lanes.inc"
-}  // namespace sse2_lanes
-#if defined(CAFFE_MINING_AVX2_LANES)
-#pragma GCC push_options
-#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
-namespace avx2_lanes {
-using V = lanes::avx2::V;
-#include "dots_to_distances_lanes.inc"
-}  // namespace avx2_lanes
-#pragma GCC pop_options
-#endif
+#define CM_LANES_INC "dots_to_distances_lanes.inc"
+#include "lane_widths.inc"
 #endif
 
 template <typename Dtype>

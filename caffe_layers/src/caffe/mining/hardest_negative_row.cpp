@@ -11,20 +11,8 @@ namespace caffe_mining {
 namespace row_miner {
 
 #if defined(__SSE2__)
-namespace sse2_lanes {
-using V = lanes::sse2::V;
-#include "hardest_negative_row_lanes.inc"
-}  // namespace sse2_lanes
-
-#if defined(CAFFE_MINING_AVX2_LANES)
-#pragma GCC push_options
-#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
-namespace avx2_lanes {
-using V = lanes::avx2::V;
-#include "hardest_negative_row_lanes.inc"
-}  // namespace avx2_lanes
-#pragma GCC pop_options
-#endif
+#define CM_LANES_INC "hardest_negative_row_lanes.inc"
+#include "lane_widths.inc"
 
 // AVX2 where it was compiled and common/cpu_lanes.hpp allows it.
 bool row_scan_uses_avx2() {

@@ -86,19 +86,8 @@ int average_backward_lanes(const Dtype*, const HardNetOptions&, const HardNetMin
 }
 
 #if defined(__SSE2__)
-namespace sse2_lanes {
-using V = lanes::sse2::V;
-#include "hardnet_average_lanes.inc"
-}  // namespace sse2_lanes
-#if defined(CAFFE_MINING_AVX2_LANES)
-#pragma GCC push_options
-#pragma GCC target("avx2")  // not "fma": no contraction, the same bits as the scalar code
-namespace avx2_lanes {
-using V = lanes::avx2::V;
-#include "hardnet_average_lanes.inc"
-}  // namespace avx2_lanes
-#pragma GCC pop_options
-#endif
+#define CM_LANES_INC "hardnet_average_lanes.inc"
+#include "lane_widths.inc"
 
 inline bool average_has_lanes(const HardNetOptions& options) {
   return options.loss_type == HardNetLossType::kTripletMargin || options.loss_type == HardNetLossType::kContrastive;
