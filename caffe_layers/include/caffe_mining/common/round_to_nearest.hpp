@@ -38,6 +38,18 @@ CM_HOST_DEVICE double add_rn(double a, double b) {
 #endif
 }
 
+#if !defined(__CUDA_ARCH__)
+/// The same in the lanes of a GCC/Clang vector (host only: the CPU's lanes), element-wise.
+template <typename V>
+CM_HOST_DEVICE_LANES V mul_rn(V a, V b) {
+  return a * b;
+}
+template <typename V>
+CM_HOST_DEVICE_LANES V add_rn(V a, V b) {
+  return a + b;
+}
+#endif
+
 }  // namespace math
 }  // namespace caffe_mining
 
