@@ -1,7 +1,7 @@
 """The CPU fast paths run float rows in vector lanes: AVX2 (8) where the CPU has it, SSE2 (4) otherwise, and
 CAFFE_MINING_CPU_LANES=sse2 (read once per process) forces SSE2. Those paths: HardNet's row scan (MIN, RANDOM), its
 AVERAGE forward and backward, the distance rows of dots_to_distances (AVERAGE, TripletLoss), TripletLoss's lane scans
-(BATCH_HARD, SEMI_HARD) and BATCH_ALL's dense S, MarginLoss's distances.
+(BATCH_HARD, SEMI_HARD), BATCH_ALL's terms (hinge and soft margin) and its dense S, MarginLoss's distances.
 Both widths must decide and compute to the same bits: the decision tests at the last bit and the bit-identity fixture
 run again here in a process on the SSE2 path, and both widths hash the same outputs on random float inputs whose
 sizes leave every tail (rows and columns past the last multiple of 4 or 8)."""
@@ -33,11 +33,11 @@ for n, swap, loss_type, labelled, reduce in itertools.product(
                             duplicate_threshold=0.05, loss_weight=1.5)
     print(n, swap, loss_type, labelled, reduce,
           hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in out)).hexdigest()[:16])
-for n, mining in itertools.product((8, 13, 37), ("BATCH_HARD", "SEMI_HARD", "BATCH_ALL")):
+for n, mining, soft in itertools.product((8, 13, 37), ("BATCH_HARD", "SEMI_HARD", "BATCH_ALL"), (False, True)):
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, 16)).astype(np.float32)
-    out = core.triplet_loss(x, rng.integers(0, 3, n).astype(np.float32), mining=mining)
-    print(n, mining, hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in out)).hexdigest()[:16])
+    out = core.triplet_loss(x, rng.integers(0, 3, n).astype(np.float32), mining=mining, soft_margin=soft)
+    print(n, mining, soft, hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in out)).hexdigest()[:16])
 """
 
 
@@ -76,6 +76,6 @@ def test_both_widths_give_the_same_bits_on_random_inputs():
 
     wide = hashes(dict(os.environ))
     narrow = hashes(dict(os.environ, CAFFE_MINING_CPU_LANES="sse2"))
-    assert len(wide) == 5 * 2 * 2 * 2 * 2 + 9
+    assert len(wide) == 5 * 2 * 2 * 2 * 2 + 18
     differing = [w for w, s in zip(wide, narrow) if w != s]
     assert not differing, differing[:5]

@@ -151,6 +151,24 @@ def test_anchor_without_positive_leaves_the_mean_and_pushes_nothing(which, minin
     assert with_singleton.grad_embedding[2, 0] == pytest.approx(-1.0, rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("which", sorted(LOSSES))
+def test_batch_all_soft_terms_that_underflow_to_zero_are_not_counted(which, dtype):
+    """softplus(d_ap - d_an) is 0 in either type once d_an - d_ap > 746 (e^-746 underflows in float64): such terms
+    are not active (K counts l > 0 as computed). Class 1 sits 2 and 3 away from class 0's anchors, class 2 a
+    thousand away; 13 rows, so some negatives fall in the CPU's lanes and some in their tail."""
+    positions = [0, 1, 2, 3] + [1000 + k for k in range(9)]
+    labels = [0, 0, 1, 1] + [2] * 9
+    x = column(positions).astype(dtype)
+    result = LOSSES[which](x, labels, mining="BATCH_ALL", soft_margin=True)
+    # Active: class 0's 2 ordered pairs x class 1's 2 rows and class 1's 2 pairs x class 0's 2 rows. Every term
+    # with a negative across the gap (d_an - d_ap > 980) is 0, and so are class 2's 72 pairs x the 4 near rows.
+    assert result.terms == 8
+    assert result.loss > 0 and np.isfinite(result.loss)
+    reference_result = reference.triplet_loss(x.astype(np.float64), labels, mining="BATCH_ALL", soft_margin=True)
+    assert result.loss == pytest.approx(reference_result.loss, rel=1e-6)
+
+
 @pytest.mark.parametrize("soft", [False, True])
 def test_semi_hard_pairs_of_an_anchor_without_negative_are_left_out(soft):
     """Anchors 0 and 1 share class 0 with no negative at all...: a batch where only class 1 has negatives."""

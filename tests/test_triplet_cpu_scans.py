@@ -1,4 +1,4 @@
-"""TripletLoss's CPU fast paths (triplet.cpp: lane scans for the picks, BATCH_ALL's hinge lanes, sparse S) decide as
+"""TripletLoss's CPU fast paths (triplet.cpp: lane scans for the picks, BATCH_ALL's lanes, sparse S) decide as
 the definitions: exact ties to the lowest index in any lane or the tail, SEMI_HARD's strict "farther than" at
 d_an == d_ap, BATCH_ALL's count at m + d_ap == d_an, against the NumPy reference (written from the definitions).
 

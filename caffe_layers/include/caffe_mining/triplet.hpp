@@ -9,7 +9,8 @@
 //   D is symmetric to the bit: D_ji is a copy of D_ij (from one dot product), so a pair's distance is one value
 //   whichever row reads it.
 //   Term l(d_ap, d_an): max(margin + d_ap - d_an, 0), or softplus(d_ap - d_an) with soft_margin
-//   (losses/triplet_row_loss.hpp; hinge derivative 0 at the kink).
+//   (losses/triplet_row_loss.hpp; hinge derivative 0 at the kink; softplus and sigmoid by the kit's own exponential
+//   and log1p, common/exp_log.hpp, within 2 ulp: the same bits on the CPU, in its lanes and on the GPU).
 //   Mining:
 //     BATCH_HARD (default) every anchor a with P(a) and N(a) non-empty gives one term: p = argmax_{P(a)} D_aj,
 //                n = argmin_{N(a)} D_aj (ties: lowest index; miners/batch_hard.hpp). E = mean over those anchors.
@@ -247,7 +248,8 @@ void triplet_backward_cpu(int n, int dim, const Dtype* embedding, const TripletO
 // pointer, loss_weight a host value. Queued on context.stream with no host synchronisation; context.cublas is set to
 // that stream and host pointer mode for the call and restored before returning (CublasCallScope).
 //   - The same per-anchor steps (triplet_anchor_step, one thread per anchor) and the same S entries
-//     (triplet_gradient_weight), so the decisions are the CPU's wherever the distances are bit-equal; the dot
+//     (triplet_gradient_weight), so the decisions and the terms (the soft margin's too: the kit's exp and log1p,
+//     not the device's) are the CPU's wherever the distances are bit-equal; the dot
 //     products come from cuBLAS's SYRK and the squared norms from a warp's tree sum, which can differ from the
 //     CPU's in the last bits (as for HardNetLoss).
 //   - Deterministic: no floating-point atomics; E sums row_loss in a fixed tree order.

@@ -21,10 +21,12 @@ def triplet_distance_matrix(x: np.ndarray, eps: float = 1e-12, squared: bool = F
 
 
 def _triplet_term(margin: float, soft_margin: bool, d_ap: np.ndarray, d_an: np.ndarray):
-    """l(d_ap, d_an), its slope dl/dd_ap (= -dl/dd_an) and whether the hinge is open, elementwise."""
+    """l(d_ap, d_an), its slope dl/dd_ap (= -dl/dd_an) and whether the term is active (l > 0 as computed: a soft
+    term is 0 only where e^(d_ap - d_an) underflows), elementwise."""
     if soft_margin:
         x = d_ap - d_an
-        return np.logaddexp(0.0, x), 0.5 * (1.0 + np.tanh(0.5 * x)), np.ones(np.shape(x), dtype=bool)
+        loss = np.logaddexp(0.0, x)
+        return loss, 0.5 * (1.0 + np.tanh(0.5 * x)), loss > 0
     hinge = margin + d_ap - d_an
     open_ = hinge > 0
     return np.maximum(hinge, 0.0), open_ * 1.0, open_

@@ -2,11 +2,14 @@
 // derivative. Element math of TripletLoss, one copy for the CPU path and the CUDA kernels.
 //   hinge (soft_margin false)  l = max(margin + d_ap - d_an, 0)        dl/dd_ap = 1 if open, else 0 (0 at the kink)
 //   soft  (soft_margin true)   l = softplus(d_ap - d_an)                dl/dd_ap = sigmoid(d_ap - d_an)
-// In both dl/dd_an = -dl/dd_ap, so one slope carries the term's whole gradient.
+// In both dl/dd_an = -dl/dd_ap, so one slope carries the term's whole gradient. The soft term's exponential and
+// log1p are the kit's (common/exp_log.hpp, within 2 ulp): the same bits on the CPU, in its vector lanes and on
+// the GPU.
 #ifndef CAFFE_MINING_LOSSES_TRIPLET_ROW_LOSS_HPP_
 #define CAFFE_MINING_LOSSES_TRIPLET_ROW_LOSS_HPP_
 
 #include "caffe_mining/common/host_device.hpp"
+#include "caffe_mining/common/exp_log.hpp"
 #include "caffe_mining/common/math.hpp"
 
 namespace caffe_mining {
@@ -18,6 +21,16 @@ struct TripletTerm {
   Dtype slope;
 };
 
+/// softplus(z) and sigmoid(z) sharing one exponential e^-|z|, element-wise for a vector T (the CPU's lanes).
+template <typename T>
+CM_HOST_DEVICE_LANES void soft_margin_term(const T& z, T* loss, T* slope) {
+  using S = math::Element<T>;
+  const T zero = math::splat<T>(S(0));
+  const T e = math::exp_nonpositive(z < zero ? z : -z);
+  *loss = (z > zero ? z : zero) + math::log1p_unit(e);
+  *slope = (z >= zero ? math::splat<T>(S(1)) : e) / (math::splat<T>(S(1)) + e);
+}
+
 /// The row loss of TripletLoss in Dtype: margin (unused when soft) and which of the two.
 template <typename Dtype>
 struct TripletRowLoss {
@@ -27,11 +40,7 @@ struct TripletRowLoss {
   CM_HOST_DEVICE TripletTerm<Dtype> operator()(Dtype d_ap, Dtype d_an) const {
     TripletTerm<Dtype> term;
     if (soft) {
-      // math::softplus and math::sigmoid to the bit, sharing their one exponential e^-|z|.
-      const Dtype z = d_ap - d_an;
-      const Dtype e = math::exp(-(z < Dtype(0) ? -z : z));
-      term.loss = (z > Dtype(0) ? z : Dtype(0)) + math::log1p(e);
-      term.slope = z >= Dtype(0) ? Dtype(1) / (Dtype(1) + e) : e / (Dtype(1) + e);
+      soft_margin_term(d_ap - d_an, &term.loss, &term.slope);
     } else {
       const Dtype hinge = margin + d_ap - d_an;
       term.loss = hinge > Dtype(0) ? hinge : Dtype(0);

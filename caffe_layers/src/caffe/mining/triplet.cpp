@@ -1,4 +1,9 @@
 // CPU implementation of the TripletLoss core (see caffe_mining/triplet.hpp for the math and the contracts).
+// The AVX2 lanes hand 32-byte vectors to the kit's element-wise templates (soft_margin_term), which are always
+// inlined: no such vector crosses a call, so GCC's note that AVX passes them differently does not apply.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #include "caffe_mining/triplet.hpp"
 #include "caffe_mining/common/cpu_lanes.hpp"
 #include "caffe_mining/common/float_lanes.hpp"  // CAFFE_MINING_AVX2_LANES where GCC can target AVX2
@@ -100,57 +105,6 @@ constexpr int kLaneBytes = 32;
 #define CM_TRIPLET_LANES(function, ...) sse2_lanes::function(__VA_ARGS__)
 #endif
 
-// Positives a BATCH_ALL pass carries at once: their running sums are independent chains the CPU overlaps.
-constexpr int kBatchAllGroup = 4;
-
-// BATCH_ALL's anchor step (batch_all_row's sums in the same order: each positive's partial sums in increasing n, the
-// positives' sums added in increasing p, each weight_row[n] decremented in increasing p), with up to
-// kBatchAllGroup positives walking the negatives together.
-template <typename Dtype>
-void batch_all_anchor_cpu(const TripletRowLoss<Dtype>& term, int n, int a, const Dtype* labels,
-                          const ClassMembers& members, const TripletMining<Dtype>& mining) {
-  const std::size_t row_start = static_cast<std::size_t>(a) * n;
-  const Dtype* dist_row = mining.dist + row_start;
-  Dtype* weight_row = mining.weight + row_start;
-  std::fill(weight_row, weight_row + n, Dtype(0));
-  Dtype row_loss = Dtype(0);
-  long long active = 0;
-  Positives positives(members, a);
-  while (true) {
-    int group[kBatchAllGroup];
-    const int size = positives.take(group, kBatchAllGroup);
-    if (size == 0) break;
-    Dtype d_ap[kBatchAllGroup], loss[kBatchAllGroup][kBatchAllPartials], slope[kBatchAllGroup][kBatchAllPartials];
-    long long open[kBatchAllGroup];
-    for (int g = 0; g < size; ++g) {
-      d_ap[g] = dist_row[group[g]];
-      for (int q = 0; q < kBatchAllPartials; ++q) loss[g][q] = slope[g][q] = Dtype(0);
-      open[g] = 0;
-    }
-    for (int k = 0; k < n; ++k) {
-      if (!is_negative_of(labels, a, k)) continue;
-      const Dtype d_an = dist_row[k];
-      const int q = k % kBatchAllPartials;
-      Dtype weight = weight_row[k];
-      for (int g = 0; g < size; ++g) {
-        const TripletTerm<Dtype> t = term(d_ap[g], d_an);
-        loss[g][q] += t.loss;
-        slope[g][q] += t.slope;
-        weight -= t.slope;
-        open[g] += t.loss > Dtype(0);
-      }
-      weight_row[k] = weight;
-    }
-    for (int g = 0; g < size; ++g) {
-      row_loss += batch_all_partials_sum(loss[g]);
-      weight_row[group[g]] += batch_all_partials_sum(slope[g]);
-      active += open[g];
-    }
-  }
-  mining.row_loss[a] = row_loss;
-  mining.row_terms[a] = active;
-}
-
 // triplet_anchor_step by the CPU's lane scans (same outputs to the bit; the GPU runs
 // triplet_anchor_step, and tests/emulation/triplet_gpu_emulation.cpp compares the two).
 template <typename Dtype>
@@ -159,9 +113,9 @@ void anchor_step_cpu(TripletMiner miner, const TripletRowLoss<Dtype>& term, int 
   if (miner == TripletMiner::kSemiHard) {
     CM_TRIPLET_LANES(semi_hard_anchor_cpu, term, n, a, labels, members, mining);
   } else if (miner == TripletMiner::kBatchAll && !term.soft) {
-    CM_TRIPLET_LANES(batch_all_hinge_anchor_cpu, term.margin, n, a, labels, members, mining);
+    CM_TRIPLET_LANES(batch_all_anchor_cpu<false>, term.margin, n, a, labels, members, mining);
   } else if (miner == TripletMiner::kBatchAll) {
-    batch_all_anchor_cpu(term, n, a, labels, members, mining);
+    CM_TRIPLET_LANES(batch_all_anchor_cpu<true>, term.margin, n, a, labels, members, mining);
   } else {
     CM_TRIPLET_LANES(batch_hard_anchor_cpu, term, n, a, labels, members, mining);
   }
