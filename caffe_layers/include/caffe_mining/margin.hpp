@@ -369,9 +369,8 @@ void margin_backward_cpu(int n, int dim, const Dtype* embedding, const Dtype* la
 // host value; queued on context.stream, no host synchronisation. Each step is one of the functions above run by one
 // thread (an anchor, a pair, an element), the serial sums (offsets, loss, C, beta) by one thread in the CPU's order,
 // with products rounded before they are added (mul_rn/add_rn), so the distances, the loss and the gradients are the
-// CPU's bits where the device's sqrt (IEEE) agrees, and the triplets are the CPU's except where a draw falls within
-// the last-bit differences of the device's log/exp (within 1-2 ulp of glibc's) from a boundary of the cumulative
-// weights. Deterministic (no atomics).
+// CPU's bits where the device's sqrt (IEEE) agrees, and so are the sampler's weights (the kit's own log and exp,
+// common/exp_log.hpp, not the device's) and therefore the triplets. Deterministic (no atomics).
 template <typename Dtype>
 void margin_forward_gpu(const CudaContext& context, int n, int dim, const Dtype* embedding, const Dtype* labels,
                         const Dtype* beta, const MarginOptions& options, uint64_t iteration, int capacity,

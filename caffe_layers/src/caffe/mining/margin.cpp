@@ -3,6 +3,11 @@
 // same work another way, it gives the same bits: float distances in vector lanes (margin_distance_lanes.inc), the
 // backward's pair hinges scattered from the triplets (an integer count: any order) and its gradient sums over the
 // non-zero coefficients only (the shared sum skips the zeros), in increasing j as margin_gradient_element.
+// The AVX2 lanes hand 32-byte vectors to the kit's element-wise templates (the sampler's exps and logs), which are
+// always inlined: no such vector crosses a call, so GCC's note that AVX passes them differently does not apply.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #include "caffe_mining/margin.hpp"
 #include "caffe_mining/common/cpu_lanes.hpp"
 
@@ -154,6 +159,15 @@ int list_eligible(int n, const float* distance_row, const float* labels, float l
   }
   return count;
 }
+
+// sampler_row_cumulative_listed with its logs and exps in four double lanes.
+template <typename Dtype>
+int row_cumulative(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row, const Dtype* labels,
+                   double cutoff, double nonzero_loss_cutoff, int listed_end, int listed, double* cumulative,
+                   int* eligible, double* total) {
+  return sampler_row_cumulative_listed<32>(sampler, n, dim, anchor, distance_row, labels, cutoff,
+                                           nonzero_loss_cutoff, listed_end, listed, cumulative, eligible, total);
+}
 }  // namespace avx2_lanes
 #pragma GCC pop_options
 #endif
@@ -190,6 +204,20 @@ int list_eligible_lanes<float>(int n, const float* distance_row, const float* la
   return avx2_lanes::list_eligible(n, distance_row, labels, labels[anchor], nonzero_loss_cutoff, eligible);
 }
 #endif
+
+/// sampler_row_cumulative_listed in the AVX2 lanes (only called where distance_lanes_use_avx2()).
+template <typename Dtype>
+int row_cumulative_avx2(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row,
+                        const Dtype* labels, double cutoff, double nonzero_loss_cutoff, int listed_end, int listed,
+                        double* cumulative, int* eligible, double* total) {
+#if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
+  return avx2_lanes::row_cumulative(sampler, n, dim, anchor, distance_row, labels, cutoff, nonzero_loss_cutoff,
+                                    listed_end, listed, cumulative, eligible, total);
+#else
+  return sampler_row_cumulative_listed<16>(sampler, n, dim, anchor, distance_row, labels, cutoff, nonzero_loss_cutoff,
+                                           listed_end, listed, cumulative, eligible, total);
+#endif
+}
 
 /// The upper triangle of the distance matrix (j >= i; the lower one is its mirror, the same bits).
 template <typename Dtype>
@@ -295,9 +323,12 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
       if (options.sampler == NegativeSampler::kDistanceWeighted) {
         listed = list_eligible_lanes(n, row, labels, i, options.nonzero_loss_cutoff, eligible, &listed_end);
       }
-      sum_count = sampler_row_cumulative_listed(options.sampler, n, dim, i, row, labels, options.cutoff,
-                                                options.nonzero_loss_cutoff, listed_end, listed, cumulative,
-                                                eligible, &total);
+      sum_count = distance_lanes_use_avx2()
+          ? row_cumulative_avx2(options.sampler, n, dim, i, row, labels, options.cutoff, options.nonzero_loss_cutoff,
+                                listed_end, listed, cumulative, eligible, &total)
+          : sampler_row_cumulative_listed<16>(options.sampler, n, dim, i, row, labels, options.cutoff,
+                                              options.nonzero_loss_cutoff, listed_end, listed, cumulative, eligible,
+                                              &total);
     }
     int count = margin_anchor_triplets(positives, total, options.negatives_per_positive);
     mining.anchor_count[i] = count;
