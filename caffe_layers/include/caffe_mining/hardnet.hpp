@@ -285,8 +285,8 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 //     5, 9, 17 of N = 40, D = 32 gave column 9 a smaller a.p), and cuBLAS promises nothing either (a GPU test
 //     checks it). So identical positives at different columns need not tie in HardNet; the contrastive loss, which
 //     sums its own squared distances, always ties them.
-//   - Values up to rounding: SOFTMAX uses the device's expf/log1pf (within 2 ulp of glibc's), and the loss mean and
-//     AVERAGE's sums add in a tree order. The GPU tests compare with the CPU at the relative tolerance of
+//   - Values up to rounding: the loss mean and AVERAGE's sums add in a tree order. (SOFTMAX's softplus and sigmoid
+//     are the kit's own exp and log1p, common/exp_log.hpp: the same bits on the device as on the CPU.) The GPU tests compare with the CPU at the relative tolerance of
 //     tests/gpu/gpu_support.py (1e-4 in float, 1e-10 in double), and exactly where the inputs make every product
 //     and sum exact (dyadic values of few bits).
 //   - MIN/RANDOM backward: each gradient element is summed in the CPU's order (rows increasing, a row's positive

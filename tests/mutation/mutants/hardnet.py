@@ -14,6 +14,7 @@ DISTANCE_LANES = "caffe_layers/src/caffe/mining/dots_to_distances_lanes.inc"
 FLOAT_LANES_HPP = "caffe_layers/include/caffe_mining/common/float_lanes.hpp"
 AVERAGE_LANES = "caffe_layers/src/caffe/mining/hardnet_average_lanes.inc"
 DISTANCE_GRADIENTS_CPP = "caffe_layers/src/caffe/mining/distance_gradients.cpp"
+MATH_HPP = "caffe_layers/include/caffe_mining/common/math.hpp"
 HARDNET_ROW_LOSS_HPP = "caffe_layers/include/caffe_mining/losses/hardnet_row_loss.hpp"
 DOT_DISTANCE_HPP = "caffe_layers/include/caffe_mining/distances/dot_distance.hpp"
 
@@ -68,6 +69,9 @@ MUTANTS = (
     Mutant("softmax_dpos_sign", HARDNET_ROW_LOSS_HPP,
            "return math::sigmoid(pos - neg);", "return math::sigmoid(neg - pos);",
            "SOFTMAX gradient: d/d d+ = sigmoid(d+ - d-)"),
+    Mutant("sigmoid_negative_branch", MATH_HPP,
+           "  return e / (Dtype(1) + e);", "  return Dtype(1) / (Dtype(1) + e);",
+           "SOFTMAX gradient: sigmoid(x) = e^x / (1 + e^x) for x < 0 (the kit's exp)"),
     Mutant("contrastive_dpos_zero", HARDNET_ROW_LOSS_HPP,
            "    case HardNetLossType::kContrastive:\n      return Dtype(1);",
            "    case HardNetLossType::kContrastive:\n      return Dtype(0);",

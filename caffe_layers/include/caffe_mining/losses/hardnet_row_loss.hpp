@@ -4,7 +4,7 @@
 //   TRIPLET_MARGIN  max(margin + pos - neg, 0)
 //   SOFTMAX         -log(e^(2-pos) / (e^(2-pos) + e^(2-neg))) = softplus(pos - neg)
 //   CONTRASTIVE     max(margin - neg, 0) + pos
-// The hinges' derivatives are 0 at the kink.
+// The hinges' derivatives are 0 at the kink. softplus and sigmoid: common/math.hpp (the kit's exp and log1p).
 #ifndef CAFFE_MINING_LOSSES_HARDNET_ROW_LOSS_HPP_
 #define CAFFE_MINING_LOSSES_HARDNET_ROW_LOSS_HPP_
 
