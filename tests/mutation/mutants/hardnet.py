@@ -70,7 +70,7 @@ MUTANTS = (
            "return math::sigmoid(pos - neg);", "return math::sigmoid(neg - pos);",
            "SOFTMAX gradient: d/d d+ = sigmoid(d+ - d-)"),
     Mutant("sigmoid_negative_branch", MATH_HPP,
-           "  return e / (Dtype(1) + e);", "  return Dtype(1) / (Dtype(1) + e);",
+           "  return (x >= zero ? one : e) / (one + e);", "  return one / (one + e);",
            "SOFTMAX gradient: sigmoid(x) = e^x / (1 + e^x) for x < 0 (the kit's exp)", ci=True,
            kill_first=BOUNDARIES),
     Mutant("contrastive_dpos_zero", HARDNET_ROW_LOSS_HPP,

@@ -55,8 +55,7 @@ MUTANTS = (
            "term.slope = hinge >= Dtype(0) ? Dtype(1) : Dtype(0);",
            "hinge derivative 0 at the kink", ci=True, kill_first=TRIPLET_SCANS),
     Mutant("triplet_soft_slope_wrong_branch", TRIPLET_ROW_LOSS_HPP,
-           "*slope = (z >= zero ? math::splat<T>(S(1)) : e) / (math::splat<T>(S(1)) + e);",
-           "*slope = (z >= zero ? e : math::splat<T>(S(1))) / (math::splat<T>(S(1)) + e);",
+           "*slope = math::sigmoid_with(z, e);", "*slope = math::sigmoid_with(-z, e);",
            "soft margin: dl/dd_ap = sigmoid(d_ap - d_an)", kill_first=TRIPLET),
     # ---- TripletLoss: per-anchor step, gradient weights (triplet.hpp) and the CPU path (triplet.cpp) -------------
     Mutant("batch_hard_negative_weight_sign", TRIPLET_HPP,

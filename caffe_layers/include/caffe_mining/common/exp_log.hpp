@@ -111,6 +111,20 @@ struct BitsOf<T, false> {
   using type = decltype(T{} < T{});
 };
 
+/// x's bits as T's signed integers, and back (memcpy: no aliasing, on host and device).
+template <typename T>
+CM_HOST_DEVICE_LANES typename BitsOf<T>::type bits_of(const T& x) {
+  typename BitsOf<T>::type bits;
+  memcpy(&bits, &x, sizeof(T));
+  return bits;
+}
+template <typename T>
+CM_HOST_DEVICE_LANES T from_bits(const typename BitsOf<T>::type& bits) {
+  T x;
+  memcpy(&x, &bits, sizeof(T));
+  return x;
+}
+
 /// k! in S (exact here: k! < 2^24 for float's terms, < 2^53 for double's).
 template <typename S>
 constexpr S factorial(int k) {
@@ -148,6 +162,8 @@ CM_HOST_DEVICE_LANES T exp_nonpositive(T x) {
   using S = Element<T>;
   using F = series_detail::Format<S>;
   using Bits = typename series_detail::BitsOf<T>::type;
+  using series_detail::bits_of;
+  using series_detail::from_bits;
   const auto zero = x < splat<T>(F::kZeroBelow);
   x = zero ? splat<T>(S(0)) : x;  // keeps the lanes that become 0 in range
   const T shifted = add_rn(mul_rn(x, splat<T>(F::kLog2e)), splat<T>(F::kShifter));
@@ -157,13 +173,8 @@ CM_HOST_DEVICE_LANES T exp_nonpositive(T x) {
   // 2^n from the exponent bits (n >= kMinExponent), else 2^(n + kDeepShift) and a second, rounding, product.
   const auto deep = n < splat<T>(S(F::kMinExponent));
   const T exponent = add_rn(deep ? add_rn(n, splat<T>(S(F::kDeepShift))) : n, splat<T>(F::kShifter));
-  Bits exponent_bits, shifter_bits;
-  const T shifter = splat<T>(F::kShifter);
-  memcpy(&exponent_bits, &exponent, sizeof(T));
-  memcpy(&shifter_bits, &shifter, sizeof(T));
-  const Bits power_bits = (exponent_bits - shifter_bits + F::kBias) << F::kMantissa;
-  T power;
-  memcpy(&power, &power_bits, sizeof(T));
+  const Bits power_bits = (bits_of(exponent) - bits_of(splat<T>(F::kShifter)) + F::kBias) << F::kMantissa;
+  const T power = from_bits<T>(power_bits);
   const T value = mul_rn(mul_rn(p, power), deep ? splat<T>(F::kDeepScale) : splat<T>(S(1)));
   return zero ? splat<T>(S(0)) : value;
 }
@@ -186,24 +197,21 @@ CM_HOST_DEVICE_LANES T log_nonnegative(T x) {
   using S = Element<T>;
   using F = series_detail::Format<S>;
   using Bits = typename series_detail::BitsOf<T>::type;
+  using series_detail::bits_of;
+  using series_detail::from_bits;
   const auto subnormal = x < splat<T>(F::kMinNormal);
   const T scaled = subnormal ? mul_rn(x, splat<T>(F::kSubnormalScale)) : x;  // exact
-  Bits bits;
-  memcpy(&bits, &scaled, sizeof(T));
+  const Bits bits = bits_of(scaled);
   // The bit patterns of positive numbers grow with them, and one more in the exponent field is twice the number:
   // k = floor((bits - bits(sqrt(1/2))) / 2^mantissa), and m = scaled 2^-k keeps the remainder's bits.
   const Bits offset = bits - F::kSqrtHalfBits;
   const Bits k = offset >> F::kMantissa;  // arithmetic shift: floor
   constexpr typename F::Bits kMantissaMask = (typename F::Bits(1) << F::kMantissa) - 1;
   const Bits m_bits = (offset & kMantissaMask) + F::kSqrtHalfBits;
-  T m, k_float;
-  memcpy(&m, &m_bits, sizeof(T));
+  const T m = from_bits<T>(m_bits);
   const T shifter = splat<T>(F::kShifter);
-  Bits shifter_bits;
-  memcpy(&shifter_bits, &shifter, sizeof(T));
-  const Bits k_bits = shifter_bits + k;  // k + kShifter's bits: k as a floating-point number, exactly
-  memcpy(&k_float, &k_bits, sizeof(T));
-  k_float = k_float - shifter;
+  // k + kShifter's bits: k as a floating-point number, exactly.
+  T k_float = from_bits<T>(bits_of(shifter) + k) - shifter;
   k_float = subnormal ? k_float - splat<T>(S(F::kSubnormalShift)) : k_float;
   const T s = (m - splat<T>(S(1))) / add_rn(m, splat<T>(S(1)));  // m - 1 exact
   const T s2 = mul_rn(s, s);

@@ -27,19 +27,35 @@ CM_HOST_DEVICE bool is_finite(Dtype x) {
   return x - x == Dtype(0);
 }
 
-/// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), without overflow for large |x|.
-template <typename Dtype>
-CM_HOST_DEVICE Dtype softplus(Dtype x) {
-  const Dtype abs_x = x < Dtype(0) ? -x : x;
-  return (x > Dtype(0) ? x : Dtype(0)) + log1p_unit(exp_nonpositive(-abs_x));
+/// e^-|x|, the one exponential that softplus and sigmoid share; element-wise for a vector T (the CPU's lanes).
+template <typename T>
+CM_HOST_DEVICE_LANES T exp_minus_abs(const T& x) {
+  const T zero = splat<T>(Element<T>(0));
+  return exp_nonpositive(x < zero ? x : -x);
 }
 
-/// sigmoid(x) = 1 / (1 + e^-x), the derivative of softplus, without overflow: e^-|x| / (1 + e^-|x|) for x < 0.
+/// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|) (no overflow for large |x|), given e = exp_minus_abs(x).
+template <typename T>
+CM_HOST_DEVICE_LANES T softplus_with(const T& x, const T& e) {
+  const T zero = splat<T>(Element<T>(0));
+  return (x > zero ? x : zero) + log1p_unit(e);
+}
+
+/// sigmoid(x) = 1 / (1 + e^-x), the derivative of softplus, given e = exp_minus_abs(x): e^x / (1 + e^x) for x < 0.
+template <typename T>
+CM_HOST_DEVICE_LANES T sigmoid_with(const T& x, const T& e) {
+  const T zero = splat<T>(Element<T>(0)), one = splat<T>(Element<T>(1));
+  return (x >= zero ? one : e) / (one + e);
+}
+
+template <typename Dtype>
+CM_HOST_DEVICE Dtype softplus(Dtype x) {
+  return softplus_with(x, exp_minus_abs(x));
+}
+
 template <typename Dtype>
 CM_HOST_DEVICE Dtype sigmoid(Dtype x) {
-  if (x >= Dtype(0)) return Dtype(1) / (Dtype(1) + exp_nonpositive(-x));
-  const Dtype e = exp_nonpositive(x);
-  return e / (Dtype(1) + e);
+  return sigmoid_with(x, exp_minus_abs(x));
 }
 
 /// x / y, 0 when y is 0 (a zero distance only happens with eps = 0, and then its numerator a - p is 0 as well).

@@ -9,7 +9,6 @@
 #define CAFFE_MINING_LOSSES_TRIPLET_ROW_LOSS_HPP_
 
 #include "caffe_mining/common/host_device.hpp"
-#include "caffe_mining/common/exp_log.hpp"
 #include "caffe_mining/common/math.hpp"
 
 namespace caffe_mining {
@@ -21,14 +20,13 @@ struct TripletTerm {
   Dtype slope;
 };
 
-/// softplus(z) and sigmoid(z) sharing one exponential e^-|z|, element-wise for a vector T (the CPU's lanes).
+/// softplus(z) and sigmoid(z) sharing one exponential e^-|z| (common/math.hpp), element-wise for a vector T (the
+/// CPU's lanes).
 template <typename T>
 CM_HOST_DEVICE_LANES void soft_margin_term(const T& z, T* loss, T* slope) {
-  using S = math::Element<T>;
-  const T zero = math::splat<T>(S(0));
-  const T e = math::exp_nonpositive(z < zero ? z : -z);
-  *loss = (z > zero ? z : zero) + math::log1p_unit(e);
-  *slope = (z >= zero ? math::splat<T>(S(1)) : e) / (math::splat<T>(S(1)) + e);
+  const T e = math::exp_minus_abs(z);
+  *loss = math::softplus_with(z, e);
+  *slope = math::sigmoid_with(z, e);
 }
 
 /// The row loss of TripletLoss in Dtype: margin (unused when soft) and which of the two.

@@ -118,7 +118,8 @@ inline __attribute__((always_inline)) int sampler_row_cumulative_listed(
   constexpr int kWidth = kLaneBytes / static_cast<int>(sizeof(double));
   Lanes largest = math::splat<Lanes>(-HUGE_VAL);
   int e = 0;
-  for (; e + 2 * kWidth <= count; e += 2 * kWidth) {  // two vectors a pass: their series' chains overlap
+  // Two vectors a pass (their series' chains overlap); the last entries one by one.
+  for (; e + 2 * kWidth <= count; e += 2 * kWidth) {
     Lanes first = Lanes{}, second = Lanes{};
     for (int k = 0; k < kWidth; ++k) {
       first[k] = static_cast<double>(distance_row[eligible[e + k]]);
@@ -130,13 +131,6 @@ inline __attribute__((always_inline)) int sampler_row_cumulative_listed(
     __builtin_memcpy(cumulative + e + kWidth, &second, sizeof(Lanes));
     largest = first > largest ? first : largest;
     largest = second > largest ? second : largest;
-  }
-  for (; e + kWidth <= count; e += kWidth) {
-    Lanes distance = Lanes{};
-    for (int k = 0; k < kWidth; ++k) distance[k] = static_cast<double>(distance_row[eligible[e + k]]);
-    const Lanes log_weight = distance_weighted_log_weight(distance, dim, cutoff);
-    __builtin_memcpy(cumulative + e, &log_weight, sizeof(Lanes));
-    largest = log_weight > largest ? log_weight : largest;
   }
   double max_log = -HUGE_VAL;
   for (int k = 0; k < kWidth; ++k) max_log = largest[k] > max_log ? largest[k] : max_log;  // a maximum: any order
@@ -154,12 +148,6 @@ inline __attribute__((always_inline)) int sampler_row_cumulative_listed(
     second = math::exp_nonpositive(second - max_log);
     __builtin_memcpy(cumulative + e, &first, sizeof(Lanes));
     __builtin_memcpy(cumulative + e + kWidth, &second, sizeof(Lanes));
-  }
-  for (; e + kWidth <= count; e += kWidth) {
-    Lanes log_weight;
-    __builtin_memcpy(&log_weight, cumulative + e, sizeof(Lanes));
-    const Lanes weight = math::exp_nonpositive(log_weight - max_log);
-    __builtin_memcpy(cumulative + e, &weight, sizeof(Lanes));
   }
   for (; e < count; ++e) cumulative[e] = math::exp_nonpositive(cumulative[e] - max_log);
   double sum = 0.0;

@@ -205,18 +205,19 @@ int list_eligible_lanes<float>(int n, const float* distance_row, const float* la
 }
 #endif
 
-/// sampler_row_cumulative_listed in the AVX2 lanes (only called where distance_lanes_use_avx2()).
+/// sampler_row_cumulative_listed in the widest double lanes the CPU allows (4 with AVX2, else 2).
 template <typename Dtype>
-int row_cumulative_avx2(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row,
-                        const Dtype* labels, double cutoff, double nonzero_loss_cutoff, int listed_end, int listed,
-                        double* cumulative, int* eligible, double* total) {
+int row_cumulative_lanes(NegativeSampler sampler, int n, int dim, int anchor, const Dtype* distance_row,
+                         const Dtype* labels, double cutoff, double nonzero_loss_cutoff, int listed_end, int listed,
+                         double* cumulative, int* eligible, double* total) {
 #if defined(CAFFE_MINING_MARGIN_AVX2_LANES)
-  return avx2_lanes::row_cumulative(sampler, n, dim, anchor, distance_row, labels, cutoff, nonzero_loss_cutoff,
-                                    listed_end, listed, cumulative, eligible, total);
-#else
+  if (distance_lanes_use_avx2()) {
+    return avx2_lanes::row_cumulative(sampler, n, dim, anchor, distance_row, labels, cutoff, nonzero_loss_cutoff,
+                                      listed_end, listed, cumulative, eligible, total);
+  }
+#endif
   return sampler_row_cumulative_listed<16>(sampler, n, dim, anchor, distance_row, labels, cutoff, nonzero_loss_cutoff,
                                            listed_end, listed, cumulative, eligible, total);
-#endif
 }
 
 /// The upper triangle of the distance matrix (j >= i; the lower one is its mirror, the same bits).
@@ -323,12 +324,8 @@ void margin_forward_cpu(int n, int dim, const Dtype* embedding, const Dtype* lab
       if (options.sampler == NegativeSampler::kDistanceWeighted) {
         listed = list_eligible_lanes(n, row, labels, i, options.nonzero_loss_cutoff, eligible, &listed_end);
       }
-      sum_count = distance_lanes_use_avx2()
-          ? row_cumulative_avx2(options.sampler, n, dim, i, row, labels, options.cutoff, options.nonzero_loss_cutoff,
-                                listed_end, listed, cumulative, eligible, &total)
-          : sampler_row_cumulative_listed<16>(options.sampler, n, dim, i, row, labels, options.cutoff,
-                                              options.nonzero_loss_cutoff, listed_end, listed, cumulative, eligible,
-                                              &total);
+      sum_count = row_cumulative_lanes(options.sampler, n, dim, i, row, labels, options.cutoff,
+                                       options.nonzero_loss_cutoff, listed_end, listed, cumulative, eligible, &total);
     }
     int count = margin_anchor_triplets(positives, total, options.negatives_per_positive);
     mining.anchor_count[i] = count;
