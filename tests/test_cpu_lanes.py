@@ -22,7 +22,7 @@ import hashlib, itertools
 import numpy as np
 import caffe_mining._core as core
 for n, swap, loss_type, labelled, reduce in itertools.product(
-        (8, 13, 16, 23, 37), (False, True), ("TRIPLET_MARGIN", "CONTRASTIVE"), (False, True),
+        (8, 13, 16, 23, 37, 70, 150), (False, True), ("TRIPLET_MARGIN", "CONTRASTIVE"), (False, True),
         ("AVERAGE", "MIN")):
     rng = np.random.default_rng(n * 7 + swap)
     a = rng.standard_normal((n, 16)).astype(np.float32)
@@ -76,6 +76,6 @@ def test_both_widths_give_the_same_bits_on_random_inputs():
 
     wide = hashes(dict(os.environ))
     narrow = hashes(dict(os.environ, CAFFE_MINING_CPU_LANES="sse2"))
-    assert len(wide) == 5 * 2 * 2 * 2 * 2 + 18
+    assert len(wide) == 7 * 2 * 2 * 2 * 2 + 18
     differing = [w for w, s in zip(wide, narrow) if w != s]
     assert not differing, differing[:5]

@@ -240,3 +240,63 @@ def test_average_float32_decisions_and_values(n, with_labels, anchor_swap, loss_
     np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.grad_anchor, ref.grad_anchor, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.grad_positive, ref.grad_positive, rtol=1e-4, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("n", [9, 66, 150, 203])
+@pytest.mark.parametrize("with_labels", [False, True])
+@pytest.mark.parametrize("anchor_swap", [False, True])
+@pytest.mark.parametrize("loss_type", ["TRIPLET_MARGIN", "CONTRASTIVE"])
+def test_average_float32_sums_in_order(n, with_labels, anchor_swap, loss_type):
+    """AVERAGE in float32 to the bit, its sums in the scalar code's order: the forward adds each row's candidate
+    losses in increasing j, divides by the count, adds the rows' terms in increasing i and divides by the rows with a
+    candidate; the backward adds each row's weights V_ij = scale * W_ij / D_ij in increasing j and each column's in
+    increasing i. With a_i = (x_i, 0) and p_j = (0, y_j) every dot product is 0, so the GEMMs add exact zeros to
+    dA[:, 0] = row_sum * x and dP[:, 1] = col_sum * y, which show each row's and column's sum bit for bit. The lanes
+    (blocks of rows; with anchor swap pairs of tiles, a super block at a time) must keep that order: n = 150 and 203
+    span several super blocks of either width and leave rows and columns to the scalar code."""
+    f = np.float32
+    rng = np.random.default_rng(3000 + n)
+    x = (rng.integers(4, 40, size=n) / 8.0).astype(f)
+    y = (rng.integers(4, 40, size=n) / 8.0).astype(f)
+    anchor = np.stack([x, np.zeros(n, f)], axis=1)
+    positive = np.stack([np.zeros(n, f), y], axis=1)
+    labels = rng.integers(0, 5, size=n).astype(np.float64) if with_labels else None
+    margin, loss_weight = f(4.0), f(1.5)  # most hinges active: long sums
+    got = caffe_mining.hardnet_loss(anchor, positive, labels, batch_reduce="AVERAGE", anchor_swap=anchor_swap,
+                                    loss_type=loss_type, margin=float(margin), loss_weight=float(loss_weight))
+    sq = (x[:, None] * x[:, None] + y[None, :] * y[None, :]) - f(2) * f(0)
+    dist = np.sqrt(np.where(sq > 0, sq, f(0)) + f(EPS))  # inexact: every sum below depends on its order
+    valid = ~np.eye(n, dtype=bool) & ~(dist < f(0.008))
+    if labels is not None:
+        valid &= labels[:, None] != labels[None, :]
+    swapped = valid.T & (~valid | (dist.T < dist)) if anchor_swap else np.zeros_like(valid)
+    value = np.where(swapped, dist.T, dist)
+    candidate = valid | valid.T if anchor_swap else valid
+    pos = np.diag(dist)[:, None]
+    hinge = (margin - value) if loss_type == "CONTRASTIVE" else ((margin + pos) - value)
+    active = hinge > 0
+    row_loss = np.where(active, hinge, f(0)) + (pos if loss_type == "CONTRASTIVE" else f(0))
+    row_dpos = np.ones_like(hinge) if loss_type == "CONTRASTIVE" else active.astype(f)
+    count = candidate.sum(axis=1)
+    counts = np.maximum(count, 1).astype(f)
+    in_order = lambda terms, axis: np.add.accumulate(terms, axis=axis, dtype=f)  # one by one, no pairwise sum
+    terms = np.where(count > 0, in_order(np.where(candidate, row_loss, f(0)), 1)[:, -1] / counts, f(0)).astype(f)
+    dpos = np.where(count > 0, in_order(np.where(candidate, row_dpos, f(0)), 1)[:, -1] / counts, f(0)).astype(f)
+    rows = int((count > 0).sum())
+    assert got.neg_count.tolist() == count.tolist()
+    assert f(got.loss).tobytes() == (in_order(terms, 0)[-1] / f(rows)).tobytes()
+    # W_ij: row i's own candidate D_ij (not swapped), and with swap row j's candidate i when that is the swapped D_ij.
+    minus_inverse = (f(-1) / counts).astype(f)
+    dneg = np.where(active, minus_inverse[:, None], f(0))  # dneg_ij / count_i of row i's candidate j
+    own = candidate & ~swapped
+    hinge_mirror = (margin - dist) if loss_type == "CONTRASTIVE" else ((margin + pos.T) - dist)
+    dneg_mirror = np.where(hinge_mirror > 0, minus_inverse[None, :], f(0))  # row j's hinge at D_ij
+    weight = f(0) + np.where(own, np.where(active, dneg, f(0)), f(0))
+    if anchor_swap:
+        weight = weight + np.where(swapped.T, dneg_mirror, f(0))
+    weight = weight.astype(f)
+    np.fill_diagonal(weight, np.where(count > 0, dpos, f(0)))
+    v = (f(loss_weight / f(rows)) * weight) / dist
+    np.testing.assert_array_equal(got.grad_anchor[:, 0], in_order(v, 1)[:, -1] * x)
+    np.testing.assert_array_equal(got.grad_positive[:, 1], in_order(v, 0)[-1, :] * y)

@@ -115,10 +115,13 @@ constexpr int kHardnetRowBlock = 64;
 
 /// The workspace as Dtype elements (what hardnet_workspace_bytes counts; the passes index it so): 2n (squared
 /// norms) + one per kHardnetRowBlock columns (the row's block minima) + 3n (the columns' side of the anchor swap on
-/// the CPU), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums).
+/// the CPU), n*n + 2n for AVERAGE (the backward's weight matrix and its row/column sums; the forward's lanes use 9n of
+/// it with anchor swap) plus kHardnetPagePad (room for the CPU to start the weight matrix at another offset in a 4 KB
+/// page than the distance matrix).
+constexpr std::size_t kHardnetPagePad = 1024;
 inline std::size_t hardnet_scratch_count(int n, const HardNetOptions& options) {
   const std::size_t rows = static_cast<std::size_t>(n);
-  if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows;
+  if (options.batch_reduce == HardNetBatchReduce::kAverage) return rows * rows + 2 * rows + kHardnetPagePad;
   return 5 * rows + (rows + kHardnetRowBlock - 1) / kHardnetRowBlock;
 }
 
@@ -130,7 +133,7 @@ std::size_t hardnet_workspace_bytes(int n, const HardNetOptions& options, Device
 }
 
 /// The largest n whose buffers (the n x n matrix and the scratch) each hold at most INT_MAX elements, the limit of
-/// a Caffe blob: 46340 (n * n <= INT_MAX), 46339 for AVERAGE (n * n + 2n).
+/// a Caffe blob: 46340 (n * n <= INT_MAX), 46339 for AVERAGE (n * n + 2n + kHardnetPagePad).
 inline int hardnet_max_rows(const HardNetOptions& options) {
   int n = 46340;  // floor(sqrt(INT_MAX))
   while (static_cast<std::size_t>(n) * n > INT_MAX || hardnet_scratch_count(n, options) > INT_MAX) --n;

@@ -12,6 +12,13 @@
 
 #include <cstdint>
 
+// A fast path's small steps over V: always inlined, since a call passes their vectors through memory.
+#if defined(__GNUC__)
+#define CM_LANE_STEP inline __attribute__((always_inline))
+#else
+#define CM_LANE_STEP inline
+#endif
+
 namespace caffe_mining {
 namespace lanes {
 
@@ -52,7 +59,12 @@ struct V {
   static int movemask(F a) { return _mm_movemask_ps(a); }
   static I add_mask(I count, F mask) { return _mm_add_epi32(count, _mm_castps_si128(mask)); }
   static F columns_equal(int j, I i) { return cmpeq_int(iota(j), i); }  // lanes j..j+3 equal to i
-  static void transpose(F* rows) { _MM_TRANSPOSE4_PS(rows[0], rows[1], rows[2], rows[3]); }
+  static CM_LANE_STEP void transpose(const F* rows, F* out) {  // rows[k] lane m becomes out[m] lane k
+    F r0 = rows[0], r1 = rows[1], r2 = rows[2], r3 = rows[3];
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
+  }
+  static CM_LANE_STEP void transpose(F* rows) { transpose(rows, rows); }
 };
 }  // namespace sse2
 
@@ -88,7 +100,8 @@ struct V {
   static F or_(F a, F b) { return _mm256_or_ps(a, b); }
   static F xor_(F a, F b) { return _mm256_xor_ps(a, b); }
   static F andnot(F a, F b) { return _mm256_andnot_ps(a, b); }  // ~a & b
-  static F select(F mask, F if_set, F if_clear) { return or_(and_(mask, if_set), andnot(mask, if_clear)); }
+  // `mask` lanes all ones or all zeros (a comparison's), so blendv's sign-bit choice is the bitwise select.
+  static F select(F mask, F if_set, F if_clear) { return _mm256_blendv_ps(if_clear, if_set, mask); }
   // The predicates of SSE's comparisons: signalling order for the inequalities, quiet for (in)equality; the
   // negated ones unordered (true where either is NaN), as _mm_cmpnlt_ps and _mm_cmpneq_ps.
   static F cmpgt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OS); }
@@ -101,7 +114,7 @@ struct V {
   static int movemask(F a) { return _mm256_movemask_ps(a); }
   static I add_mask(I count, F mask) { return _mm256_add_epi32(count, _mm256_castps_si256(mask)); }
   static F columns_equal(int j, I i) { return cmpeq_int(iota(j), i); }  // lanes j..j+7 equal to i
-  static void transpose(F* rows) {  // rows[k] lane m becomes rows[m] lane k
+  static CM_LANE_STEP void transpose(const F* rows, F* out) {  // rows[k] lane m becomes out[m] lane k
     const F t0 = _mm256_unpacklo_ps(rows[0], rows[1]), t1 = _mm256_unpackhi_ps(rows[0], rows[1]);
     const F t2 = _mm256_unpacklo_ps(rows[2], rows[3]), t3 = _mm256_unpackhi_ps(rows[2], rows[3]);
     const F t4 = _mm256_unpacklo_ps(rows[4], rows[5]), t5 = _mm256_unpackhi_ps(rows[4], rows[5]);
@@ -110,15 +123,16 @@ struct V {
     const F s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
     const F s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     const F s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    rows[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    rows[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    rows[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    rows[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    rows[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    rows[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    rows[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    rows[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+    out[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    out[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    out[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    out[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    out[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    out[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    out[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    out[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
   }
+  static CM_LANE_STEP void transpose(F* rows) { transpose(rows, rows); }
 };
 }  // namespace avx2
 #pragma GCC pop_options

@@ -58,8 +58,23 @@ Dtype average_weight_at(const Dtype* labels, const HardNetOptions& options, cons
   return math::safe_div(scale * w, mining.dist[static_cast<std::size_t>(i) * n + j]);
 }
 
-// The rows of a dot-product matrix turned into distances (dots_to_distances) when the AVERAGE lanes reach them, or
-// nothing where the whole matrix was turned first (`pending` false).
+// Where AVERAGE's backward starts the weight matrix V in the workspace: 2 KB + 128 bytes past the distance matrix's
+// offset in a 4 KB page. The backward stores rows of V while it loads the next rows of D at the same columns; where
+// the two share their offsets in a page (malloc'd buffers and n a multiple of 1024; other powers of two for some
+// rows), each such load waits on the store before it (4K aliasing), 0.15 of one SGEMM at n = 1024. An odd multiple
+// of 128 bytes is never within a vector of a row's offset in a page when n is a power of two.
+template <typename Dtype>
+Dtype* weight_apart_from(Dtype* scratch, const Dtype* dist) {
+  constexpr std::uintptr_t kPage = 4096, kApart = 2048 + 128;
+  static_assert(kPage <= kHardnetPagePad * sizeof(float), "the workspace leaves room for the shift");
+  const std::uintptr_t offset =
+      (reinterpret_cast<std::uintptr_t>(scratch) - reinterpret_cast<std::uintptr_t>(dist)) % kPage;
+  return scratch + (kApart + kPage - offset) % kPage / sizeof(Dtype);
+}
+
+// The rows of a dot-product matrix turned into distances (dots_to_distances) as they are reached (`pending`: AVERAGE
+// without anchor swap), or nothing where the whole matrix is turned before any row is mined (with anchor swap: by
+// the lanes, tile by tile, or by the caller).
 template <typename Dtype>
 struct RowsToDistances {
   int n;
@@ -75,8 +90,12 @@ struct RowsToDistances {
 // AVERAGE in float vector lanes (hardnet_average_lanes.inc): TRIPLET_MARGIN and CONTRASTIVE. SOFTMAX, double, and
 // the rows the lanes leave take average_row and average_weight_at.
 template <typename Dtype>
+bool average_has_lanes(const HardNetOptions&) {
+  return false;
+}
+template <typename Dtype>
 int average_forward_lanes(const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
-                          const RowsToDistances<Dtype>&, Dtype*, int*) {
+                          const RowsToDistances<Dtype>&, Dtype*, Dtype*, int*) {
   return 0;
 }
 template <typename Dtype>
@@ -89,38 +108,31 @@ int average_backward_lanes(const Dtype*, const HardNetOptions&, const HardNetMin
 #define CM_LANES_INC "hardnet_average_lanes.inc"
 #include "lane_widths.inc"
 
-inline bool average_has_lanes(const HardNetOptions& options) {
+template <>
+bool average_has_lanes<float>(const HardNetOptions& options) {
   return options.loss_type == HardNetLossType::kTripletMargin || options.loss_type == HardNetLossType::kContrastive;
 }
 
-// 8 rows a block (AVX2), but with anchor swap only up to n = 1024: there each block also reads its column strip of
-// the matrix (D_ji), and here 8 rows a block measured faster than 4 at n = 512 and 1024 (3.7 against 4.0, 4.0
-// against 4.2 one SGEMM) but slower from 1280 on (4.6 against 4.4 at 1280, 5.1 against 4.4 at 2048). A choice of
-// speed only: both give the same bits.
-inline bool average_uses_avx2(const HardNetOptions& options, int n) {
-  return cpu_lanes_allow_avx2() && (!options.anchor_swap || n <= 1024);
-}
-
+// `workspace`: 7 n floats the forward may use (with anchor swap).
 template <>
 int average_forward_lanes<float>(const float* labels, int n, const HardNetOptions& options,
                                  const HardNetMining<float>& mining, const RowsToDistances<float>& distances,
-                                 float* loss_sum, int* valid_rows) {
-  if (!average_has_lanes(options)) return 0;
+                                 float* workspace, float* loss_sum, int* valid_rows) {
 #if defined(CAFFE_MINING_AVX2_LANES)
-  if (average_uses_avx2(options, n)) {
-    return avx2_lanes::average_forward_lanes(labels, n, options, mining, distances, loss_sum, valid_rows);
+  if (cpu_lanes_allow_avx2()) {
+    return avx2_lanes::average_forward_lanes(labels, n, options, mining, distances, workspace, loss_sum, valid_rows);
   }
 #endif
-  return sse2_lanes::average_forward_lanes(labels, n, options, mining, distances, loss_sum, valid_rows);
+  return sse2_lanes::average_forward_lanes(labels, n, options, mining, distances, workspace, loss_sum, valid_rows);
 }
 
 template <>
 int average_backward_lanes<float>(const float* labels, const HardNetOptions& options,
                                   const HardNetMining<float>& mining, int n, float scale, float* weight,
                                   float* row_sum, float* col_sum) {
-  if (!average_has_lanes(options)) return 0;
+  if (!average_has_lanes<float>(options)) return 0;
 #if defined(CAFFE_MINING_AVX2_LANES)
-  if (average_uses_avx2(options, n)) {
+  if (cpu_lanes_allow_avx2()) {
     return avx2_lanes::average_backward_lanes(labels, options, mining, n, scale, weight, row_sum, col_sum);
   }
 #endif
@@ -164,13 +176,17 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
 
   if (options.batch_reduce == HardNetBatchReduce::kAverage) {
     // AVERAGE reads every candidate, and its backward the whole distance matrix. With anchor swap a row reads its
-    // column too, so the matrix is turned into distances first; without, the lanes turn each block of rows as they
-    // reach it, and the rows they leave are turned here.
+    // column too, so the matrix is turned into distances before any row is mined: by the lanes, tile by tile, or
+    // here. Without, each row is turned as it is reached (by the lanes a block of rows at a time).
+    const bool lanes = average_has_lanes<Dtype>(options);
     RowsToDistances<Dtype> distances{n, sq_norm_a, sq_norm_p, eps, !swap};
-    if (swap) {
+    if (swap && !lanes) {
       for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
     }
-    for (int i = average_forward_lanes(labels, n, options, mining, distances, &loss_sum, &valid_rows); i < n; ++i) {
+    int i = lanes ? average_forward_lanes(labels, n, options, mining, distances, scratch + 2 * nn, &loss_sum,
+                                          &valid_rows)
+                  : 0;
+    for (; i < n; ++i) {
       distances.convert(i, mining.dist + i * nn);
       const Dtype pos = mining.dist[i * nn + i];
       record_row(options, i, pos, average_row(mining.dist, labels, n, i, pos, options), mining, &loss_sum,
@@ -264,8 +280,11 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
     }
     return;
   }
-  if (anchor_diff != nullptr) std::memset(anchor_diff, 0, elements * sizeof(Dtype));
-  if (positive_diff != nullptr) std::memset(positive_diff, 0, elements * sizeof(Dtype));
+  const bool dense = options.batch_reduce == HardNetBatchReduce::kAverage && valid_rows > 0;
+  if (!dense) {  // AVERAGE's dense gradient writes every element itself
+    if (anchor_diff != nullptr) std::memset(anchor_diff, 0, elements * sizeof(Dtype));
+    if (positive_diff != nullptr) std::memset(positive_diff, 0, elements * sizeof(Dtype));
+  }
   if (valid_rows == 0 || (anchor_diff == nullptr && positive_diff == nullptr)) return;
   const Dtype scale = loss_weight / Dtype(valid_rows);
 
@@ -295,8 +314,8 @@ void hardnet_backward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posi
 
   // AVERAGE: every D_ij can carry weight (W_ij = d loss / d D_ij). With V_ij = W_ij / D_ij the gradient is
   //   dA = diag(V 1) A - V P,   dP = diag(V^T 1) P - V^T A   (two GEMMs, no n x n x dim tensor).
-  Dtype* weight = scratch;  // V, n x n
-  Dtype* row_sum = scratch + nn * nn;
+  Dtype* weight = weight_apart_from(scratch, mining.dist);  // V, n x n
+  Dtype* row_sum = weight + nn * nn;
   Dtype* col_sum = row_sum + nn;
   for (int i = 0; i < n; ++i) row_sum[i] = col_sum[i] = Dtype(0);
   // Row sums in increasing j, column sums in increasing i.
