@@ -72,9 +72,8 @@ Dtype* weight_apart_from(Dtype* scratch, const Dtype* dist) {
   return scratch + (kApart + kPage - offset) % kPage / sizeof(Dtype);
 }
 
-// The rows of a dot-product matrix turned into distances (dots_to_distances) as they are reached (`pending`: AVERAGE
-// without anchor swap), or nothing where the whole matrix is turned before any row is mined (with anchor swap: by
-// the lanes, tile by tile, or by the caller).
+// The rows of a dot-product matrix turned into distances (dots_to_distances) when the AVERAGE lanes reach them, or
+// nothing where the whole matrix was turned first (`pending` false).
 template <typename Dtype>
 struct RowsToDistances {
   int n;
@@ -90,10 +89,6 @@ struct RowsToDistances {
 // AVERAGE in float vector lanes (hardnet_average_lanes.inc): TRIPLET_MARGIN and CONTRASTIVE. SOFTMAX, double, and
 // the rows the lanes leave take average_row and average_weight_at.
 template <typename Dtype>
-bool average_has_lanes(const HardNetOptions&) {
-  return false;
-}
-template <typename Dtype>
 int average_forward_lanes(const Dtype*, int, const HardNetOptions&, const HardNetMining<Dtype>&,
                           const RowsToDistances<Dtype>&, Dtype*, Dtype*, int*) {
   return 0;
@@ -108,8 +103,7 @@ int average_backward_lanes(const Dtype*, const HardNetOptions&, const HardNetMin
 #define CM_LANES_INC "hardnet_average_lanes.inc"
 #include "lane_widths.inc"
 
-template <>
-bool average_has_lanes<float>(const HardNetOptions& options) {
+inline bool average_has_lanes(const HardNetOptions& options) {
   return options.loss_type == HardNetLossType::kTripletMargin || options.loss_type == HardNetLossType::kContrastive;
 }
 
@@ -118,6 +112,7 @@ template <>
 int average_forward_lanes<float>(const float* labels, int n, const HardNetOptions& options,
                                  const HardNetMining<float>& mining, const RowsToDistances<float>& distances,
                                  float* workspace, float* loss_sum, int* valid_rows) {
+  if (!average_has_lanes(options)) return 0;
 #if defined(CAFFE_MINING_AVX2_LANES)
   if (cpu_lanes_allow_avx2()) {
     return avx2_lanes::average_forward_lanes(labels, n, options, mining, distances, workspace, loss_sum, valid_rows);
@@ -130,7 +125,7 @@ template <>
 int average_backward_lanes<float>(const float* labels, const HardNetOptions& options,
                                   const HardNetMining<float>& mining, int n, float scale, float* weight,
                                   float* row_sum, float* col_sum) {
-  if (!average_has_lanes<float>(options)) return 0;
+  if (!average_has_lanes(options)) return 0;
 #if defined(CAFFE_MINING_AVX2_LANES)
   if (cpu_lanes_allow_avx2()) {
     return avx2_lanes::average_backward_lanes(labels, options, mining, n, scale, weight, row_sum, col_sum);
@@ -176,16 +171,13 @@ void hardnet_forward_cpu(int n, int dim, const Dtype* anchor, const Dtype* posit
 
   if (options.batch_reduce == HardNetBatchReduce::kAverage) {
     // AVERAGE reads every candidate, and its backward the whole distance matrix. With anchor swap a row reads its
-    // column too, so the matrix is turned into distances before any row is mined: by the lanes, tile by tile, or
-    // here. Without, each row is turned as it is reached (by the lanes a block of rows at a time).
-    const bool lanes = average_has_lanes<Dtype>(options);
+    // column too, so the matrix is turned into distances first; without, the lanes turn each block of rows as they
+    // reach it, and the rows they leave are turned here.
     RowsToDistances<Dtype> distances{n, sq_norm_a, sq_norm_p, eps, !swap};
-    if (swap && !lanes) {
+    if (swap) {
       for (int i = 0; i < n; ++i) dots_to_distances(n, sq_norm_a[i], sq_norm_p, eps, mining.dist + i * nn);
     }
-    int i = lanes ? average_forward_lanes(labels, n, options, mining, distances, scratch + 2 * nn, &loss_sum,
-                                          &valid_rows)
-                  : 0;
+    int i = average_forward_lanes(labels, n, options, mining, distances, scratch + 2 * nn, &loss_sum, &valid_rows);
     for (; i < n; ++i) {
       distances.convert(i, mining.dist + i * nn);
       const Dtype pos = mining.dist[i * nn + i];
