@@ -121,9 +121,10 @@ def test_float32_distance_equal_to_the_threshold_is_valid_though_x_is_below_its_
 
 
 # The swapped twins: anchors at two rows of a column whose positive is 0 (the larger-x twin at the lower row), so
-# that the column's smallest D is shared; the other anchors are 0 and give that column duplicates only.
+# that the column's smallest D is shared; the other anchors are 0 and give that column duplicates only. Column 129 of
+# 130 lies past the last block of lanes (either width): the scalar column update.
 @pytest.mark.parametrize("n,rows,target", [(16, (9, 10), 2), (40, (3, 30), 39), (130, (5, 100), 64),
-                                           (130, (64, 129), 0)])
+                                           (130, (64, 129), 0), (130, (7, 120), 129)])
 @pytest.mark.parametrize("batch_reduce", ["MIN", "RANDOM"])
 def test_float32_tie_on_d_among_swapped_values_goes_to_the_lowest_row(n, rows, target, batch_reduce):
     rng = np.random.default_rng(n)
