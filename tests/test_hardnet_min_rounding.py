@@ -13,6 +13,20 @@ import caffe_mining
 EPS = 1e-6
 
 
+def candidates(dist, labels, threshold, anchor_swap):
+    """Row i's candidate j under the header's rule, from the distance matrix in its dtype: (swapped, value,
+    candidate), each n x n. Valid when j != i, not D_ij < threshold and labels differ; with anchor_swap the candidate
+    is the smaller valid one of D_ij and D_ji (D_ij at equal value), a candidate when either is valid."""
+    n = len(dist)
+    valid = ~np.eye(n, dtype=bool) & ~(dist < dist.dtype.type(threshold))
+    if labels is not None:
+        valid &= labels[:, None] != labels[None, :]
+    if not anchor_swap:
+        return np.zeros_like(valid), dist, valid
+    swapped = valid.T & (~valid | (dist.T < dist))
+    return swapped, np.where(swapped, dist.T, dist), valid | valid.T
+
+
 def rule_in_dtype(anchor, positive, labels, threshold, dtype, anchor_swap=False, batch_reduce="MIN", uniforms=None):
     """The header's rule in `dtype`: D_ij = sqrt(max(a_i^2 + p_j^2 - 2 a_i p_j, 0) + eps), valid when j != i, not
     D_ij < threshold and labels differ. Candidate j of row i: D_ij, or with anchor_swap the smaller valid one of D_ij
@@ -24,14 +38,7 @@ def rule_in_dtype(anchor, positive, labels, threshold, dtype, anchor_swap=False,
     sq = (a[:, None] * a[:, None] + p[None, :] * p[None, :]) - two * (a[:, None] * p[None, :])
     dist = np.sqrt(np.where(sq > 0, sq, dtype(0)) + eps)
     n = len(a)
-    valid = ~np.eye(n, dtype=bool) & ~(dist < dtype(threshold))
-    if labels is not None:
-        valid &= labels[:, None] != labels[None, :]
-    if anchor_swap:
-        swapped = valid.T & (~valid | (dist.T < dist))
-        value, candidate = np.where(swapped, dist.T, dist), valid | valid.T
-    else:
-        swapped, value, candidate = np.zeros_like(valid), dist, valid
+    swapped, value, candidate = candidates(dist, labels, threshold, anchor_swap)
     count = candidate.sum(axis=1)
     if batch_reduce == "MIN":
         masked = np.where(candidate, value, np.inf)
@@ -268,12 +275,7 @@ def test_average_float32_sums_in_order(n, with_labels, anchor_swap, loss_type):
                                     loss_type=loss_type, margin=float(margin), loss_weight=float(loss_weight))
     sq = (x[:, None] * x[:, None] + y[None, :] * y[None, :]) - f(2) * f(0)
     dist = np.sqrt(np.where(sq > 0, sq, f(0)) + f(EPS))  # inexact: every sum below depends on its order
-    valid = ~np.eye(n, dtype=bool) & ~(dist < f(0.008))
-    if labels is not None:
-        valid &= labels[:, None] != labels[None, :]
-    swapped = valid.T & (~valid | (dist.T < dist)) if anchor_swap else np.zeros_like(valid)
-    value = np.where(swapped, dist.T, dist)
-    candidate = valid | valid.T if anchor_swap else valid
+    swapped, value, candidate = candidates(dist, labels, 0.008, anchor_swap)
     pos = np.diag(dist)[:, None]
     hinge = (margin - value) if loss_type == "CONTRASTIVE" else ((margin + pos) - value)
     active = hinge > 0
