@@ -113,9 +113,19 @@ int first_at_most_scalar(const SquaredRow<Dtype>& row, int start, int end, Dtype
   return -1;
 }
 
+// Row i's columns in blocks of kHardnetRowBlock: block_min[b] (unless null) the smallest valid x of block b,
+// infinity if none; returns the row's smallest valid x and its number of valid columns. With `cols` each entry is
+// also entered into its column.
 template <typename Dtype>
-BlockMinimum<Dtype> block_minimum(const SquaredRow<Dtype>& row, int start, int end, const ColumnScan<Dtype>* cols) {
-  return block_minimum_scalar(row, start, end, cols);
+BlockMinimum<Dtype> scan_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min, const ColumnScan<Dtype>* cols) {
+  BlockMinimum<Dtype> whole = {std::numeric_limits<Dtype>::infinity(), 0};
+  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
+    const BlockMinimum<Dtype> block = block_minimum_scalar(row, start, std::min(start + kHardnetRowBlock, n), cols);
+    if (block_min != nullptr) block_min[b] = block.x_min;
+    whole.count += block.count;
+    if (block.x_min < whole.x_min) whole.x_min = block.x_min;
+  }
+  return whole;
 }
 template <typename Dtype>
 int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_bound) {
@@ -125,8 +135,8 @@ int first_at_most(const SquaredRow<Dtype>& row, int start, int end, Dtype x_boun
 #if defined(__SSE2__)
 // The float scan runs in vector lanes (src/caffe/mining/hardest_negative_row.cpp): the same decisions, bit for bit.
 template <>
-BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
-                                         const ColumnScan<float>* cols);
+BlockMinimum<float> scan_row<float>(const SquaredRow<float>& row, int n, float* block_min,
+                                    const ColumnScan<float>* cols);
 template <>
 int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float x_bound);
 #endif
@@ -138,13 +148,9 @@ int first_at_most<float>(const SquaredRow<float>& row, int start, int end, float
 template <typename Dtype>
 RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* block_min, const ColumnScan<Dtype>* cols) {
   RowMining<Dtype> found;
-  Dtype x_min = std::numeric_limits<Dtype>::infinity();
-  for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
-    const BlockMinimum<Dtype> block = block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols);
-    block_min[b] = block.x_min;
-    found.count += block.count;
-    if (block.x_min < x_min) x_min = block.x_min;
-  }
+  const BlockMinimum<Dtype> whole = scan_row(row, n, block_min, cols);
+  const Dtype x_min = whole.x_min;
+  found.count = whole.count;
   if (found.count == 0) return found;
   const Dtype x_max = largest_with_same_root(x_min);
   for (int start = 0, b = 0; start < n; start += kHardnetRowBlock, ++b) {
@@ -162,11 +168,7 @@ RowMining<Dtype> hardest_in_row(const SquaredRow<Dtype>& row, int n, Dtype* bloc
 // The number of valid entries of row i (RANDOM), with the same scan.
 template <typename Dtype>
 int valid_in_row(const SquaredRow<Dtype>& row, int n, const ColumnScan<Dtype>* cols) {
-  int count = 0;
-  for (int start = 0; start < n; start += kHardnetRowBlock) {
-    count += block_minimum(row, start, std::min(start + kHardnetRowBlock, n), cols).count;
-  }
-  return count;
+  return scan_row(row, n, static_cast<Dtype*>(nullptr), cols).count;
 }
 
 // The number of columns j that the labels and the diagonal allow for row i (j != i, another label): with no

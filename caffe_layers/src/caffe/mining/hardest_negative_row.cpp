@@ -24,12 +24,12 @@ bool row_scan_uses_avx2() {
 }
 
 template <>
-BlockMinimum<float> block_minimum<float>(const SquaredRow<float>& row, int start, int end,
-                                         const ColumnScan<float>* cols) {
+BlockMinimum<float> scan_row<float>(const SquaredRow<float>& row, int n, float* block_min,
+                                    const ColumnScan<float>* cols) {
 #if defined(CAFFE_MINING_AVX2_LANES)
-  if (row_scan_uses_avx2()) return avx2_lanes::scan_block(row, start, end, cols);
+  if (row_scan_uses_avx2()) return avx2_lanes::scan_row(row, n, block_min, cols);
 #endif
-  return sse2_lanes::scan_block(row, start, end, cols);
+  return sse2_lanes::scan_row(row, n, block_min, cols);
 }
 
 template <>
