@@ -59,6 +59,11 @@ struct V {
   static int movemask(F a) { return _mm_movemask_ps(a); }
   static I add_mask(I count, F mask) { return _mm_add_epi32(count, _mm_castps_si128(mask)); }
   static F columns_equal(int j, I i) { return cmpeq_int(iota(j), i); }  // lanes j..j+3 equal to i
+  // The smallest lane, for lanes holding no NaN (then min is exact and its order does not matter).
+  static CM_LANE_STEP float min_of_lanes(F a) {
+    const F half = _mm_min_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_min_ss(half, _mm_shuffle_ps(half, half, 1)));
+  }
   static CM_LANE_STEP void transpose(const F* rows, F* out) {  // rows[k] lane m becomes out[m] lane k
     F r0 = rows[0], r1 = rows[1], r2 = rows[2], r3 = rows[3];
     _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
@@ -114,6 +119,9 @@ struct V {
   static int movemask(F a) { return _mm256_movemask_ps(a); }
   static I add_mask(I count, F mask) { return _mm256_add_epi32(count, _mm256_castps_si256(mask)); }
   static F columns_equal(int j, I i) { return cmpeq_int(iota(j), i); }  // lanes j..j+7 equal to i
+  static CM_LANE_STEP float min_of_lanes(F a) {  // as SSE2's, on the smaller of the two halves
+    return sse2::V::min_of_lanes(_mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
+  }
   static CM_LANE_STEP void transpose(const F* rows, F* out) {  // rows[k] lane m becomes out[m] lane k
     const F t0 = _mm256_unpacklo_ps(rows[0], rows[1]), t1 = _mm256_unpackhi_ps(rows[0], rows[1]);
     const F t2 = _mm256_unpacklo_ps(rows[2], rows[3]), t3 = _mm256_unpackhi_ps(rows[2], rows[3]);
