@@ -295,7 +295,7 @@ def test_average_float32_sums_in_order(n, with_labels, anchor_swap, loss_type):
     own = candidate & ~swapped
     hinge_mirror = (margin - dist) if loss_type == "CONTRASTIVE" else ((margin + pos.T) - dist)
     dneg_mirror = np.where(hinge_mirror > 0, minus_inverse[None, :], f(0))  # row j's hinge at D_ij
-    weight = f(0) + np.where(own, np.where(active, dneg, f(0)), f(0))
+    weight = f(0) + np.where(own, dneg, f(0))
     if anchor_swap:
         weight = weight + np.where(swapped.T, dneg_mirror, f(0))
     weight = weight.astype(f)
